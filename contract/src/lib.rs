@@ -1,0 +1,18 @@
+//! The wire contract shared by the walshard agent, router and control plane: the table schema and
+//! its dtypes, validated identifiers, shard key ranges, typed rows and the seed API's JSON envelope.
+//!
+//! Everything here is pure: parsing and validation of JSON values, no IO. Field names that depend on
+//! the schema (the key column, e.g. `Stud_id`, and `<key>_low` in shard specs) are resolved here, so
+//! callers never build them by hand.
+
+pub mod envelope;
+pub mod ident;
+pub mod row;
+pub mod schema;
+pub mod shard;
+
+pub use envelope::{Failure, STATUS_FAILURE, STATUS_SUCCESS, STATUS_SUCCESSFUL};
+pub use ident::{Ident, IdentError};
+pub use row::{KeyRange, Row, RowError, Value};
+pub use schema::{Dtype, Schema, SchemaError};
+pub use shard::{ShardError, ShardSpec, validate_layout};

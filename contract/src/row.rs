@@ -1,0 +1,253 @@
+//! Typed rows: JSON objects checked against a [`Schema`], and inclusive key ranges.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json};
+
+use crate::schema::{Dtype, Schema};
+
+/// One cell. Serialises as the plain JSON value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+impl Value {
+    fn to_json(&self) -> Json {
+        match self {
+            Value::Null => Json::Null,
+            Value::Bool(b) => Json::Bool(*b),
+            Value::Int(i) => Json::from(*i),
+            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
+            Value::Str(s) => Json::String(s.clone()),
+        }
+    }
+}
+
+/// A row whose cells follow the schema's column order; cell 0 is the integer key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row(pub Vec<Value>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    #[error("expected a JSON object for a row, got {0}")]
+    NotObject(&'static str),
+    #[error("row is missing column {0:?}")]
+    MissingColumn(String),
+    #[error("row has unknown column {0:?}")]
+    UnknownColumn(String),
+    #[error("column {column:?} must be {expected:?}, got {got}")]
+    WrongType {
+        column: String,
+        expected: Dtype,
+        got: &'static str,
+    },
+    #[error("key column {0:?} must be an integer, not null")]
+    NullKey(String),
+    #[error("{0:?} must be an integer")]
+    KeyNotInteger(String),
+    #[error("range needs integer \"low\" and \"high\", got {0}")]
+    BadRange(String),
+    #[error("range low {low} is above high {high}")]
+    EmptyRange { low: i64, high: i64 },
+}
+
+/// JSON kind name for error messages.
+pub fn json_kind(v: &Json) -> &'static str {
+    match v {
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(n) if n.is_i64() || n.is_u64() => "an integer",
+        Json::Number(_) => "a float",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
+    }
+}
+
+fn cell(column: &str, dtype: Dtype, v: &Json) -> Result<Value, RowError> {
+    let wrong = || RowError::WrongType {
+        column: column.to_owned(),
+        expected: dtype,
+        got: json_kind(v),
+    };
+    Ok(match (dtype, v) {
+        (_, Json::Null) => Value::Null,
+        (Dtype::Number, Json::Number(n)) => Value::Int(n.as_i64().ok_or_else(wrong)?),
+        (Dtype::Float, Json::Number(n)) => Value::Float(n.as_f64().ok_or_else(wrong)?),
+        (Dtype::String, Json::String(s)) => Value::Str(s.clone()),
+        (Dtype::Boolean, Json::Bool(b)) => Value::Bool(*b),
+        _ => return Err(wrong()),
+    })
+}
+
+/// Reads an integer key value (e.g. the `Stud_id` of `/update` or `/del`).
+pub fn parse_key(name: &str, v: &Json) -> Result<i64, RowError> {
+    v.as_i64()
+        .ok_or_else(|| RowError::KeyNotInteger(name.to_owned()))
+}
+
+impl Row {
+    /// Checks a JSON object against the schema: every column present (non-key columns may be
+    /// `null`), no unknown column, each value of its column's dtype.
+    pub fn from_json(schema: &Schema, v: &Json) -> Result<Row, RowError> {
+        let Json::Object(obj) = v else {
+            return Err(RowError::NotObject(json_kind(v)));
+        };
+        if let Some(unknown) = obj.keys().find(|k| schema.position(k).is_none()) {
+            return Err(RowError::UnknownColumn(unknown.clone()));
+        }
+        let mut cells = Vec::with_capacity(schema.columns().len());
+        for (column, dtype) in schema.iter() {
+            let raw = obj
+                .get(column.as_str())
+                .ok_or_else(|| RowError::MissingColumn(column.to_string()))?;
+            cells.push(cell(column.as_str(), dtype, raw)?);
+        }
+        if cells[0] == Value::Null {
+            return Err(RowError::NullKey(schema.key().to_string()));
+        }
+        Ok(Row(cells))
+    }
+
+    /// The shard key (cell 0). Rows are only built by [`Row::from_json`] or from the store, both
+    /// of which guarantee an integer there.
+    pub fn key(&self) -> i64 {
+        match self.0.first() {
+            Some(Value::Int(k)) => *k,
+            _ => i64::MIN,
+        }
+    }
+
+    /// The row as a JSON object in schema column order.
+    pub fn to_json(&self, schema: &Schema) -> Map<String, Json> {
+        schema
+            .columns()
+            .iter()
+            .zip(&self.0)
+            .map(|(c, v)| (c.to_string(), v.to_json()))
+            .collect()
+    }
+}
+
+/// An inclusive key range `{"low": .., "high": ..}`, as the seed's `/read` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRange {
+    pub low: i64,
+    pub high: i64,
+}
+
+impl KeyRange {
+    pub fn from_json(v: &Json) -> Result<KeyRange, RowError> {
+        let get = |name: &str| v.get(name).and_then(Json::as_i64);
+        match (get("low"), get("high")) {
+            (Some(low), Some(high)) if low <= high => Ok(KeyRange { low, high }),
+            (Some(low), Some(high)) => Err(RowError::EmptyRange { low, high }),
+            _ => Err(RowError::BadRange(v.to_string())),
+        }
+    }
+
+    pub fn contains(&self, key: i64) -> bool {
+        self.low <= key && key <= self.high
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn row_round_trips_in_column_order() {
+        let s = Schema::seed_default();
+        let v = json!({"Stud_marks": 27, "Stud_id": 2255, "Stud_name": "GHI"});
+        let row = Row::from_json(&s, &v).expect("valid row");
+        assert_eq!(row.key(), 2255);
+        let out = Json::Object(row.to_json(&s));
+        assert_eq!(
+            out,
+            json!({"Stud_id": 2255, "Stud_name": "GHI", "Stud_marks": 27})
+        );
+        let keys: Vec<_> = row.to_json(&s).keys().cloned().collect();
+        assert_eq!(keys, ["Stud_id", "Stud_name", "Stud_marks"]);
+    }
+
+    #[test]
+    fn rejects_each_bad_row_class() {
+        let s = Schema::seed_default();
+        let cases = [
+            (json!([1, 2]), "expected a JSON object"),
+            (
+                json!({"Stud_name": "a", "Stud_marks": 1}),
+                "missing column \"Stud_id\"",
+            ),
+            (
+                json!({"Stud_id": 1, "Stud_name": "a", "Stud_marks": 1, "x": 1}),
+                "unknown column",
+            ),
+            (
+                json!({"Stud_id": "1", "Stud_name": "a", "Stud_marks": 1}),
+                "must be Number",
+            ),
+            (
+                json!({"Stud_id": 1.5, "Stud_name": "a", "Stud_marks": 1}),
+                "got a float",
+            ),
+            (
+                json!({"Stud_id": 1, "Stud_name": 7, "Stud_marks": 1}),
+                "must be String",
+            ),
+            (
+                json!({"Stud_id": null, "Stud_name": "a", "Stud_marks": 1}),
+                "not null",
+            ),
+            (
+                json!({"Stud_id": 18446744073709551615u64, "Stud_name": "a", "Stud_marks": 1}),
+                "must be Number",
+            ),
+        ];
+        for (v, want) in cases {
+            let err = Row::from_json(&s, &v).expect_err("must fail").to_string();
+            assert!(err.contains(want), "{v}: {err}");
+        }
+    }
+
+    #[test]
+    fn null_allowed_outside_the_key() {
+        let s = Schema::seed_default();
+        let row = Row::from_json(
+            &s,
+            &json!({"Stud_id": 1, "Stud_name": null, "Stud_marks": 1}),
+        )
+        .expect("valid");
+        assert_eq!(row.0[1], Value::Null);
+    }
+
+    #[test]
+    fn ranges() {
+        assert_eq!(
+            KeyRange::from_json(&json!({"low": 1, "high": 3})),
+            Ok(KeyRange { low: 1, high: 3 })
+        );
+        assert!(KeyRange::from_json(&json!({"low": 4, "high": 3})).is_err());
+        assert!(KeyRange::from_json(&json!({"low": "a", "high": 3})).is_err());
+        assert!(KeyRange { low: 1, high: 3 }.contains(3));
+    }
+
+    #[test]
+    fn value_serde_round_trip() {
+        let row = Row(vec![
+            Value::Int(1),
+            Value::Str("x".into()),
+            Value::Float(2.5),
+            Value::Bool(true),
+            Value::Null,
+        ]);
+        let text = serde_json::to_string(&row).expect("ser");
+        assert_eq!(serde_json::from_str::<Row>(&text).expect("de"), row);
+    }
+}

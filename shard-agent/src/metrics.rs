@@ -1,0 +1,143 @@
+//! Prometheus metrics of the agent, served at `/metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    pub shard: String,
+}
+
+/// Every metric the agent exports. Cheap to clone handles (they share state).
+pub struct Metrics {
+    pub registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_seconds: Family<HttpLabels, Histogram>,
+    pub applied_entries: Family<ShardLabels, Counter>,
+    pub apply_batches: Family<ShardLabels, Counter>,
+    pub apply_batch_entries: Family<ShardLabels, Histogram>,
+    pub apply_errors: Family<ShardLabels, Counter>,
+    pub applied_lsn: Family<ShardLabels, Gauge>,
+    pub wal_last_lsn: Family<ShardLabels, Gauge>,
+    pub wal_fsyncs: Family<ShardLabels, Gauge>,
+    pub wal_groups: Family<ShardLabels, Gauge>,
+    pub wal_bytes: Family<ShardLabels, Gauge>,
+    pub wal_max_group: Family<ShardLabels, Gauge>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("walshard_agent");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_seconds = Family::<HttpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
+        let applied_entries = Family::<ShardLabels, Counter>::default();
+        let apply_batches = Family::<ShardLabels, Counter>::default();
+        let apply_batch_entries = Family::<ShardLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 12))
+        });
+        let apply_errors = Family::<ShardLabels, Counter>::default();
+        let applied_lsn = Family::<ShardLabels, Gauge>::default();
+        let wal_last_lsn = Family::<ShardLabels, Gauge>::default();
+        let wal_fsyncs = Family::<ShardLabels, Gauge>::default();
+        let wal_groups = Family::<ShardLabels, Gauge>::default();
+        let wal_bytes = Family::<ShardLabels, Gauge>::default();
+        let wal_max_group = Family::<ShardLabels, Gauge>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests served",
+            http_requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request latency",
+            http_seconds.clone(),
+        );
+        registry.register(
+            "applied_entries",
+            "WAL entries applied to MySQL",
+            applied_entries.clone(),
+        );
+        registry.register(
+            "apply_batches",
+            "MySQL transactions that applied WAL entries",
+            apply_batches.clone(),
+        );
+        registry.register(
+            "apply_batch_entries",
+            "WAL entries per apply transaction",
+            apply_batch_entries.clone(),
+        );
+        registry.register(
+            "apply_errors",
+            "Failed apply transactions (retried)",
+            apply_errors.clone(),
+        );
+        registry.register("applied_lsn", "Last applied LSN", applied_lsn.clone());
+        registry.register("wal_last_lsn", "Last durable WAL LSN", wal_last_lsn.clone());
+        registry.register(
+            "wal_fsyncs",
+            "fdatasync calls of the WAL since start",
+            wal_fsyncs.clone(),
+        );
+        registry.register(
+            "wal_groups",
+            "Group commits of the WAL since start",
+            wal_groups.clone(),
+        );
+        registry.register(
+            "wal_bytes",
+            "Bytes appended to the WAL since start",
+            wal_bytes.clone(),
+        );
+        registry.register(
+            "wal_max_group",
+            "Largest group commit since start (entries)",
+            wal_max_group.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            http_requests,
+            http_seconds,
+            applied_entries,
+            apply_batches,
+            apply_batch_entries,
+            apply_errors,
+            applied_lsn,
+            wal_last_lsn,
+            wal_fsyncs,
+            wal_groups,
+            wal_bytes,
+            wal_max_group,
+        })
+    }
+
+    pub fn shard(shard: &str) -> ShardLabels {
+        ShardLabels {
+            shard: shard.to_owned(),
+        }
+    }
+
+    /// The registry in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

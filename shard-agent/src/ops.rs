@@ -1,0 +1,90 @@
+//! The replicated state machine's operations and their outcomes.
+//!
+//! An [`Op`] is what a WAL entry carries. Applying the same log to the same state always gives the
+//! same [`Outcome`], on any replica: data-dependent failures (a duplicate key, a missing row) are
+//! outcomes decided at apply time, not errors, so every replica reaches the same state.
+
+use serde::{Deserialize, Serialize};
+use walshard_contract::Row;
+
+/// One logged operation on a shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Insert rows; all or none (a duplicate key rejects the whole op).
+    Write { rows: Vec<Row> },
+    /// Replace the row with this key.
+    Update { key: i64, row: Row },
+    /// Remove the row with this key.
+    Delete { key: i64 },
+    /// Changes nothing; a new primary commits one in its epoch before serving.
+    Noop,
+}
+
+/// What applying an op did. Stored with the op id so a retried op gets the same answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Written {
+        count: usize,
+    },
+    Updated {
+        key: i64,
+    },
+    Deleted {
+        key: i64,
+    },
+    Nothing,
+    /// Keys already present; nothing of the op was written.
+    Conflict {
+        keys: Vec<i64>,
+    },
+    /// No row with this key.
+    NotFound {
+        key: i64,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("WAL payload is not a valid operation: {0}")]
+pub struct DecodeError(#[from] serde_json::Error);
+
+impl Op {
+    pub fn encode(&self) -> Result<bytes::Bytes, serde_json::Error> {
+        serde_json::to_vec(self).map(bytes::Bytes::from)
+    }
+
+    pub fn decode(payload: &[u8]) -> Result<Op, DecodeError> {
+        Ok(serde_json::from_slice(payload)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walshard_contract::Value;
+
+    #[test]
+    fn ops_round_trip() {
+        let ops = [
+            Op::Write {
+                rows: vec![Row(vec![
+                    Value::Int(1),
+                    Value::Str("a".into()),
+                    Value::Int(3),
+                ])],
+            },
+            Op::Update {
+                key: 1,
+                row: Row(vec![Value::Int(1), Value::Null, Value::Float(1.5)]),
+            },
+            Op::Delete { key: 7 },
+            Op::Noop,
+        ];
+        for op in ops {
+            assert_eq!(
+                Op::decode(&op.encode().expect("encode")).expect("decode"),
+                op
+            );
+        }
+        assert!(Op::decode(b"{\"Nope\":1}").is_err());
+    }
+}

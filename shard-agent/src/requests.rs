@@ -1,0 +1,318 @@
+//! Pure parsing and validation of the seed server API's request bodies. Nothing here touches
+//! state: a request that fails here changes nothing.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value as Json;
+use walshard_contract::row::{json_kind, parse_key};
+use walshard_contract::{Ident, KeyRange, Row, RowError, Schema, ShardError, ShardSpec};
+
+use crate::ops::Op;
+
+/// Why a request was refused; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum RequestError {
+    /// 400
+    #[error("{0}")]
+    Invalid(String),
+    /// 404
+    #[error("{0}")]
+    NotFound(String),
+    /// 409
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<RowError> for RequestError {
+    fn from(e: RowError) -> Self {
+        RequestError::Invalid(e.to_string())
+    }
+}
+
+impl From<ShardError> for RequestError {
+    fn from(e: ShardError) -> Self {
+        RequestError::Invalid(e.to_string())
+    }
+}
+
+fn field<'a>(body: &'a Json, name: &str) -> Result<&'a Json, RequestError> {
+    body.get(name)
+        .ok_or_else(|| RequestError::Invalid(format!("missing field {name:?}")))
+}
+
+/// The `"shard"` field, validated as an identifier.
+pub fn shard_field(body: &Json) -> Result<Ident, RequestError> {
+    let raw = field(body, "shard")?;
+    let name = raw.as_str().ok_or_else(|| {
+        RequestError::Invalid(format!(
+            "\"shard\" must be a string, got {}",
+            json_kind(raw)
+        ))
+    })?;
+    Ident::new(name).map_err(|e| RequestError::Invalid(format!("shard: {e}")))
+}
+
+/// `/config`: `{"schema": {...}, "shards": ["sh1", ...]}`; a shard may also be given with its
+/// range, as `{"Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 4096}`.
+pub fn parse_config(
+    body: &Json,
+) -> Result<(Schema, Vec<(Ident, Option<ShardSpec>)>), RequestError> {
+    let schema: Schema = serde_json::from_value(field(body, "schema")?.clone())
+        .map_err(|e| RequestError::Invalid(format!("schema: {e}")))?;
+    let Some(list) = field(body, "shards")?.as_array() else {
+        return Err(RequestError::Invalid("\"shards\" must be an array".into()));
+    };
+    if list.is_empty() {
+        return Err(RequestError::Invalid("\"shards\" must not be empty".into()));
+    }
+    let mut shards = Vec::with_capacity(list.len());
+    for item in list {
+        let shard = match item {
+            Json::String(name) => (
+                Ident::new(name).map_err(|e| RequestError::Invalid(format!("shard: {e}")))?,
+                None,
+            ),
+            other => {
+                let spec = ShardSpec::from_json(schema.key().as_str(), other)?;
+                (spec.id.clone(), Some(spec))
+            }
+        };
+        if shards.iter().any(|(id, _)| *id == shard.0) {
+            return Err(RequestError::Invalid(format!(
+                "shard {} listed twice",
+                shard.0
+            )));
+        }
+        shards.push(shard);
+    }
+    Ok((schema, shards))
+}
+
+fn check_in_range(
+    schema: &Schema,
+    range: Option<&ShardSpec>,
+    key: i64,
+) -> Result<(), RequestError> {
+    match range {
+        Some(r) if !r.contains(key) => Err(RequestError::Invalid(format!(
+            "{}:{key} is outside shard {} [{}, {})",
+            schema.key(),
+            r.id,
+            r.low,
+            r.end()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `/write`: `{"shard": "sh1", "data": [rows]}` → one all-or-nothing [`Op::Write`].
+pub fn parse_write(
+    schema: &Schema,
+    range: Option<&ShardSpec>,
+    body: &Json,
+) -> Result<Op, RequestError> {
+    let Some(data) = field(body, "data")?.as_array() else {
+        return Err(RequestError::Invalid(
+            "\"data\" must be an array of rows".into(),
+        ));
+    };
+    if data.is_empty() {
+        return Err(RequestError::Invalid("\"data\" must not be empty".into()));
+    }
+    let mut rows = Vec::with_capacity(data.len());
+    let mut seen = BTreeSet::new();
+    let mut repeated = BTreeSet::new();
+    for (i, raw) in data.iter().enumerate() {
+        let row = Row::from_json(schema, raw)
+            .map_err(|e| RequestError::Invalid(format!("data[{i}]: {e}")))?;
+        check_in_range(schema, range, row.key())?;
+        if !seen.insert(row.key()) {
+            repeated.insert(row.key());
+        }
+        rows.push(row);
+    }
+    if !repeated.is_empty() {
+        return Err(RequestError::Conflict(duplicate_message(
+            schema,
+            &repeated.into_iter().collect::<Vec<_>>(),
+            "appears more than once in this batch",
+        )));
+    }
+    Ok(Op::Write { rows })
+}
+
+/// The message for keys that collide: names every key.
+pub fn duplicate_message(schema: &Schema, keys: &[i64], why: &str) -> String {
+    let list: Vec<String> = keys.iter().map(i64::to_string).collect();
+    format!(
+        "duplicate {}: {} {why}; nothing of this batch was written",
+        schema.key(),
+        list.join(", ")
+    )
+}
+
+/// `/update`: `{"shard": .., "Stud_id": k, "data": {row}}` with the row's key equal to `k`.
+pub fn parse_update(
+    schema: &Schema,
+    range: Option<&ShardSpec>,
+    body: &Json,
+) -> Result<Op, RequestError> {
+    let key_name = schema.key().as_str();
+    let key = parse_key(key_name, field(body, key_name)?)?;
+    check_in_range(schema, range, key)?;
+    let row = Row::from_json(schema, field(body, "data")?)
+        .map_err(|e| RequestError::Invalid(format!("data: {e}")))?;
+    if row.key() != key {
+        return Err(RequestError::Invalid(format!(
+            "data.{key_name} is {} but {key_name} is {key}: the key of a row cannot change",
+            row.key()
+        )));
+    }
+    Ok(Op::Update { key, row })
+}
+
+/// `/del`: `{"shard": .., "Stud_id": k}`.
+pub fn parse_delete(
+    schema: &Schema,
+    range: Option<&ShardSpec>,
+    body: &Json,
+) -> Result<Op, RequestError> {
+    let key_name = schema.key().as_str();
+    let key = parse_key(key_name, field(body, key_name)?)?;
+    check_in_range(schema, range, key)?;
+    Ok(Op::Delete { key })
+}
+
+/// `/read`: `{"shard": .., "Stud_id": {"low": a, "high": b}}`, inclusive at both ends.
+pub fn parse_read(schema: &Schema, body: &Json) -> Result<KeyRange, RequestError> {
+    Ok(KeyRange::from_json(field(body, schema.key().as_str())?)?)
+}
+
+/// `/copy`: shard names from the body (`{"shards": [..]}`) or the query string
+/// (`?shards=sh1,sh2` or `?shards=sh1&shards=sh2`).
+pub fn parse_copy(body: Option<&Json>, query: Option<&str>) -> Result<Vec<Ident>, RequestError> {
+    let mut names: Vec<String> = Vec::new();
+    if let Some(b) = body {
+        let Some(list) = field(b, "shards")?.as_array() else {
+            return Err(RequestError::Invalid(
+                "\"shards\" must be an array of names".into(),
+            ));
+        };
+        for v in list {
+            let name = v.as_str().ok_or_else(|| {
+                RequestError::Invalid(format!("shard names must be strings, got {}", json_kind(v)))
+            })?;
+            names.push(name.to_owned());
+        }
+    }
+    for pair in query.unwrap_or("").split('&') {
+        if let Some(v) = pair.strip_prefix("shards=") {
+            names.extend(v.split(',').filter(|s| !s.is_empty()).map(str::to_owned));
+        }
+    }
+    if names.is_empty() {
+        return Err(RequestError::Invalid(
+            "name the shards: {\"shards\": [\"sh1\"]} or ?shards=sh1".into(),
+        ));
+    }
+    names
+        .iter()
+        .map(|n| Ident::new(n).map_err(|e| RequestError::Invalid(format!("shard: {e}"))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn range() -> ShardSpec {
+        ShardSpec::from_json(
+            "Stud_id",
+            &json!({"Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 4096}),
+        )
+        .expect("spec")
+    }
+
+    #[test]
+    fn write_checks_range_and_duplicates() {
+        let s = Schema::seed_default();
+        let ok =
+            json!({"shard": "sh1", "data": [{"Stud_id": 1, "Stud_name": "a", "Stud_marks": 2}]});
+        assert!(
+            matches!(parse_write(&s, Some(&range()), &ok), Ok(Op::Write { rows }) if rows.len() == 1)
+        );
+        let out =
+            json!({"shard": "sh1", "data": [{"Stud_id": 4096, "Stud_name": "a", "Stud_marks": 2}]});
+        assert!(
+            matches!(parse_write(&s, Some(&range()), &out), Err(RequestError::Invalid(m)) if m.contains("outside shard sh1 [0, 4096)"))
+        );
+        let dup = json!({"shard": "sh1", "data": [
+            {"Stud_id": 7, "Stud_name": "a", "Stud_marks": 2},
+            {"Stud_id": 7, "Stud_name": "b", "Stud_marks": 3}]});
+        assert!(
+            matches!(parse_write(&s, None, &dup), Err(RequestError::Conflict(m)) if m.contains("Stud_id: 7"))
+        );
+        assert!(parse_write(&s, None, &json!({"shard": "sh1", "data": []})).is_err());
+        assert!(parse_write(&s, None, &json!({"shard": "sh1", "data": {}})).is_err());
+    }
+
+    #[test]
+    fn update_key_must_match() {
+        let s = Schema::seed_default();
+        let bad = json!({"shard": "sh1", "Stud_id": 1, "data": {"Stud_id": 2, "Stud_name": "a", "Stud_marks": 1}});
+        assert!(parse_update(&s, None, &bad).is_err());
+        let ok = json!({"shard": "sh1", "Stud_id": 2, "data": {"Stud_id": 2, "Stud_name": "a", "Stud_marks": 1}});
+        assert!(matches!(
+            parse_update(&s, None, &ok),
+            Ok(Op::Update { key: 2, .. })
+        ));
+        assert!(parse_delete(&s, None, &json!({"shard": "sh1", "Stud_id": "2"})).is_err());
+    }
+
+    #[test]
+    fn config_accepts_names_and_specs_and_rejects_hostile_names() {
+        let schema = json!({"columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "String"]});
+        let (_, shards) = parse_config(&json!({"schema": schema, "shards": ["sh1", {"Stud_id_low": 4096, "Shard_id": "sh2", "Shard_size": 4096}]}))
+            .expect("valid");
+        assert_eq!(shards.len(), 2);
+        assert!(shards[1].1.is_some());
+        for bad in [
+            json!(["sh1; DROP DATABASE walshard"]),
+            json!(["sh1", "sh1"]),
+            json!([]),
+            json!("sh1"),
+        ] {
+            assert!(
+                parse_config(&json!({"schema": schema, "shards": bad})).is_err(),
+                "{bad}"
+            );
+        }
+        let evil_schema = json!({"columns": ["Stud_id", "x` TEXT); DROP TABLE t; --"], "dtypes": ["Number", "String"]});
+        assert!(parse_config(&json!({"schema": evil_schema, "shards": ["sh1"]})).is_err());
+    }
+
+    #[test]
+    fn copy_takes_body_or_query() {
+        assert_eq!(
+            parse_copy(Some(&json!({"shards": ["sh1"]})), None)
+                .expect("body")
+                .len(),
+            1
+        );
+        assert_eq!(
+            parse_copy(None, Some("shards=sh1,sh2"))
+                .expect("query")
+                .len(),
+            2
+        );
+        assert_eq!(
+            parse_copy(None, Some("shards=sh1&shards=sh2"))
+                .expect("query")
+                .len(),
+            2
+        );
+        assert!(parse_copy(None, None).is_err());
+        assert!(parse_copy(None, Some("shards=a%20b")).is_err());
+    }
+}
