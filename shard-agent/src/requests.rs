@@ -52,11 +52,12 @@ pub fn shard_field(body: &Json) -> Result<Ident, RequestError> {
     Ident::new(name).map_err(|e| RequestError::Invalid(format!("shard: {e}")))
 }
 
+/// A shard named in `/config`, with its key range when one was given.
+pub type NamedShard = (Ident, Option<ShardSpec>);
+
 /// `/config`: `{"schema": {...}, "shards": ["sh1", ...]}`; a shard may also be given with its
 /// range, as `{"Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 4096}`.
-pub fn parse_config(
-    body: &Json,
-) -> Result<(Schema, Vec<(Ident, Option<ShardSpec>)>), RequestError> {
+pub fn parse_config(body: &Json) -> Result<(Schema, Vec<NamedShard>), RequestError> {
     let schema: Schema = serde_json::from_value(field(body, "schema")?.clone())
         .map_err(|e| RequestError::Invalid(format!("schema: {e}")))?;
     let Some(list) = field(body, "shards")?.as_array() else {

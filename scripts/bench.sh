@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Benchmarks (release build). Prints figures and ratios against a baseline measured in the same
+# run; asserts nothing about time. WALSHARD_BENCH_SECS sets the seconds per cell (default 3).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-test-deps.sh
+cargo bench --locked -p walshard-agent --bench write_throughput

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine with Rust: MariaDB (server binaries only;
+# the tests start their own throwaway instances on loopback) and the rustfmt/clippy components.
+set -euo pipefail
+
+need_root() {
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: installing $1 needs root (apt-get); run as root or install it yourself" >&2
+    exit 1
+  fi
+}
+
+if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
+  need_root mariadb-server
+  echo "==> installing mariadb-server (apt)"
+  apt-get update -qq
+  # policy-rc.d keeps apt from starting a system MariaDB: the tests run their own.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+  chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mariadb-server >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+fi
+echo "==> $(/usr/sbin/mariadbd --version)"
+
+for component in rustfmt clippy; do
+  if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then
+    echo "==> installing rust component ${component}"
+    rustup component add "${component}"
+  fi
+done

@@ -1,0 +1,214 @@
+//! The agent: this server's shards, its MySQL store and its local state, behind the HTTP API.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use walshard_contract::{Ident, Schema, ShardSpec, validate_layout};
+
+use crate::metrics::Metrics;
+use crate::requests::NamedShard;
+use crate::shard::{Shard, ShardError};
+use crate::state::{AgentState, ShardState, StateError, StateFile};
+use crate::store::{ShardTable, Store, StoreError};
+use crate::wal::WalOptions;
+
+/// Everything the agent needs to start.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub server_name: String,
+    pub mysql_url: String,
+    pub data_dir: PathBuf,
+    pub wal: WalOptions,
+    pub mysql_pool_size: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("this server is already configured with a different schema")]
+    SchemaMismatch,
+    #[error("shard {0} is already configured with a different key range")]
+    RangeMismatch(String),
+    #[error("shard layout: {0}")]
+    Layout(#[from] walshard_contract::ShardError),
+}
+
+pub struct Agent {
+    pub config: AgentConfig,
+    pub metrics: Arc<Metrics>,
+    store: Store,
+    state_file: StateFile,
+    /// Serialises `/config` calls; holds the persisted state.
+    state: Mutex<AgentState>,
+    shards: RwLock<BTreeMap<Ident, Arc<Shard>>>,
+    stop: watch::Sender<bool>,
+    appliers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Agent {
+    /// Connects to MySQL (retrying until it answers), loads the local state and opens every
+    /// configured shard, replaying its WAL into MySQL.
+    pub async fn open(config: AgentConfig) -> Result<Arc<Agent>, AgentError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store = connect_with_retry(&config.mysql_url, config.mysql_pool_size).await?;
+        let state_file = StateFile::new(&config.data_dir);
+        let state = state_file.load()?;
+        let agent = Arc::new(Agent {
+            metrics: Metrics::new(),
+            store,
+            state_file,
+            state: Mutex::new(state.clone()),
+            shards: RwLock::new(BTreeMap::new()),
+            stop: watch::Sender::new(false),
+            appliers: std::sync::Mutex::new(Vec::new()),
+            config,
+        });
+        if let Some(schema) = &state.schema {
+            for s in &state.shards {
+                agent.open_shard(schema, s).await?;
+            }
+        }
+        info!(server = %agent.config.server_name, shards = state.shards.len(), "agent ready");
+        Ok(agent)
+    }
+
+    async fn open_shard(&self, schema: &Schema, s: &ShardState) -> Result<Arc<Shard>, AgentError> {
+        let dir = self.config.data_dir.join("shards").join(s.id.as_str());
+        let table = ShardTable::new(s.id.clone(), schema.clone());
+        let shard = Shard::open(
+            &dir,
+            table,
+            s.range.clone(),
+            s.epoch,
+            self.store.clone(),
+            self.config.wal.clone(),
+            self.metrics.clone(),
+        )
+        .await?;
+        let handle = tokio::spawn(shard.clone().run_applier(self.stop.subscribe()));
+        if let Ok(mut a) = self.appliers.lock() {
+            a.push(handle);
+        }
+        if let Ok(mut map) = self.shards.write() {
+            map.insert(s.id.clone(), shard.clone());
+        }
+        Ok(shard)
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn shard(&self, id: &Ident) -> Option<Arc<Shard>> {
+        self.shards.read().ok().and_then(|m| m.get(id).cloned())
+    }
+
+    pub fn shards(&self) -> Vec<Arc<Shard>> {
+        self.shards
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub async fn schema(&self) -> Option<Schema> {
+        self.state.lock().await.schema.clone()
+    }
+
+    /// `/config`: sets the schema (once; a different one later is refused) and adds shards.
+    /// Shards already present with the same range are left as they are. Returns the shard ids.
+    pub async fn configure(
+        &self,
+        schema: Schema,
+        shards: Vec<NamedShard>,
+    ) -> Result<Vec<Ident>, AgentError> {
+        let mut state = self.state.lock().await;
+        if state.schema.as_ref().is_some_and(|s| *s != schema) {
+            return Err(AgentError::SchemaMismatch);
+        }
+        let mut ranges: Vec<ShardSpec> = state
+            .shards
+            .iter()
+            .filter_map(|s| s.range.clone())
+            .collect();
+        let mut added = Vec::new();
+        for (id, range) in &shards {
+            match state.shards.iter().find(|s| s.id == *id) {
+                Some(existing) if existing.range != *range && range.is_some() => {
+                    return Err(AgentError::RangeMismatch(id.to_string()));
+                }
+                Some(_) => {}
+                None => {
+                    ranges.extend(range.clone());
+                    added.push(ShardState {
+                        id: id.clone(),
+                        range: range.clone(),
+                        epoch: 1,
+                    });
+                }
+            }
+        }
+        validate_layout(&ranges)?;
+        for s in &added {
+            self.open_shard(&schema, s).await?;
+        }
+        let mut next = state.clone();
+        next.schema = Some(schema);
+        next.shards.extend(added);
+        self.state_file.save(&next)?;
+        *state = next;
+        Ok(shards.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Stops the appliers and flushes the WALs.
+    pub async fn shutdown(&self) {
+        self.stop.send_replace(true);
+        let handles: Vec<JoinHandle<()>> = self
+            .appliers
+            .lock()
+            .map(|mut a| a.drain(..).collect())
+            .unwrap_or_default();
+        for h in handles {
+            let _ = h.await;
+        }
+        for shard in self.shards() {
+            if let Err(e) = shard.close().await {
+                warn!(shard = %shard.id(), error = %e, "closing WAL failed");
+            }
+        }
+        self.store.pool().close().await;
+    }
+}
+
+/// Waits for MySQL to answer (it may start after the agent); a malformed URL fails at once.
+async fn connect_with_retry(url: &str, pool_size: u32) -> Result<Store, AgentError> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match Store::connect(url, pool_size).await {
+            Ok(store) => return Ok(store),
+            Err(e @ StoreError::Url(_)) => return Err(e.into()),
+            Err(e) => {
+                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MySQL not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}

@@ -1,0 +1,377 @@
+//! The agent's HTTP API: the seed's server endpoints plus `/status` and `/metrics`.
+//!
+//! Every answer is JSON with a `status` word; every failure is a 4xx/5xx with
+//! `{"message": ..., "status": "failure"}`. All endpoints but `/heartbeat` and `/metrics` need
+//! `Authorization: Bearer <token>`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, MatchedPath, RawQuery, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde_json::{Map, Value as Json_, json};
+use subtle::ConstantTimeEq;
+use walshard_contract::{Failure, Ident, Row, STATUS_SUCCESS, Schema};
+
+use crate::agent::{Agent, AgentError};
+use crate::ops::{Op, Outcome};
+use crate::requests::{self, RequestError, duplicate_message};
+use crate::shard::{Shard, ShardError};
+use crate::wal::OpId;
+
+/// Header carrying the operation id that makes a retried write idempotent.
+pub const OP_ID_HEADER: &str = "x-walshard-op-id";
+
+/// An error answer: status code plus the seed's failure body.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(Failure::new(self.message))).into_response()
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        let status = match e {
+            RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RequestError::NotFound(_) => StatusCode::NOT_FOUND,
+            RequestError::Conflict(_) => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<ShardError> for ApiError {
+    fn from(e: ShardError) -> Self {
+        let status = match e {
+            ShardError::NotAppliedYet { .. }
+            | ShardError::Halted { .. }
+            | ShardError::ShuttingDown
+            | ShardError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<AgentError> for ApiError {
+    fn from(e: AgentError) -> Self {
+        let status = match e {
+            AgentError::SchemaMismatch | AgentError::RangeMismatch(_) => StatusCode::CONFLICT,
+            AgentError::Layout(_) => StatusCode::BAD_REQUEST,
+            AgentError::Shard(ShardError::Store(_)) | AgentError::Store(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// A JSON body; malformed JSON is a 400, an oversized body a 413, both in the failure format.
+pub struct JsonBody(pub Json_);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            ApiError::new(e.status(), format!("cannot read body: {}", e.body_text()))
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Json_, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
+}
+
+pub type AppState = Arc<Agent>;
+
+/// The agent's router with auth, metrics and body-limit layers.
+pub fn router(agent: AppState, token: String, max_body_bytes: usize) -> Router {
+    let token = Arc::new(token);
+    let protected = Router::new()
+        .route("/config", post(config))
+        .route("/copy", get(copy))
+        .route("/read", post(read))
+        .route("/write", post(write))
+        .route("/update", put(update))
+        .route("/del", delete(del))
+        .route("/status", get(status))
+        .route_layer(middleware::from_fn(move |req: Request, next: Next| {
+            let token = token.clone();
+            async move { require_token(&token, req, next).await }
+        }));
+    Router::new()
+        .route("/heartbeat", get(heartbeat))
+        .route("/metrics", get(metrics))
+        .merge(protected)
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
+        .layer(middleware::from_fn_with_state(
+            agent.clone(),
+            record_metrics,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .with_state(agent)
+}
+
+async fn require_token(token: &str, req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
+        next.run(req).await
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
+    }
+}
+
+async fn record_metrics(State(agent): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    let labels = crate::metrics::HttpLabels {
+        method,
+        path,
+        status: resp.status().as_u16(),
+    };
+    agent.metrics.http_requests.get_or_create(&labels).inc();
+    agent
+        .metrics
+        .http_seconds
+        .get_or_create(&labels)
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+async fn heartbeat() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn metrics(State(agent): State<AppState>) -> Response {
+    for shard in agent.shards() {
+        shard.refresh_metrics();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        agent.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn config(
+    State(agent): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Json_>, ApiError> {
+    let (schema, shards) = requests::parse_config(&body)?;
+    let ids = agent.configure(schema, shards).await?;
+    let name = &agent.config.server_name;
+    let list: Vec<String> = ids.iter().map(|id| format!("{name}:{id}")).collect();
+    Ok(Json(json!({
+        "message": format!("{} configured", list.join(", ")),
+        "status": STATUS_SUCCESS,
+    })))
+}
+
+/// The schema and the named shard, or 400 (not configured) / 404 (unknown shard).
+async fn target(agent: &Agent, id: &Ident) -> Result<(Schema, Arc<Shard>), ApiError> {
+    let schema = agent.schema().await.ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "this server is not configured yet: POST /config first",
+        )
+    })?;
+    let shard = agent.shard(id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("shard {id} is not on this server"),
+        )
+    })?;
+    Ok((schema, shard))
+}
+
+fn rows_json(schema: &Schema, rows: &[Row]) -> Json_ {
+    Json_::Array(
+        rows.iter()
+            .map(|r| Json_::Object(r.to_json(schema)))
+            .collect(),
+    )
+}
+
+async fn copy(
+    State(agent): State<AppState>,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Json<Json_>, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        Some(parse_json(&body)?)
+    };
+    let ids = requests::parse_copy(body.as_ref(), query.as_deref())?;
+    let mut out = Map::new();
+    for id in ids {
+        let (schema, shard) = target(&agent, &id).await?;
+        let rows = agent_rows(&agent, &shard).await?;
+        out.insert(id.to_string(), rows_json(&schema, &rows));
+    }
+    out.insert("status".into(), STATUS_SUCCESS.into());
+    Ok(Json(Json_::Object(out)))
+}
+
+async fn agent_rows(agent: &Agent, shard: &Shard) -> Result<Vec<Row>, ApiError> {
+    agent
+        .store()
+        .read_all(&shard.table)
+        .await
+        .map_err(|e| ApiError::from(ShardError::from(e)))
+}
+
+async fn read(
+    State(agent): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Json_>, ApiError> {
+    let id = requests::shard_field(&body)?;
+    let (schema, shard) = target(&agent, &id).await?;
+    let range = requests::parse_read(&schema, &body)?;
+    let rows = agent
+        .store()
+        .read_range(&shard.table, range)
+        .await
+        .map_err(|e| ApiError::from(ShardError::from(e)))?;
+    Ok(Json(
+        json!({"data": rows_json(&schema, &rows), "status": STATUS_SUCCESS}),
+    ))
+}
+
+fn op_id(headers: &HeaderMap) -> Result<OpId, ApiError> {
+    match headers.get(OP_ID_HEADER) {
+        None => Ok(OpId(uuid::Uuid::new_v4().as_u128())),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.parse::<OpId>().ok())
+            .filter(|id| *id != OpId::default())
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    format!("{OP_ID_HEADER} must be 32 hex digits, not all zero"),
+                )
+            }),
+    }
+}
+
+/// Submits an op and turns its outcome into the seed's answer.
+async fn run_op(
+    shard: &Shard,
+    schema: &Schema,
+    headers: &HeaderMap,
+    op: Op,
+) -> Result<Json<Json_>, ApiError> {
+    let key = schema.key();
+    let outcome = shard.submit(op_id(headers)?, op).await?;
+    let message = match outcome {
+        Outcome::Written { .. } => "Data entries added".to_owned(),
+        Outcome::Updated { key: k } => format!("Data entry for {key}:{k} updated"),
+        Outcome::Deleted { key: k } => format!("Data entry with {key}:{k} removed"),
+        Outcome::Nothing => "nothing to do".to_owned(),
+        Outcome::Conflict { keys } => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                duplicate_message(schema, &keys, "already present"),
+            ));
+        }
+        Outcome::NotFound { key: k } => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no data entry with {key}:{k}"),
+            ));
+        }
+    };
+    Ok(Json(json!({"message": message, "status": STATUS_SUCCESS})))
+}
+
+async fn write(
+    State(agent): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Json_>, ApiError> {
+    let id = requests::shard_field(&body)?;
+    let (schema, shard) = target(&agent, &id).await?;
+    let op = requests::parse_write(&schema, shard.range.as_ref(), &body)?;
+    run_op(&shard, &schema, &headers, op).await
+}
+
+async fn update(
+    State(agent): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Json_>, ApiError> {
+    let id = requests::shard_field(&body)?;
+    let (schema, shard) = target(&agent, &id).await?;
+    let op = requests::parse_update(&schema, shard.range.as_ref(), &body)?;
+    run_op(&shard, &schema, &headers, op).await
+}
+
+async fn del(
+    State(agent): State<AppState>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Json_>, ApiError> {
+    let id = requests::shard_field(&body)?;
+    let (schema, shard) = target(&agent, &id).await?;
+    let op = requests::parse_delete(&schema, shard.range.as_ref(), &body)?;
+    run_op(&shard, &schema, &headers, op).await
+}
+
+async fn status(State(agent): State<AppState>) -> Json<Json_> {
+    let schema = agent.schema().await;
+    let shards: Map<String, Json_> = agent
+        .shards()
+        .iter()
+        .map(|s| (s.id().to_string(), json!(s.status())))
+        .collect();
+    Json(json!({
+        "server": agent.config.server_name,
+        "schema": schema,
+        "shards": shards,
+        "status": STATUS_SUCCESS,
+    }))
+}

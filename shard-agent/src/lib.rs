@@ -1,0 +1,18 @@
+//! The walshard shard agent: it sits beside one MySQL server, keeps a write-ahead log per shard
+//! and serves the seed's server API.
+//!
+//! - [`wal`]: the per-shard log (segments, CRC-framed records, group commit, recovery).
+//! - [`store`]: the MySQL tables and the transactional apply of WAL entries.
+//! - [`shard`]: one shard's write path and the applier that keeps MySQL up to the commit point.
+//! - [`agent`]: the server's shards and persisted configuration.
+//! - [`api`] and [`requests`]: the HTTP surface and its pure request validation.
+
+pub mod agent;
+pub mod api;
+pub mod metrics;
+pub mod ops;
+pub mod requests;
+pub mod shard;
+pub mod state;
+pub mod store;
+pub mod wal;

@@ -1,0 +1,311 @@
+//! Crash safety with real processes: concurrent writers stream writes while the agent or MariaDB
+//! is killed with SIGKILL at random moments; afterwards every acknowledged write must be present
+//! exactly once, with the content that was acknowledged. Writes cut off by a crash are retried
+//! with their operation id after the restart and must not be applied twice.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{AgentProc, Client, mariadb, seed_schema, student};
+use rand::RngExt;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const WRITERS: usize = 16;
+
+/// What the writers were told: acknowledged rows by key, and ops whose fate is unknown.
+#[derive(Default)]
+struct Ledger {
+    acked: BTreeMap<i64, Value>,
+    in_doubt: Vec<(String, Value)>,
+    attempted: BTreeMap<i64, Value>,
+    retried_ok: usize,
+}
+
+async fn configure(c: &Client) {
+    let (code, v) = c
+        .post("/config", json!({"schema": seed_schema(), "shards": [{"Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 1_000_000_000}]}))
+        .await;
+    assert_eq!(code, 200, "{v}");
+}
+
+/// Streams writes (1–3 rows each, fresh keys) from `WRITERS` tasks until a request fails or
+/// `stop` is set. Ops left in doubt by a previous crash are retried first with their op id.
+async fn stream_writes(
+    c: Client,
+    ledger: Arc<Mutex<Ledger>>,
+    next_key: Arc<AtomicI64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let retry: Vec<(String, Value)> = std::mem::take(&mut ledger.lock().expect("ledger").in_doubt);
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let c = c.clone();
+        let ledger = ledger.clone();
+        let next_key = next_key.clone();
+        let stop = stop.clone();
+        let mine: Vec<(String, Value)> = retry.iter().skip(w).step_by(WRITERS).cloned().collect();
+        tasks.push(tokio::spawn(async move {
+            for (op, body) in mine {
+                match c
+                    .call_with(
+                        Method::POST,
+                        "/write",
+                        Some(body.clone()),
+                        &[("x-walshard-op-id", &op)],
+                    )
+                    .await
+                {
+                    Ok((200, _)) => {
+                        let mut l = ledger.lock().expect("ledger");
+                        for row in body["data"].as_array().into_iter().flatten() {
+                            l.acked
+                                .insert(row["Stud_id"].as_i64().unwrap_or_default(), row.clone());
+                        }
+                        l.retried_ok += 1;
+                    }
+                    Ok((code, v)) => panic!("retry of in-doubt op {op} answered {code} {v}"),
+                    Err(_) => {
+                        ledger.lock().expect("ledger").in_doubt.push((op, body));
+                        return;
+                    }
+                }
+            }
+            while !stop.load(Ordering::SeqCst) {
+                let n = rand::rng().random_range(1..=3);
+                let first = next_key.fetch_add(n, Ordering::SeqCst);
+                let rows: Vec<Value> = (first..first + n).map(student).collect();
+                let body = json!({"shard": "sh1", "data": rows});
+                let op = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
+                {
+                    let mut l = ledger.lock().expect("ledger");
+                    for r in &rows {
+                        l.attempted
+                            .insert(r["Stud_id"].as_i64().unwrap_or_default(), r.clone());
+                    }
+                }
+                match c
+                    .call_with(
+                        Method::POST,
+                        "/write",
+                        Some(body.clone()),
+                        &[("x-walshard-op-id", &op)],
+                    )
+                    .await
+                {
+                    Ok((200, _)) => {
+                        let mut l = ledger.lock().expect("ledger");
+                        for r in rows {
+                            l.acked.insert(r["Stud_id"].as_i64().unwrap_or_default(), r);
+                        }
+                    }
+                    Ok((503, _)) | Err(_) => {
+                        ledger.lock().expect("ledger").in_doubt.push((op, body));
+                        if w % 2 == 0 {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok((code, v)) => panic!("write answered {code} {v}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer task");
+    }
+}
+
+/// Every acknowledged row present with its content; nothing present that was never attempted.
+async fn verify(c: &Client, ledger: &Ledger) {
+    c.wait_applied("sh1").await;
+    let rows = c.copy("sh1").await;
+    let present: BTreeMap<i64, Value> = rows
+        .into_iter()
+        .map(|r| (r["Stud_id"].as_i64().unwrap_or_default(), r))
+        .collect();
+    let missing: Vec<i64> = ledger
+        .acked
+        .keys()
+        .filter(|k| !present.contains_key(k))
+        .copied()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged rows lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(10)]
+    );
+    for (k, v) in &ledger.acked {
+        assert_eq!(
+            present.get(k),
+            Some(v),
+            "row {k} differs from what was acknowledged"
+        );
+    }
+    for (k, v) in &present {
+        assert_eq!(
+            ledger.attempted.get(k),
+            Some(v),
+            "row {k} was never written by a client"
+        );
+    }
+    println!(
+        "verified: {} acknowledged rows present, {} rows in total, {} in-doubt ops retried ok",
+        ledger.acked.len(),
+        present.len(),
+        ledger.retried_ok
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_killed_at_random_moments_loses_no_acknowledged_write() {
+    let db = mariadb(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = AgentProc::start(&db.url(), &dir.path().join("agent"));
+    configure(&agent.client()).await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let next_key = Arc::new(AtomicI64::new(1));
+    for round in 0..20 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers = tokio::spawn(stream_writes(
+            agent.client(),
+            ledger.clone(),
+            next_key.clone(),
+            stop.clone(),
+        ));
+        let pause = rand::rng().random_range(30..400);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        agent.kill9();
+        stop.store(true, Ordering::SeqCst);
+        writers.await.expect("writers");
+        let acked = ledger.lock().expect("ledger").acked.len();
+        println!("round {round}: killed after {pause} ms, {acked} rows acknowledged so far");
+        agent.restart();
+    }
+    // Final retries of in-doubt ops, then the check.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    stream_writes(agent.client(), ledger.clone(), next_key, stop).await;
+    let l = std::mem::take(&mut *ledger.lock().expect("ledger"));
+    assert!(
+        l.acked.len() > 100,
+        "too few writes acknowledged to mean anything: {}",
+        l.acked.len()
+    );
+    verify(&agent.client(), &l).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_killed_at_random_moments_loses_no_acknowledged_write() {
+    // innodb_flush_log_at_trx_commit=0: a killed MariaDB really loses its last commits, so only
+    // the WAL replay from applied_lsn can bring them back.
+    let mut db = mariadb(0);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = AgentProc::start(&db.url(), &dir.path().join("agent"));
+    configure(&agent.client()).await;
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let next_key = Arc::new(AtomicI64::new(1));
+    for round in 0..8 {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers = tokio::spawn(stream_writes(
+            agent.client(),
+            ledger.clone(),
+            next_key.clone(),
+            stop.clone(),
+        ));
+        let pause = rand::rng().random_range(100..600);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        db.kill9().expect("kill MariaDB");
+        let both = round % 3 == 2;
+        if both {
+            agent.kill9();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        db.restart().expect("restart MariaDB");
+        stop.store(true, Ordering::SeqCst);
+        if let Err(e) = writers.await {
+            panic!("writers failed: {e}\nagent log:\n{}", agent.log_text());
+        }
+        if both {
+            agent.restart();
+        }
+        let acked = ledger.lock().expect("ledger").acked.len();
+        println!(
+            "round {round}: MariaDB killed after {pause} ms (agent too: {both}), {acked} rows acknowledged so far"
+        );
+    }
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    stream_writes(agent.client(), ledger.clone(), next_key, stop).await;
+    let l = std::mem::take(&mut *ledger.lock().expect("ledger"));
+    verify(&agent.client(), &l).await;
+    let replays = agent.log_text().matches("replaying WAL from it").count()
+        + agent.log_text().matches("replayed WAL into MySQL").count();
+    println!("MySQL lost commits and the WAL replayed them {replays} times");
+}
+
+fn last_segment(shard_dir: &std::path::Path) -> std::path::PathBuf {
+    let mut segs: Vec<_> = std::fs::read_dir(shard_dir)
+        .expect("shard dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .collect();
+    segs.sort();
+    segs.pop().expect("a segment")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torn_wal_tail_is_cut_and_acknowledged_writes_survive() {
+    let db = mariadb(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("agent");
+    let mut agent = AgentProc::start(&db.url(), &data);
+    let c = agent.client();
+    configure(&c).await;
+    for i in 0..20 {
+        let (code, v) = c
+            .post("/write", json!({"shard": "sh1", "data": [student(i)]}))
+            .await;
+        assert_eq!(code, 200, "{v}");
+    }
+    agent.kill9();
+    // A torn append: a frame header promising more bytes than follow.
+    let seg = last_segment(&data.join("shards/sh1"));
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9]);
+    std::fs::write(&seg, &bytes).expect("write segment");
+    agent.restart();
+    assert!(
+        agent.log_text().contains("cut torn WAL tail"),
+        "{}",
+        agent.log_text()
+    );
+    let c = agent.client();
+    assert_eq!(c.copy("sh1").await.len(), 20);
+    let (code, v) = c
+        .post("/write", json!({"shard": "sh1", "data": [student(100)]}))
+        .await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(c.status().await["shards"]["sh1"]["last_lsn"], 21);
+
+    // Corrupting an entry MySQL already applied is not silently papered over: the agent refuses
+    // to serve a shard whose WAL lost acknowledged entries.
+    agent.kill9();
+    let seg = last_segment(&data.join("shards/sh1"));
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    let at = bytes.len() - 3;
+    bytes[at] ^= 0xff;
+    std::fs::write(&seg, &bytes).expect("write segment");
+    let status = agent
+        .start_expect_exit(Duration::from_secs(20))
+        .expect("agent must refuse to start");
+    assert!(!status.success());
+    assert!(
+        agent.log_text().contains("WAL lost acknowledged entries"),
+        "{}",
+        agent.log_text()
+    );
+}

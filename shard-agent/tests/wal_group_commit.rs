@@ -1,0 +1,74 @@
+//! Group-commit measurement: prints throughput and fsync sharing; asserts only
+//! that concurrent proposers shared fsyncs.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use walshard_agent::wal::{FsyncPolicy, OpId, Wal, WalOptions};
+
+const PROPOSERS: u128 = 64;
+const PER_PROPOSER: u128 = 200;
+
+async fn run(
+    proposers: u128,
+    per: u128,
+    fsync: FsyncPolicy,
+) -> (f64, walshard_agent::wal::WalStats) {
+    // Under target/ (a real disk), not a possible tmpfs.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("tempdir");
+    let opts = WalOptions {
+        fsync,
+        ..WalOptions::default()
+    };
+    let (wal, _) = Wal::open(dir.path(), opts).expect("open");
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..proposers {
+        let wal = wal.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..per {
+                wal.propose(1, OpId(t << 64 | i), Bytes::from(vec![b'x'; 128]))
+                    .await
+                    .expect("propose");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("join");
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let stats = wal.stats();
+    assert_eq!(wal.last().1, u64::try_from(proposers * per).expect("fits"));
+    wal.close().await.expect("close");
+    (secs, stats)
+}
+
+fn report(label: &str, entries: u128, secs: f64, s: &walshard_agent::wal::WalStats) {
+    println!(
+        "{label}: {entries} entries in {:.3}s = {:.0} entries/s; fsyncs {}, groups {}, avg group {:.1}, max group {}",
+        secs,
+        entries as f64 / secs,
+        s.fsyncs,
+        s.groups,
+        s.entries_appended as f64 / s.groups.max(1) as f64,
+        s.max_group
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_throughput() {
+    let (secs, s) = run(1, 400, FsyncPolicy::Always).await;
+    report("1 proposer  x 400, fsync=Always", 400, secs, &s);
+
+    let n = PROPOSERS * PER_PROPOSER;
+    let (secs, s) = run(PROPOSERS, PER_PROPOSER, FsyncPolicy::Always).await;
+    report("64 proposers x 200, fsync=Always", n, secs, &s);
+    assert_eq!(s.entries_appended, u64::try_from(n).expect("fits"));
+    assert!(
+        s.fsyncs < s.entries_appended,
+        "group commit did not happen: {s:?}"
+    );
+
+    let (secs, s) = run(PROPOSERS, PER_PROPOSER, FsyncPolicy::Never).await;
+    report("64 proposers x 200, fsync=Never ", n, secs, &s);
+}

@@ -1,0 +1,89 @@
+//! The harness error type.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Hint appended to every "binary not found" error.
+pub const INSTALL_HINT: &str = "install mariadb-server (apt-get install -y mariadb-server)";
+
+/// Everything that can go wrong while starting or controlling test processes.
+#[derive(thiserror::Error, Debug)]
+pub enum HarnessError {
+    /// A required MariaDB binary does not exist.
+    #[error("{name} not found at {} (override with ${env_var}); {INSTALL_HINT}", path.display())]
+    MissingBinary {
+        /// Binary name, e.g. `mariadbd`.
+        name: &'static str,
+        /// Path that was tried.
+        path: PathBuf,
+        /// Environment variable that overrides the path.
+        env_var: &'static str,
+    },
+
+    /// An I/O operation failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What the harness was doing.
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Creating the cached template data directory failed.
+    #[error("mariadb-install-db failed: {reason}\n--- install log tail ---\n{log_tail}")]
+    TemplateInit {
+        /// Why it failed.
+        reason: String,
+        /// Last lines of the install-db output.
+        log_tail: String,
+    },
+
+    /// A MariaDB server did not become ready.
+    #[error("MariaDB on 127.0.0.1:{port} failed to start: {reason}\n--- error log tail ({}) ---\n{log_tail}", log_path.display())]
+    StartFailed {
+        /// The port the server was told to use.
+        port: u16,
+        /// Why it is considered failed.
+        reason: String,
+        /// Path of the server's error log.
+        log_path: PathBuf,
+        /// Last lines of the server's error log.
+        log_tail: String,
+    },
+
+    /// Waiting for something exceeded its deadline.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was awaited.
+        what: String,
+        /// The timeout that elapsed.
+        after: Duration,
+    },
+
+    /// Sending a signal failed.
+    #[error("sending {signal} to pid {pid} failed: {source}")]
+    Signal {
+        /// Target pid.
+        pid: u32,
+        /// Signal name.
+        signal: &'static str,
+        /// The errno.
+        #[source]
+        source: nix::Error,
+    },
+
+    /// The operation needs a running process, but it has exited or was stopped.
+    #[error("process is not running: {0}")]
+    NotRunning(String),
+}
+
+impl HarnessError {
+    /// Wraps an I/O error with a description of what was being done.
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        HarnessError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
