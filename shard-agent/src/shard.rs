@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 use walshard_contract::{Ident, ShardSpec};
 
 use crate::metrics::Metrics;
@@ -200,6 +200,7 @@ impl Shard {
         let payload = op.encode()?;
         let (tx, rx) = oneshot::channel();
         self.with_waiters(|w| w.entry(op_id).or_default().push(tx));
+        let started = std::time::Instant::now();
         let entry = match self.wal.propose(self.epoch(), op_id, payload).await {
             Ok(entry) => entry,
             Err(e) => {
@@ -207,8 +208,17 @@ impl Shard {
                 return Err(e.into());
             }
         };
+        let durable = started.elapsed();
         match tokio::time::timeout(APPLY_WAIT, rx).await {
-            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Ok(outcome)) => {
+                debug!(
+                    lsn = entry.lsn,
+                    durable_us = durable.as_micros() as u64,
+                    applied_us = started.elapsed().as_micros() as u64,
+                    "op done"
+                );
+                Ok(outcome)
+            }
             Ok(Err(_)) => Err(ShardError::ShuttingDown),
             Err(_) => {
                 self.prune_waiters(op_id);
@@ -265,8 +275,14 @@ impl Shard {
             }
         }
         let labels = Metrics::shard(self.table.shard.as_str());
+        let started = std::time::Instant::now();
         match self.store.apply(&self.table, applied, &batch).await {
             Ok(outcomes) => {
+                debug!(
+                    entries = batch.len(),
+                    apply_us = started.elapsed().as_micros() as u64,
+                    "applied batch"
+                );
                 let last = batch.last().map_or(applied, |(e, _)| e.lsn);
                 self.applied.send_replace(last);
                 self.metrics

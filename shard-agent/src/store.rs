@@ -27,6 +27,11 @@ pub const DATABASE: &str = "walshard";
 pub const OP_RETENTION: u64 = 1_000_000;
 /// MySQL allows 65,535 placeholders per statement; stay well below.
 const MAX_PLACEHOLDERS: usize = 60_000;
+/// Prepared statements kept per connection. Variable-length statements only come in power-of-two
+/// sizes (see [`pow2_chunks`]), so every shape fits and the cache never churns. Churn costs more
+/// than a prepare: sqlx does not set TCP_NODELAY, and an eviction's COM_STMT_CLOSE (no reply)
+/// followed by the next prepare stalls ~40 ms on Nagle plus delayed ACK.
+const STATEMENT_CACHE: usize = 1024;
 /// ER_DUP_ENTRY.
 const DUPLICATE_KEY: &str = "23000";
 
@@ -96,7 +101,7 @@ impl ShardTable {
     }
 
     fn insert_sql(&self, rows: usize) -> String {
-        let one = format!("({})", vec!["?"; self.schema.columns().len()].join(","));
+        let one = format!("({})", placeholders(self.schema.columns().len()));
         format!(
             "INSERT INTO {} ({}) VALUES {}",
             self.table,
@@ -109,6 +114,34 @@ impl ShardTable {
     fn rows_per_insert(&self) -> usize {
         (MAX_PLACEHOLDERS / self.schema.columns().len()).max(1)
     }
+}
+
+/// Splits `len` items into runs whose lengths are powers of two, largest first, each at most
+/// `cap` (rounded down to a power of two): at most ~log2(len) statements of few distinct shapes.
+fn pow2_chunks(len: usize, cap: usize) -> Vec<std::ops::Range<usize>> {
+    let cap = if cap == 0 { 1 } else { 1usize << cap.ilog2() };
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < len {
+        let rest = len - start;
+        let n = (1usize << rest.ilog2()).min(cap);
+        out.push(start..start + n);
+        start += n;
+    }
+    out
+}
+
+/// `items` padded to the next power of two by repeating the last one (harmless in `IN (...)`).
+fn pad_pow2<T: Clone>(items: &[T]) -> Vec<T> {
+    let mut v = items.to_vec();
+    if let Some(last) = items.last() {
+        v.resize(items.len().next_power_of_two(), last.clone());
+    }
+    v
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(",")
 }
 
 fn bind_value<'q>(
@@ -166,7 +199,11 @@ impl Store {
         }
         let pool = MySqlPoolOptions::new()
             .max_connections(max_connections)
-            .connect_with(server.database(DATABASE))
+            .connect_with(
+                server
+                    .database(DATABASE)
+                    .statement_cache_capacity(STATEMENT_CACHE),
+            )
             .await?;
         let store = Store { pool };
         store.ensure_bookkeeping().await?;
@@ -384,9 +421,10 @@ impl Store {
         if ids.is_empty() {
             return Ok((out, repeats));
         }
+        let ids = pad_pow2(&ids);
         let sql = format!(
             "SELECT op_id, outcome FROM walshard_ops WHERE shard = ? AND op_id IN ({})",
-            vec!["?"; ids.len()].join(",")
+            placeholders(ids.len())
         );
         let mut q = sqlx::query(AssertSqlSafe(sql)).bind(shard);
         for id in &ids {
@@ -426,7 +464,8 @@ impl Store {
         t: &ShardTable,
         rows: &[&Row],
     ) -> Result<(), StoreError> {
-        for chunk in rows.chunks(t.rows_per_insert()) {
+        for range in pow2_chunks(rows.len(), t.rows_per_insert()) {
+            let chunk = &rows[range];
             let mut q = sqlx::query(AssertSqlSafe(t.insert_sql(chunk.len())));
             for row in chunk {
                 for v in &row.0 {
@@ -519,15 +558,16 @@ impl Store {
         keys: &[i64],
     ) -> Result<Vec<i64>, StoreError> {
         let mut found = Vec::new();
-        for chunk in keys.chunks(MAX_PLACEHOLDERS) {
+        for chunk in keys.chunks(MAX_PLACEHOLDERS / 2) {
+            let chunk = pad_pow2(chunk);
             let sql = format!(
-                "SELECT {k} FROM {} WHERE {k} IN ({}) ORDER BY {k}",
+                "SELECT DISTINCT {k} FROM {} WHERE {k} IN ({}) ORDER BY {k}",
                 t.table,
-                vec!["?"; chunk.len()].join(","),
+                placeholders(chunk.len()),
                 k = t.key()
             );
             let mut q = sqlx::query(AssertSqlSafe(sql));
-            for k in chunk {
+            for k in &chunk {
                 q = q.bind(*k);
             }
             for r in q.fetch_all(&mut *tx).await? {
@@ -550,7 +590,8 @@ impl Store {
             .copied()
             .filter(|&i| entries[i].0.op_id != OpId::default())
             .collect();
-        for chunk in fresh.chunks(MAX_PLACEHOLDERS / 4) {
+        for range in pow2_chunks(fresh.len(), MAX_PLACEHOLDERS / 4) {
+            let chunk = &fresh[range];
             let sql = format!(
                 "INSERT INTO walshard_ops (shard, op_id, lsn, outcome) VALUES {}",
                 vec!["(?,?,?,?)"; chunk.len()].join(",")
@@ -566,5 +607,34 @@ impl Store {
             q.execute(&mut *tx).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn pow2_chunks_examples() {
+        assert_eq!(pow2_chunks(0, 8), vec![]);
+        assert_eq!(pow2_chunks(37, 64), vec![0..32, 32..36, 36..37]);
+        assert_eq!(pow2_chunks(20, 6), vec![0..4, 4..8, 8..12, 12..16, 16..20]);
+        assert_eq!(pad_pow2(&[1, 2, 3]), vec![1, 2, 3, 3]);
+        assert_eq!(pad_pow2::<i32>(&[]), Vec::<i32>::new());
+    }
+
+    proptest! {
+        #[test]
+        fn pow2_chunks_cover_exactly_in_order(len in 0usize..5000, cap in 1usize..3000) {
+            let chunks = pow2_chunks(len, cap);
+            let mut next = 0;
+            for c in &chunks {
+                prop_assert_eq!(c.start, next);
+                prop_assert!(c.len().is_power_of_two() && c.len() <= cap);
+                next = c.end;
+            }
+            prop_assert_eq!(next, len);
+        }
     }
 }

@@ -449,3 +449,32 @@ async fn a_retried_operation_id_is_applied_once() {
         .expect("bad");
     assert_eq!(bad.0, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_shuts_down_cleanly_and_state_persists() {
+    let db = mariadb(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = AgentProc::start(&db.url(), &dir.path().join("agent"));
+    let c = agent.client();
+    configured(&c).await;
+    let (code, _) = c
+        .post("/write", json!({"shard": "sh2", "data": [student(5000)]}))
+        .await;
+    assert_eq!(code, 200);
+    let status = agent
+        .child
+        .as_mut()
+        .expect("running")
+        .terminate(std::time::Duration::from_secs(20))
+        .expect("terminate");
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit: {status:?}\n{}",
+        agent.log_text()
+    );
+    assert!(agent.log_text().contains("stopped"), "{}", agent.log_text());
+    agent.restart();
+    let c = agent.client();
+    assert_eq!(c.copy("sh2").await, vec![student(5000)]);
+    assert_eq!(c.status().await["shards"]["sh1"]["epoch"], 1);
+}
