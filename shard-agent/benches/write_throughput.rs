@@ -6,6 +6,10 @@
 //! MariaDB with `innodb_flush_log_at_trx_commit=1` at the same concurrency (the durable baseline).
 //! One more row shows the agent with WAL fsync off, to price the fsync.
 //!
+//! Load generator and servers share this machine's cores, so each row also shows the server CPU
+//! spent per row (agent + its MariaDB, or the baseline MariaDB alone, from /proc), which does not
+//! depend on what the load generator costs.
+//!
 //! `WALSHARD_BENCH_SECS` sets the seconds per cell (default 3).
 
 use std::process::Command;
@@ -21,7 +25,26 @@ use walshard_testkit::{ChildGuard, MariaDb, MariaDbOptions, free_port, wait_for_
 
 const TOKEN: &str = "bench";
 
+/// CPU seconds (user + system) used so far by these processes, from /proc/<pid>/stat.
+fn cpu_secs(pids: &[u32]) -> f64 {
+    let ticks = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100) as f64;
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+            let rest = stat.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?)
+        })
+        .sum::<f64>()
+        / ticks
+}
+
 struct Cell {
+    server_cpu: f64,
     rows: u64,
     requests: u64,
     secs: f64,
@@ -29,6 +52,12 @@ struct Cell {
 }
 
 impl Cell {
+    fn cpu_us_per_row(&self) -> f64 {
+        if self.rows == 0 {
+            return 0.0;
+        }
+        self.server_cpu * 1e6 / self.rows as f64
+    }
     fn rows_per_sec(&self) -> f64 {
         self.rows as f64 / self.secs
     }
@@ -122,6 +151,7 @@ async fn collect(
     start: Instant,
 ) -> Cell {
     let mut cell = Cell {
+        server_cpu: 0.0,
         rows: 0,
         requests: 0,
         secs: 0.0,
@@ -214,16 +244,26 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?
         .error_for_status()?;
 
-    println!("walshard agent write throughput, {secs} s per cell (rows/s; latency ms p50/p99)");
+    let agent_pids: Vec<u32> = [Some(agent.pid()), agent_db.pid()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let base_pids: Vec<u32> = base_db.pid().into_iter().collect();
+    println!("walshard agent write throughput, {secs} s per cell");
     println!(
-        "{:<44} {:>6} {:>6} {:>12} {:>9} {:>9} {:>8}",
-        "system", "conc", "batch", "rows/s", "p50", "p99", "ratio"
+        "(rows/s; latency ms p50/p99; ratio of rows/s to the single-row durable baseline at the same concurrency; server CPU µs per row)"
+    );
+    println!(
+        "{:<44} {:>5} {:>6} {:>10} {:>8} {:>8} {:>8} {:>10}",
+        "system", "conc", "batch", "rows/s", "p50", "p99", "ratio", "srv µs/row"
     );
     let agent_keys = Arc::new(AtomicI64::new(0));
     let base_keys = Arc::new(AtomicI64::new(0));
     let mut results = Vec::new();
     for &conc in &[1usize, 16, 64] {
-        let baseline = direct_cell(&base_db.url(), conc, 1, secs, base_keys.clone()).await?;
+        let c0 = cpu_secs(&base_pids);
+        let mut baseline = direct_cell(&base_db.url(), conc, 1, secs, base_keys.clone()).await?;
+        baseline.server_cpu = cpu_secs(&base_pids) - c0;
         print_row(
             "direct MariaDB, autocommit, flush=1",
             conc,
@@ -232,7 +272,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             None,
         );
         for &batch in &[1i64, 100] {
-            let cell = agent_cell(&base, "sh1", conc, batch, secs, agent_keys.clone()).await;
+            let c0 = cpu_secs(&agent_pids);
+            let mut cell = agent_cell(&base, "sh1", conc, batch, secs, agent_keys.clone()).await;
+            cell.server_cpu = cpu_secs(&agent_pids) - c0;
             print_row(
                 "agent (WAL fdatasync, MariaDB flush=2)",
                 conc,
@@ -241,9 +283,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Some(baseline.rows_per_sec()),
             );
             results.push(json!({"concurrency": conc, "batch": batch, "agent_rows_per_s": cell.rows_per_sec(),
+                "agent_server_cpu_us_per_row": cell.cpu_us_per_row(), "baseline_server_cpu_us_per_row": baseline.cpu_us_per_row(),
                 "baseline_rows_per_s": baseline.rows_per_sec(), "ratio": cell.rows_per_sec() / baseline.rows_per_sec()}));
         }
-        let batched = direct_cell(&base_db.url(), conc, 100, secs, base_keys.clone()).await?;
+        let c0 = cpu_secs(&base_pids);
+        let mut batched = direct_cell(&base_db.url(), conc, 100, secs, base_keys.clone()).await?;
+        batched.server_cpu = cpu_secs(&base_pids) - c0;
         print_row(
             "direct MariaDB, 100-row INSERT, flush=1",
             conc,
@@ -269,7 +314,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .find(|r| r["concurrency"] == 64 && r["batch"] == 1)
         .and_then(|r| r["agent_rows_per_s"].as_f64())
         .unwrap_or(0.0);
-    let cell = agent_cell(&nosync_base, "sh2", 64, 1, secs, agent_keys.clone()).await;
+    let nosync_pids: Vec<u32> = [Some(nosync.pid()), agent_db.pid()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let c0 = cpu_secs(&nosync_pids);
+    let mut cell = agent_cell(&nosync_base, "sh2", 64, 1, secs, agent_keys.clone()).await;
+    cell.server_cpu = cpu_secs(&nosync_pids) - c0;
     print_row("agent, WAL fsync off (never)", 64, 1, &cell, Some(fsync_on));
     println!("(ratio of the last row: against the agent with fsync at concurrency 64, batch 1)");
     nosync.terminate(Duration::from_secs(10))?;
@@ -280,13 +331,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn print_row(name: &str, conc: usize, batch: i64, c: &Cell, baseline: Option<f64>) {
     let ratio = baseline.map_or("-".to_owned(), |b| format!("{:.2}x", c.rows_per_sec() / b));
     println!(
-        "{:<44} {:>6} {:>6} {:>12.0} {:>9.2} {:>9.2} {:>8}",
+        "{:<44} {:>5} {:>6} {:>10.0} {:>8.2} {:>8.2} {:>8} {:>10.1}",
         name,
         conc,
         batch,
         c.rows_per_sec(),
         c.percentile(0.5),
         c.percentile(0.99),
-        ratio
+        ratio,
+        c.cpu_us_per_row()
     );
 }

@@ -16,7 +16,7 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::{Map, Value as Json_, json};
 use subtle::ConstantTimeEq;
-use walshard_contract::{Failure, Ident, Row, STATUS_SUCCESS, Schema};
+use walshard_contract::{Failure, Ident, Row, STATUS_SUCCESS, Schema, ShardSpec};
 
 use crate::agent::{Agent, AgentError};
 use crate::ops::{Op, Outcome};
@@ -328,15 +328,28 @@ async fn run_op(
     Ok(Json(json!({"message": message, "status": STATUS_SUCCESS})))
 }
 
+/// A request parser for one of the mutating endpoints.
+type ParseOp = fn(&Schema, Option<&ShardSpec>, &Json_) -> Result<Op, RequestError>;
+
+/// `/write`, `/update` and `/del`: find the shard, parse the op, run it.
+async fn mutate(
+    agent: &Agent,
+    headers: &HeaderMap,
+    body: &Json_,
+    parse: ParseOp,
+) -> Result<Json<Json_>, ApiError> {
+    let id = requests::shard_field(body)?;
+    let (schema, shard) = target(agent, &id).await?;
+    let op = parse(&schema, shard.range.as_ref(), body)?;
+    run_op(&shard, &schema, headers, op).await
+}
+
 async fn write(
     State(agent): State<AppState>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Json_>, ApiError> {
-    let id = requests::shard_field(&body)?;
-    let (schema, shard) = target(&agent, &id).await?;
-    let op = requests::parse_write(&schema, shard.range.as_ref(), &body)?;
-    run_op(&shard, &schema, &headers, op).await
+    mutate(&agent, &headers, &body, requests::parse_write).await
 }
 
 async fn update(
@@ -344,10 +357,7 @@ async fn update(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Json_>, ApiError> {
-    let id = requests::shard_field(&body)?;
-    let (schema, shard) = target(&agent, &id).await?;
-    let op = requests::parse_update(&schema, shard.range.as_ref(), &body)?;
-    run_op(&shard, &schema, &headers, op).await
+    mutate(&agent, &headers, &body, requests::parse_update).await
 }
 
 async fn del(
@@ -355,10 +365,7 @@ async fn del(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Json_>, ApiError> {
-    let id = requests::shard_field(&body)?;
-    let (schema, shard) = target(&agent, &id).await?;
-    let op = requests::parse_delete(&schema, shard.range.as_ref(), &body)?;
-    run_op(&shard, &schema, &headers, op).await
+    mutate(&agent, &headers, &body, requests::parse_delete).await
 }
 
 async fn status(State(agent): State<AppState>) -> Json<Json_> {

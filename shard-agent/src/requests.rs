@@ -152,6 +152,14 @@ pub fn duplicate_message(schema: &Schema, keys: &[i64], why: &str) -> String {
     )
 }
 
+/// The key field (e.g. `"Stud_id": 7`), checked against the shard's range.
+fn key_field(schema: &Schema, range: Option<&ShardSpec>, body: &Json) -> Result<i64, RequestError> {
+    let key_name = schema.key().as_str();
+    let key = parse_key(key_name, field(body, key_name)?)?;
+    check_in_range(schema, range, key)?;
+    Ok(key)
+}
+
 /// `/update`: `{"shard": .., "Stud_id": k, "data": {row}}` with the row's key equal to `k`.
 pub fn parse_update(
     schema: &Schema,
@@ -159,8 +167,7 @@ pub fn parse_update(
     body: &Json,
 ) -> Result<Op, RequestError> {
     let key_name = schema.key().as_str();
-    let key = parse_key(key_name, field(body, key_name)?)?;
-    check_in_range(schema, range, key)?;
+    let key = key_field(schema, range, body)?;
     let row = Row::from_json(schema, field(body, "data")?)
         .map_err(|e| RequestError::Invalid(format!("data: {e}")))?;
     if row.key() != key {
@@ -178,10 +185,9 @@ pub fn parse_delete(
     range: Option<&ShardSpec>,
     body: &Json,
 ) -> Result<Op, RequestError> {
-    let key_name = schema.key().as_str();
-    let key = parse_key(key_name, field(body, key_name)?)?;
-    check_in_range(schema, range, key)?;
-    Ok(Op::Delete { key })
+    Ok(Op::Delete {
+        key: key_field(schema, range, body)?,
+    })
 }
 
 /// `/read`: `{"shard": .., "Stud_id": {"low": a, "high": b}}`, inclusive at both ends.

@@ -617,7 +617,7 @@ mod tests {
 
     #[test]
     fn pow2_chunks_examples() {
-        assert_eq!(pow2_chunks(0, 8), vec![]);
+        assert!(pow2_chunks(0, 8).is_empty());
         assert_eq!(pow2_chunks(37, 64), vec![0..32, 32..36, 36..37]);
         assert_eq!(pow2_chunks(20, 6), vec![0..4, 4..8, 8..12, 12..16, 16..20]);
         assert_eq!(pad_pow2(&[1, 2, 3]), vec![1, 2, 3, 3]);

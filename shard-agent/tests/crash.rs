@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +24,59 @@ struct Ledger {
     in_doubt: Vec<(String, Value)>,
     attempted: BTreeMap<i64, Value>,
     retried_ok: usize,
+}
+
+/// The writers' shared state across rounds.
+#[derive(Clone, Default)]
+struct Workload {
+    ledger: Arc<Mutex<Ledger>>,
+    next_key: Arc<AtomicI64>,
+}
+
+/// One round's writers; `stop` ends them at their next request.
+struct Round {
+    stop: Arc<AtomicBool>,
+    writers: tokio::task::JoinHandle<()>,
+}
+
+impl Workload {
+    fn new() -> Self {
+        let w = Workload::default();
+        w.next_key.store(1, Ordering::SeqCst);
+        w
+    }
+
+    fn start(&self, c: Client) -> Round {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writers = tokio::spawn(stream_writes(
+            c,
+            self.ledger.clone(),
+            self.next_key.clone(),
+            stop.clone(),
+        ));
+        Round { stop, writers }
+    }
+
+    fn acked(&self) -> usize {
+        self.ledger.lock().expect("ledger").acked.len()
+    }
+
+    /// Retries what is still in doubt, then returns the ledger for checking.
+    async fn finish(self, c: Client) -> Ledger {
+        let stop = Arc::new(AtomicBool::new(true));
+        stream_writes(c, self.ledger.clone(), self.next_key.clone(), stop).await;
+        std::mem::take(&mut *self.ledger.lock().expect("ledger"))
+    }
+}
+
+impl Round {
+    /// Stops the writers and waits for them; a writer's panic fails the test with `log`.
+    async fn end(self, log: impl FnOnce() -> String) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Err(e) = self.writers.await {
+            panic!("writers failed: {e}\nagent log:\n{}", log());
+        }
+    }
 }
 
 async fn configure(c: &Client) {
@@ -168,35 +221,26 @@ async fn agent_killed_at_random_moments_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut agent = AgentProc::start(&db.url(), &dir.path().join("agent"));
     configure(&agent.client()).await;
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let next_key = Arc::new(AtomicI64::new(1));
+    let work = Workload::new();
     for round in 0..20 {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writers = tokio::spawn(stream_writes(
-            agent.client(),
-            ledger.clone(),
-            next_key.clone(),
-            stop.clone(),
-        ));
+        let r = work.start(agent.client());
         let pause = rand::rng().random_range(30..400);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         agent.kill9();
-        stop.store(true, Ordering::SeqCst);
-        writers.await.expect("writers");
-        let acked = ledger.lock().expect("ledger").acked.len();
-        println!("round {round}: killed after {pause} ms, {acked} rows acknowledged so far");
+        r.end(|| agent.log_text()).await;
+        println!(
+            "round {round}: killed after {pause} ms, {} rows acknowledged so far",
+            work.acked()
+        );
         agent.restart();
     }
-    // Final retries of in-doubt ops, then the check.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    stream_writes(agent.client(), ledger.clone(), next_key, stop).await;
-    let l = std::mem::take(&mut *ledger.lock().expect("ledger"));
+    let ledger = work.finish(agent.client()).await;
     assert!(
-        l.acked.len() > 100,
+        ledger.acked.len() > 100,
         "too few writes acknowledged to mean anything: {}",
-        l.acked.len()
+        ledger.acked.len()
     );
-    verify(&agent.client(), &l).await;
+    verify(&agent.client(), &ledger).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,16 +251,9 @@ async fn mariadb_killed_at_random_moments_loses_no_acknowledged_write() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut agent = AgentProc::start(&db.url(), &dir.path().join("agent"));
     configure(&agent.client()).await;
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let next_key = Arc::new(AtomicI64::new(1));
+    let work = Workload::new();
     for round in 0..8 {
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let writers = tokio::spawn(stream_writes(
-            agent.client(),
-            ledger.clone(),
-            next_key.clone(),
-            stop.clone(),
-        ));
+        let r = work.start(agent.client());
         let pause = rand::rng().random_range(100..600);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         db.kill9().expect("kill MariaDB");
@@ -226,24 +263,20 @@ async fn mariadb_killed_at_random_moments_loses_no_acknowledged_write() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         db.restart().expect("restart MariaDB");
-        stop.store(true, Ordering::SeqCst);
-        if let Err(e) = writers.await {
-            panic!("writers failed: {e}\nagent log:\n{}", agent.log_text());
-        }
+        r.end(|| agent.log_text()).await;
         if both {
             agent.restart();
         }
-        let acked = ledger.lock().expect("ledger").acked.len();
         println!(
-            "round {round}: MariaDB killed after {pause} ms (agent too: {both}), {acked} rows acknowledged so far"
+            "round {round}: MariaDB killed after {pause} ms (agent too: {both}), {} rows acknowledged so far",
+            work.acked()
         );
     }
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    stream_writes(agent.client(), ledger.clone(), next_key, stop).await;
-    let l = std::mem::take(&mut *ledger.lock().expect("ledger"));
-    verify(&agent.client(), &l).await;
-    let replays = agent.log_text().matches("replaying WAL from it").count()
-        + agent.log_text().matches("replayed WAL into MySQL").count();
+    let ledger = work.finish(agent.client()).await;
+    verify(&agent.client(), &ledger).await;
+    let log = agent.log_text();
+    let replays = log.matches("replaying WAL from it").count()
+        + log.matches("replayed WAL into MySQL").count();
     println!("MySQL lost commits and the WAL replayed them {replays} times");
 }
 
