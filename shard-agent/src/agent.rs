@@ -12,7 +12,7 @@ use walshard_contract::{Ident, Schema, ShardSpec, validate_layout};
 
 use crate::metrics::Metrics;
 use crate::requests::NamedShard;
-use crate::shard::{Shard, ShardError};
+use crate::shard::{Shard, ShardContext, ShardError};
 use crate::state::{AgentState, ShardState, StateError, StateFile};
 use crate::store::{ShardTable, Store, StoreError};
 use crate::wal::WalOptions;
@@ -25,6 +25,11 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub wal: WalOptions,
     pub mysql_pool_size: u32,
+    /// Shared secret, also presented to peers when replicating.
+    pub token: String,
+    /// Without a control plane each shard is its own primary (quorum 1); with one, shards start
+    /// fenced and wait for an election (docs/replication.md).
+    pub standalone: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +63,7 @@ pub struct Agent {
     shards: RwLock<BTreeMap<Ident, Arc<Shard>>>,
     stop: watch::Sender<bool>,
     appliers: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    http: reqwest::Client,
 }
 
 impl Agent {
@@ -79,6 +85,11 @@ impl Agent {
             shards: RwLock::new(BTreeMap::new()),
             stop: watch::Sender::new(false),
             appliers: std::sync::Mutex::new(Vec::new()),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(4)
+                .tcp_nodelay(true)
+                .build()
+                .unwrap_or_default(),
             config,
         });
         if let Some(schema) = &state.schema {
@@ -100,7 +111,13 @@ impl Agent {
             s.epoch,
             self.store.clone(),
             self.config.wal.clone(),
-            self.metrics.clone(),
+            ShardContext {
+                server_name: self.config.server_name.clone(),
+                standalone: self.config.standalone,
+                token: self.config.token.clone(),
+                http: self.http.clone(),
+                metrics: self.metrics.clone(),
+            },
         )
         .await?;
         let handle = tokio::spawn(shard.clone().run_applier(self.stop.subscribe()));

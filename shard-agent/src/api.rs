@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, MatchedPath, RawQuery, Request, State};
+use axum::extract::{FromRequest, MatchedPath, Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +20,10 @@ use walshard_contract::{Failure, Ident, Row, STATUS_SUCCESS, Schema, ShardSpec};
 
 use crate::agent::{Agent, AgentError};
 use crate::ops::{Op, Outcome};
+use crate::replication::{
+    AppendRequest, H_COMMIT, H_EPOCH, H_PREV_EPOCH, H_PREV_LSN, H_PRIMARY, Peer, Quorum,
+    decode_entries,
+};
 use crate::requests::{self, RequestError, duplicate_message};
 use crate::shard::{Shard, ShardError};
 use crate::wal::OpId;
@@ -27,11 +31,13 @@ use crate::wal::OpId;
 /// Header carrying the operation id that makes a retried write idempotent.
 pub const OP_ID_HEADER: &str = "x-walshard-op-id";
 
-/// An error answer: status code plus the seed's failure body.
+/// An error answer: status code plus the seed's failure body, with extra fields where the
+/// caller needs them (the current epoch and primary, a replica's last LSN).
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    pub extra: Map<String, Json_>,
 }
 
 impl ApiError {
@@ -39,13 +45,24 @@ impl ApiError {
         Self {
             status,
             message: message.into(),
+            extra: Map::new(),
         }
+    }
+
+    fn with(mut self, key: &str, value: impl Into<Json_>) -> Self {
+        self.extra.insert(key.to_owned(), value.into());
+        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(Failure::new(self.message))).into_response()
+        let mut body = match serde_json::to_value(Failure::new(self.message)) {
+            Ok(Json_::Object(m)) => m,
+            _ => Map::new(),
+        };
+        body.extend(self.extra);
+        (self.status, Json(Json_::Object(body))).into_response()
     }
 }
 
@@ -62,14 +79,31 @@ impl From<RequestError> for ApiError {
 
 impl From<ShardError> for ApiError {
     fn from(e: ShardError) -> Self {
-        let status = match e {
+        let message = e.to_string();
+        match e {
             ShardError::NotAppliedYet { .. }
             | ShardError::Halted { .. }
             | ShardError::ShuttingDown
-            | ShardError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.to_string())
+            | ShardError::NotReady { .. }
+            | ShardError::NoQuorum { .. }
+            | ShardError::Store(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
+            ShardError::NotPrimary { primary, epoch, .. } => {
+                ApiError::new(StatusCode::MISDIRECTED_REQUEST, message)
+                    .with("primary", primary)
+                    .with("epoch", epoch)
+            }
+            ShardError::Stale { epoch, primary } => ApiError::new(StatusCode::CONFLICT, message)
+                .with("epoch", epoch)
+                .with("primary", primary),
+            ShardError::Mismatch {
+                last_lsn,
+                last_epoch,
+            } => ApiError::new(StatusCode::PRECONDITION_FAILED, message)
+                .with("last_lsn", last_lsn)
+                .with("last_epoch", last_epoch),
+            ShardError::BadRequest(_) => ApiError::new(StatusCode::BAD_REQUEST, message),
+            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+        }
     }
 }
 
@@ -118,6 +152,16 @@ pub fn router(agent: AppState, token: String, max_body_bytes: usize) -> Router {
         .route("/update", put(update))
         .route("/del", delete(del))
         .route("/status", get(status))
+        .route("/shards/{id}/fence", post(fence))
+        .route("/shards/{id}/promote", post(promote))
+        .route("/shards/{id}/confirm", post(confirm))
+        .route("/shards/{id}/step-down", post(step_down))
+        .route(
+            "/shards/{id}/append",
+            post(append).layer(axum::extract::DefaultBodyLimit::max(
+                crate::replication::MAX_BATCH_BYTES + (64 << 20),
+            )),
+        )
         .route_layer(middleware::from_fn(move |req: Request, next: Next| {
             let token = token.clone();
             async move { require_token(&token, req, next).await }
@@ -271,6 +315,9 @@ async fn read(
     let id = requests::shard_field(&body)?;
     let (schema, shard) = target(&agent, &id).await?;
     let range = requests::parse_read(&schema, &body)?;
+    if requests::wants_strong(&body)? {
+        shard.read_barrier().await?;
+    }
     let rows = agent
         .store()
         .read_range(&shard.table, range)
@@ -381,4 +428,140 @@ async fn status(State(agent): State<AppState>) -> Json<Json_> {
         "shards": shards,
         "status": STATUS_SUCCESS,
     }))
+}
+
+// ---- replication and elections (docs/replication.md) -----------------------------------------
+
+/// The shard named in the path, or 404.
+fn shard_in_path(agent: &Agent, id: &str) -> Result<Arc<Shard>, ApiError> {
+    Ident::new(id)
+        .ok()
+        .and_then(|id| agent.shard(&id))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("shard {id} is not on this server"),
+            )
+        })
+}
+
+fn epoch_field(body: &Json_) -> Result<u64, ApiError> {
+    body.get("epoch").and_then(Json_::as_u64).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "\"epoch\" must be a non-negative integer",
+        )
+    })
+}
+
+async fn fence(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Json_>, ApiError> {
+    let shard = shard_in_path(&agent, &id)?;
+    let answer = shard.fence(epoch_field(&body)?).await?;
+    Ok(Json(
+        json!({"epoch": answer.epoch, "last_epoch": answer.last_epoch, "last_lsn": answer.last_lsn, "status": STATUS_SUCCESS}),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct PromoteBody {
+    epoch: u64,
+    #[serde(default)]
+    replicas: Vec<Peer>,
+    #[serde(default)]
+    quorum: Quorum,
+}
+
+async fn promote(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Json_>, ApiError> {
+    let shard = shard_in_path(&agent, &id)?;
+    let req: PromoteBody = serde_json::from_value(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("promote: {e}")))?;
+    let me = &agent.config.server_name;
+    let peers: Vec<Peer> = req.replicas.into_iter().filter(|p| &p.name != me).collect();
+    shard.promote(req.epoch, peers, req.quorum).await?;
+    Ok(Json(
+        json!({"message": format!("{me} is primary of {id} in epoch {}", req.epoch), "status": STATUS_SUCCESS}),
+    ))
+}
+
+async fn confirm(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Json_>, ApiError> {
+    let shard = shard_in_path(&agent, &id)?;
+    let primary = body
+        .get("primary")
+        .and_then(Json_::as_str)
+        .unwrap_or_default();
+    shard.confirm_primary(epoch_field(&body)?, primary).await?;
+    Ok(Json(json!({"status": STATUS_SUCCESS})))
+}
+
+async fn step_down(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Json_>, ApiError> {
+    let shard = shard_in_path(&agent, &id)?;
+    let to = body
+        .get("to")
+        .and_then(Json_::as_str)
+        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "\"to\" must name a replica"))?;
+    let last_lsn = shard.step_down(to).await?;
+    Ok(Json(
+        json!({"last_lsn": last_lsn, "status": STATUS_SUCCESS}),
+    ))
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Result<u64, ApiError> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("header {name} must be an integer"),
+            )
+        })
+}
+
+async fn append(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Json_>, ApiError> {
+    let shard = shard_in_path(&agent, &id)?;
+    let primary = headers
+        .get(H_PRIMARY)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("header {H_PRIMARY} is required"),
+            )
+        })?
+        .to_owned();
+    let entries = decode_entries(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
+    let req = AppendRequest {
+        epoch: header_u64(&headers, H_EPOCH)?,
+        primary,
+        prev_lsn: header_u64(&headers, H_PREV_LSN)?,
+        prev_epoch: header_u64(&headers, H_PREV_EPOCH)?,
+        commit_lsn: header_u64(&headers, H_COMMIT)?,
+        entries,
+    };
+    let last_lsn = shard.append(req).await?;
+    Ok(Json(
+        json!({"last_lsn": last_lsn, "status": STATUS_SUCCESS}),
+    ))
 }

@@ -3,7 +3,8 @@
 //!
 //! - [`wal`]: the per-shard log (segments, CRC-framed records, group commit, recovery).
 //! - [`store`]: the MySQL tables and the transactional apply of WAL entries.
-//! - [`shard`]: one shard's write path and the applier that keeps MySQL up to the commit point.
+//! - [`shard`]: one shard's roles (primary, secondary, fenced), write path and applier.
+//! - [`replication`]: the primary's streams to its secondaries and the quorum commit point.
 //! - [`agent`]: the server's shards and persisted configuration.
 //! - [`api`] and [`requests`]: the HTTP surface and its pure request validation.
 
@@ -11,6 +12,7 @@ pub mod agent;
 pub mod api;
 pub mod metrics;
 pub mod ops;
+pub mod replication;
 pub mod requests;
 pub mod shard;
 pub mod state;

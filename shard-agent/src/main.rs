@@ -62,6 +62,10 @@ struct Args {
     /// MySQL connections in the pool.
     #[arg(long, env = "WALSHARD_MYSQL_POOL", default_value_t = 16)]
     mysql_pool: u32,
+    /// Run under a control plane: shards start fenced and wait for an election instead of
+    /// each being its own primary.
+    #[arg(long, env = "WALSHARD_CONTROLLED", default_value_t = false)]
+    controlled: bool,
     /// Log format.
     #[arg(long, env = "WALSHARD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -112,6 +116,8 @@ async fn main() -> anyhow::Result<()> {
         data_dir: args.data_dir.clone(),
         wal,
         mysql_pool_size: args.mysql_pool,
+        token: args.token.clone(),
+        standalone: !args.controlled,
     })
     .await
     .context("starting the agent")?;

@@ -195,6 +195,19 @@ pub fn parse_read(schema: &Schema, body: &Json) -> Result<KeyRange, RequestError
     Ok(KeyRange::from_json(field(body, schema.key().as_str())?)?)
 }
 
+/// `"consistency": "strong"` asks for a linearizable read; `"eventual"` (the default) for any
+/// committed state.
+pub fn wants_strong(body: &Json) -> Result<bool, RequestError> {
+    match body.get("consistency") {
+        None => Ok(false),
+        Some(Json::String(s)) if s == "eventual" => Ok(false),
+        Some(Json::String(s)) if s == "strong" => Ok(true),
+        Some(other) => Err(RequestError::Invalid(format!(
+            "\"consistency\" must be \"strong\" or \"eventual\", got {other}"
+        ))),
+    }
+}
+
 /// `/copy`: shard names from the body (`{"shards": [..]}`) or the query string
 /// (`?shards=sh1,sh2` or `?shards=sh1&shards=sh2`).
 pub fn parse_copy(body: Option<&Json>, query: Option<&str>) -> Result<Vec<Ident>, RequestError> {

@@ -1,32 +1,40 @@
-//! One shard on this server: its WAL, its MySQL table, and the applier that moves committed WAL
-//! entries into MySQL in LSN order.
+//! One shard on this server: its WAL, its MySQL table, its replication role, and the applier
+//! that moves committed WAL entries into MySQL in LSN order (docs/replication.md).
 //!
-//! Write path: the op is appended to the WAL (group commit), becomes committed (here: durable on
-//! this replica; with replication: durable on a majority), the applier applies it in a MySQL
-//! transaction that also advances `applied_lsn`, and only then is the writer answered with the
-//! op's outcome. Reads go to MySQL, which holds committed entries only.
+//! Write path (primary): the op is appended to the WAL (group commit), becomes committed once a
+//! quorum of replicas holds it durably (a standalone shard is a primary with quorum 1), the
+//! applier applies it in a MySQL transaction that also advances `applied_lsn`, and only then is
+//! the writer answered with the op's outcome. Reads go to MySQL, which holds committed entries
+//! only.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 use walshard_contract::{Ident, ShardSpec};
 
 use crate::metrics::Metrics;
 use crate::ops::{Op, Outcome};
+use crate::replication::{AppendRequest, Peer, Quorum, Replication, quorum_commit};
+use crate::state::{EpochState, StateError, load_json, save_json};
 use crate::store::{ShardTable, Store, StoreError};
 use crate::wal::{Entry, Epoch, Lsn, OpId, Wal, WalError, WalOptions};
 
 /// Most entries applied in one MySQL transaction.
 const MAX_APPLY_BATCH: usize = 1024;
-/// How long a writer waits for its committed op to be applied before answering 503.
+/// How long a writer waits for its op to be committed and applied before answering 503.
 const APPLY_WAIT: Duration = Duration::from_secs(30);
 /// How often an idle applier re-checks MySQL's `applied_lsn` (MySQL may have lost commits).
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// How long a promotion waits for its no-op to commit before answering.
+const PROMOTE_WAIT: Duration = Duration::from_secs(3);
+/// A secondary not heard from for this long does not count towards a quorum when deciding to
+/// refuse a write at once.
+const PEER_SILENCE: Duration = Duration::from_millis(1500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -34,6 +42,8 @@ pub enum ShardError {
     Wal(#[from] WalError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    State(#[from] StateError),
     #[error("operation could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
     #[error(
@@ -55,50 +65,135 @@ pub enum ShardError {
     #[error("shard {shard} is halted: {reason}")]
     Halted { shard: String, reason: String },
     #[error(
-        "the write is durable in the WAL at LSN {lsn} but not applied yet (MySQL unavailable?); retry with the same operation id"
+        "the write is durable in the WAL at LSN {lsn} but not committed and applied within {}s (no quorum, or MySQL unavailable); retry with the same operation id",
+        APPLY_WAIT.as_secs()
     )]
     NotAppliedYet { lsn: Lsn },
     #[error("the agent is shutting down")]
     ShuttingDown,
+    #[error("not the primary of shard {shard}{}", hint(primary, *epoch))]
+    NotPrimary {
+        shard: String,
+        primary: Option<String>,
+        epoch: Epoch,
+    },
+    #[error("shard {shard}: primary of epoch {epoch} is not ready to take writes yet")]
+    NotReady { shard: String, epoch: Epoch },
+    #[error(
+        "shard {shard} has no majority: {reachable} of {needed} needed replicas reachable; writes are refused, eventual reads are still served"
+    )]
+    NoQuorum {
+        shard: String,
+        reachable: usize,
+        needed: usize,
+    },
+    #[error("stale epoch: this replica has promised epoch {epoch}{}", hint(primary, *epoch))]
+    Stale {
+        epoch: Epoch,
+        primary: Option<String>,
+    },
+    #[error("log mismatch: this replica's log ends at LSN {last_lsn} (epoch {last_epoch})")]
+    Mismatch { last_lsn: Lsn, last_epoch: Epoch },
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+fn hint(primary: &Option<String>, epoch: Epoch) -> String {
+    match primary {
+        Some(p) => format!("; the primary is {p} (epoch {epoch})"),
+        None => format!("; no primary is known for epoch {epoch}"),
+    }
+}
+
+/// A replica's role in its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Primary,
+    Secondary,
+    Fenced,
+}
+
+/// What the write path and `/status` need, readable without waiting.
+#[derive(Clone)]
+struct RoleView {
+    role: Role,
+    epoch: Epoch,
+    primary: Option<String>,
+    /// A primary takes writes once its no-op is committed, and not while stepping down.
+    accepting: bool,
+    /// A primary's replication; `None` in every other role.
+    replication: Option<Arc<Replication>>,
+}
+
+/// Role changes and appends, serialised.
+struct Control {
+    promised: EpochState,
 }
 
 /// The shard's state as `/status` reports it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ShardStatus {
-    pub role: &'static str,
+    pub role: Role,
     pub epoch: Epoch,
+    pub primary: Option<String>,
+    pub accepting_writes: bool,
     pub last_epoch: Epoch,
     pub last_lsn: Lsn,
+    pub commit_lsn: Lsn,
     pub applied_lsn: Lsn,
     pub first_lsn: Lsn,
     pub halted: Option<String>,
 }
 
+/// What a fenced replica reports to the elector.
+#[derive(Debug, Clone, Serialize)]
+pub struct FenceAnswer {
+    pub epoch: Epoch,
+    pub last_epoch: Epoch,
+    pub last_lsn: Lsn,
+}
+
+/// How the shard takes part in replication.
+#[derive(Clone)]
+pub struct ShardContext {
+    pub server_name: String,
+    /// Without a control plane every shard is a primary of its own, with quorum 1.
+    pub standalone: bool,
+    pub token: String,
+    pub http: reqwest::Client,
+    pub metrics: Arc<Metrics>,
+}
+
 pub struct Shard {
     pub table: ShardTable,
     pub range: Option<ShardSpec>,
+    ctx: ShardContext,
     wal: Wal,
     store: Store,
-    epoch: AtomicU64,
-    /// LSN up to which entries are committed (may be applied).
-    commit: watch::Receiver<Lsn>,
+    epoch_file: PathBuf,
+    control: tokio::sync::Mutex<Control>,
+    view: RwLock<RoleView>,
+    /// LSN up to which entries are committed (may be applied); never decreases.
+    commit: watch::Sender<Lsn>,
     applied: watch::Sender<Lsn>,
     waiters: Mutex<HashMap<OpId, Vec<oneshot::Sender<Outcome>>>>,
     halted: Mutex<Option<String>>,
-    metrics: Arc<Metrics>,
 }
 
 impl Shard {
     /// Opens the shard's WAL under `dir`, makes sure its table exists, checks that the WAL and
-    /// MySQL agree, and replays every committed entry MySQL has not applied yet.
+    /// MySQL agree, and applies every committed entry MySQL has not applied yet. A standalone
+    /// shard resumes as primary (all its durable entries are committed); a replicated one comes
+    /// back fenced at the epoch it promised and applies only what it knows is committed.
     pub async fn open(
         dir: &Path,
         table: ShardTable,
         range: Option<ShardSpec>,
-        epoch: Epoch,
+        initial_epoch: Epoch,
         store: Store,
         wal_options: WalOptions,
-        metrics: Arc<Metrics>,
+        ctx: ShardContext,
     ) -> Result<Arc<Shard>, ShardError> {
         let shard = table.shard.to_string();
         let (wal, report) = Wal::open(dir, wal_options)?;
@@ -122,31 +217,62 @@ impl Shard {
                 wal_first: wal.first_lsn(),
             });
         }
+        let epoch_file = dir.join("epoch.json");
+        let mut promised: EpochState = load_json(&epoch_file)?.unwrap_or(EpochState {
+            epoch: if ctx.standalone { initial_epoch } else { 0 },
+            primary: None,
+        });
+        if ctx.standalone {
+            promised.epoch = promised.epoch.max(1);
+            promised.primary = Some(ctx.server_name.clone());
+        }
+        save_json(&epoch_file, &promised)?;
         info!(
             shard,
             applied,
             wal_last,
             segments = report.segments,
+            epoch = promised.epoch,
+            standalone = ctx.standalone,
             "shard opened"
         );
-        // Standalone: a durable entry is committed. Replication replaces this commit point.
-        let commit = wal.subscribe();
         let this = Arc::new(Shard {
             table,
             range,
             wal,
             store,
-            epoch: AtomicU64::new(epoch),
-            commit,
+            epoch_file,
+            view: RwLock::new(RoleView {
+                role: Role::Fenced,
+                epoch: promised.epoch,
+                primary: promised.primary.clone(),
+                accepting: false,
+                replication: None,
+            }),
+            control: tokio::sync::Mutex::new(Control { promised }),
+            commit: watch::Sender::new(applied),
             applied: watch::Sender::new(applied),
             waiters: Mutex::new(HashMap::new()),
             halted: Mutex::new(None),
-            metrics,
+            ctx,
         });
-        let replay_from = applied;
+        {
+            let c = this.control.lock().await;
+            if this.ctx.standalone {
+                this.install_primary(&c, 0, Quorum::Majority, Vec::new());
+            } else if c
+                .promised
+                .primary
+                .as_ref()
+                .is_some_and(|p| *p != this.ctx.server_name)
+            {
+                // A former primary never resumes by itself: it stays fenced until elected.
+                this.set_view(Role::Secondary, &c.promised);
+            }
+        }
         while this.apply_step().await? {}
-        if wal_last > replay_from {
-            info!(shard = %this.table.shard, replayed = wal_last - replay_from, "replayed WAL into MySQL");
+        if this.applied_lsn() > applied {
+            info!(shard = %this.table.shard, replayed = this.applied_lsn() - applied, "replayed WAL into MySQL");
         }
         this.record_gauges();
         Ok(this)
@@ -156,21 +282,71 @@ impl Shard {
         &self.table.shard
     }
 
-    pub fn epoch(&self) -> Epoch {
-        self.epoch.load(Ordering::SeqCst)
+    pub fn wal(&self) -> &Wal {
+        &self.wal
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn server_name(&self) -> &str {
+        &self.ctx.server_name
     }
 
     pub fn applied_lsn(&self) -> Lsn {
         *self.applied.borrow()
     }
 
+    pub fn commit_lsn(&self) -> Lsn {
+        *self.commit.borrow()
+    }
+
+    fn view(&self) -> RoleView {
+        match self.view.read() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Switches to a role that is not primary, stopping any replication.
+    fn set_view(&self, role: Role, promised: &EpochState) {
+        let mut v = match self.view.write() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(r) = v.replication.take() {
+            r.stop();
+        }
+        *v = RoleView {
+            role,
+            epoch: promised.epoch,
+            primary: promised.primary.clone(),
+            accepting: false,
+            replication: None,
+        };
+    }
+
+    fn set_accepting(&self, epoch: Epoch, accepting: bool) {
+        if let Ok(mut v) = self.view.write()
+            && v.role == Role::Primary
+            && v.epoch == epoch
+        {
+            v.accepting = accepting;
+        }
+    }
+
     pub fn status(&self) -> ShardStatus {
         let (last_epoch, last_lsn) = self.wal.last();
+        let v = self.view();
         ShardStatus {
-            role: "primary",
-            epoch: self.epoch(),
+            role: v.role,
+            epoch: v.epoch,
+            primary: v.primary,
+            accepting_writes: v.accepting,
             last_epoch,
             last_lsn,
+            commit_lsn: self.commit_lsn(),
             applied_lsn: self.applied_lsn(),
             first_lsn: self.wal.first_lsn(),
             halted: self.halted_reason(),
@@ -188,20 +364,62 @@ impl Shard {
         }
     }
 
+    fn halted_error(&self) -> Option<ShardError> {
+        self.halted_reason().map(|reason| ShardError::Halted {
+            shard: self.table.shard.to_string(),
+            reason,
+        })
+    }
+
+    // ---- client writes -------------------------------------------------------------------
+
+    /// Checks that this replica may take a client write now; returns the epoch to log it in.
+    fn writable_epoch(&self, repl: Option<&Replication>) -> Result<Epoch, ShardError> {
+        let v = self.view();
+        let shard = self.table.shard.to_string();
+        if v.role != Role::Primary {
+            return Err(ShardError::NotPrimary {
+                shard,
+                primary: v.primary,
+                epoch: v.epoch,
+            });
+        }
+        if !v.accepting {
+            return Err(ShardError::NotReady {
+                shard,
+                epoch: v.epoch,
+            });
+        }
+        if let Some(r) = repl {
+            let reachable = r.reachable(PEER_SILENCE) + 1;
+            if reachable < r.quorum {
+                return Err(ShardError::NoQuorum {
+                    shard,
+                    reachable,
+                    needed: r.quorum,
+                });
+            }
+        }
+        Ok(v.epoch)
+    }
+
+    fn current_replication(&self) -> Option<Arc<Replication>> {
+        self.view().replication
+    }
+
     /// Logs `op`, waits until it is committed and applied, and returns its outcome. A retried
     /// op id gets the first attempt's outcome and is not applied again.
     pub async fn submit(&self, op_id: OpId, op: Op) -> Result<Outcome, ShardError> {
-        if let Some(reason) = self.halted_reason() {
-            return Err(ShardError::Halted {
-                shard: self.table.shard.to_string(),
-                reason,
-            });
+        if let Some(e) = self.halted_error() {
+            return Err(e);
         }
+        let repl = self.current_replication();
+        let epoch = self.writable_epoch(repl.as_deref())?;
         let payload = op.encode()?;
         let (tx, rx) = oneshot::channel();
         self.with_waiters(|w| w.entry(op_id).or_default().push(tx));
         let started = std::time::Instant::now();
-        let entry = match self.wal.propose(self.epoch(), op_id, payload).await {
+        let entry = match self.wal.propose(epoch, op_id, payload).await {
             Ok(entry) => entry,
             Err(e) => {
                 self.prune_waiters(op_id);
@@ -249,10 +467,346 @@ impl Shard {
         });
     }
 
+    // ---- strong reads --------------------------------------------------------------------
+
+    /// Read index: a primary takes its commit point, confirms with a quorum that it is still
+    /// the primary of its epoch, and waits until it has applied that point. A read of MySQL
+    /// after this returns is linearizable.
+    pub async fn read_barrier(&self) -> Result<(), ShardError> {
+        let repl = self.current_replication();
+        self.writable_epoch(repl.as_deref())?;
+        let target = self.commit_lsn();
+        if let Some(r) = &repl {
+            let confirmed = r
+                .confirm(
+                    self.id(),
+                    self.server_name(),
+                    &self.ctx.http,
+                    &self.ctx.token,
+                )
+                .await
+                + 1;
+            if confirmed < r.quorum {
+                return Err(ShardError::NoQuorum {
+                    shard: self.table.shard.to_string(),
+                    reachable: confirmed,
+                    needed: r.quorum,
+                });
+            }
+        }
+        let mut applied = self.applied.subscribe();
+        let reached = tokio::time::timeout(APPLY_WAIT, applied.wait_for(|a| *a >= target)).await;
+        match reached {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(ShardError::NotAppliedYet { lsn: target }),
+        }
+    }
+
+    /// A primary's read-index confirmation reaching this replica: fine if we still follow it.
+    pub async fn confirm_primary(&self, epoch: Epoch, primary: &str) -> Result<(), ShardError> {
+        let c = self.control.lock().await;
+        if c.promised.epoch == epoch && c.promised.primary.as_deref() == Some(primary) {
+            Ok(())
+        } else {
+            Err(ShardError::Stale {
+                epoch: c.promised.epoch,
+                primary: c.promised.primary.clone(),
+            })
+        }
+    }
+
+    // ---- elections -----------------------------------------------------------------------
+
+    fn persist(&self, promised: &EpochState) -> Result<(), ShardError> {
+        save_json(&self.epoch_file, promised)?;
+        Ok(())
+    }
+
+    /// Promise `epoch` (docs/replication.md, fence): from now on nothing from an older epoch is
+    /// accepted. A primary stops being one. Answers the last entry for the elector.
+    pub async fn fence(&self, epoch: Epoch) -> Result<FenceAnswer, ShardError> {
+        let mut c = self.control.lock().await;
+        let allowed =
+            epoch > c.promised.epoch || (epoch == c.promised.epoch && c.promised.primary.is_none());
+        if !allowed {
+            return Err(ShardError::Stale {
+                epoch: c.promised.epoch,
+                primary: c.promised.primary.clone(),
+            });
+        }
+        let promised = EpochState {
+            epoch,
+            primary: None,
+        };
+        self.persist(&promised)?;
+        c.promised = promised;
+        self.set_view(Role::Fenced, &c.promised);
+        let (last_epoch, last_lsn) = self.wal.last();
+        info!(shard = %self.id(), epoch, last_epoch, last_lsn, "fenced");
+        Ok(FenceAnswer {
+            epoch,
+            last_epoch,
+            last_lsn,
+        })
+    }
+
+    /// A peer told us of a higher epoch: stop acting as primary and promise it.
+    pub async fn observe_epoch(&self, epoch: Epoch) {
+        let mut c = self.control.lock().await;
+        if epoch <= c.promised.epoch {
+            return;
+        }
+        let promised = EpochState {
+            epoch,
+            primary: None,
+        };
+        if let Err(e) = self.persist(&promised) {
+            warn!(shard = %self.id(), error = %e, "cannot persist a higher epoch");
+            return;
+        }
+        c.promised = promised;
+        self.set_view(Role::Fenced, &c.promised);
+    }
+
+    /// Become primary of `epoch` (fenced at exactly `epoch` first): commit a no-op in it, then
+    /// take writes. Answers once the no-op is committed, or 503 after [`PROMOTE_WAIT`] (it stays
+    /// primary and keeps trying).
+    pub async fn promote(
+        self: &Arc<Self>,
+        epoch: Epoch,
+        peers: Vec<Peer>,
+        quorum: Quorum,
+    ) -> Result<(), ShardError> {
+        if let Some(e) = self.halted_error() {
+            return Err(e);
+        }
+        let noop_lsn = {
+            let mut c = self.control.lock().await;
+            if c.promised.epoch != epoch || c.promised.primary.is_some() {
+                return Err(ShardError::Stale {
+                    epoch: c.promised.epoch,
+                    primary: c.promised.primary.clone(),
+                });
+            }
+            let promised = EpochState {
+                epoch,
+                primary: Some(self.ctx.server_name.clone()),
+            };
+            self.persist(&promised)?;
+            c.promised = promised;
+            let noop = self
+                .wal
+                .propose(epoch, OpId::default(), Op::Noop.encode()?)
+                .await?;
+            self.install_primary(&c, noop.lsn, quorum, peers);
+            noop.lsn
+        };
+        info!(shard = %self.id(), epoch, noop_lsn, "promoted; waiting for the no-op to commit");
+        let mut commit = self.commit.subscribe();
+        match tokio::time::timeout(PROMOTE_WAIT, commit.wait_for(|c| *c >= noop_lsn)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(ShardError::NotReady {
+                shard: self.table.shard.to_string(),
+                epoch,
+            }),
+        }
+    }
+
+    /// Installs the primary role of the promised epoch (the caller holds the control lock, so
+    /// no fence can interleave) and starts replication and the commit driver.
+    fn install_primary(
+        self: &Arc<Self>,
+        c: &Control,
+        epoch_start: Lsn,
+        quorum: Quorum,
+        peers: Vec<Peer>,
+    ) {
+        let repl = Replication::new(c.promised.epoch, epoch_start, quorum, peers);
+        {
+            let mut v = match self.view.write() {
+                Ok(v) => v,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            if let Some(old) = v.replication.take() {
+                old.stop();
+            }
+            *v = RoleView {
+                role: Role::Primary,
+                epoch: c.promised.epoch,
+                primary: c.promised.primary.clone(),
+                accepting: false,
+                replication: Some(repl.clone()),
+            };
+        }
+        repl.spawn(self, &self.ctx.http, &self.ctx.token);
+        tokio::spawn(self.clone().drive_commit(repl.clone()));
+        self.recompute_commit(&repl);
+    }
+
+    /// Raises the commit point whenever this primary's own WAL grows (peers' acks raise it
+    /// from their tasks), until replication stops.
+    async fn drive_commit(self: Arc<Self>, repl: Arc<Replication>) {
+        let mut durable = self.wal.subscribe();
+        let mut stop = repl.subscribe_stop();
+        loop {
+            self.recompute_commit(&repl);
+            tokio::select! {
+                r = durable.changed() => if r.is_err() { return },
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
+    /// The quorum commit rule (docs/replication.md, write path 4).
+    pub fn recompute_commit(&self, repl: &Replication) {
+        if repl.stopped() {
+            return;
+        }
+        let held = repl.held(self.wal.last().1);
+        if let Some(c) = quorum_commit(held, repl.quorum, repl.epoch_start) {
+            self.commit.send_if_modified(|cur| {
+                let raise = c > *cur;
+                if raise {
+                    *cur = c;
+                }
+                raise
+            });
+            if c >= repl.epoch_start {
+                self.set_accepting(repl.epoch, true);
+            }
+        }
+    }
+
+    /// Planned switchover: stop taking writes and wait until `to` holds every entry.
+    pub async fn step_down(&self, to: &str) -> Result<Lsn, ShardError> {
+        let v = self.view();
+        let Some(repl) = v.replication.clone().filter(|_| v.role == Role::Primary) else {
+            return Err(ShardError::NotPrimary {
+                shard: self.table.shard.to_string(),
+                primary: v.primary,
+                epoch: v.epoch,
+            });
+        };
+        if !repl.peers.iter().any(|p| p.name == to) {
+            return Err(ShardError::BadRequest(format!(
+                "{to} is not a replica of shard {}",
+                self.id()
+            )));
+        }
+        self.set_accepting(repl.epoch, false);
+        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+        loop {
+            let last = self.wal.last().1;
+            if repl.matched(to).is_some_and(|m| m >= last) {
+                info!(shard = %self.id(), to, last, "stepped down; target has every entry");
+                return Ok(last);
+            }
+            if tokio::time::Instant::now() > deadline {
+                self.set_accepting(repl.epoch, true);
+                return Err(ShardError::NotAppliedYet { lsn: last });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    // ---- secondaries ---------------------------------------------------------------------
+
+    /// An append from a primary (docs/replication.md, write path 3). Returns the last LSN held.
+    pub async fn append(&self, req: AppendRequest) -> Result<Lsn, ShardError> {
+        if let Some(e) = self.halted_error() {
+            return Err(e);
+        }
+        let mut c = self.control.lock().await;
+        let p = &c.promised;
+        let stale = req.epoch < p.epoch
+            || (req.epoch == p.epoch && p.primary.as_deref().is_some_and(|x| x != req.primary));
+        if stale || req.primary == self.ctx.server_name {
+            return Err(ShardError::Stale {
+                epoch: p.epoch,
+                primary: p.primary.clone(),
+            });
+        }
+        if req.epoch > p.epoch || p.primary.is_none() {
+            let promised = EpochState {
+                epoch: req.epoch,
+                primary: Some(req.primary.clone()),
+            };
+            self.persist(&promised)?;
+            c.promised = promised;
+            self.set_view(Role::Secondary, &c.promised);
+            info!(shard = %self.id(), epoch = req.epoch, primary = %req.primary, "following");
+        }
+
+        let (last_epoch, last) = self.wal.last();
+        let mismatch = || ShardError::Mismatch {
+            last_lsn: last,
+            last_epoch,
+        };
+        if req.prev_lsn > last {
+            return Err(mismatch());
+        }
+        // Entries before our first retained one are applied, hence committed, hence the same.
+        if req.prev_lsn + 1 >= self.wal.first_lsn() {
+            let ours = self.wal.epoch_at(req.prev_lsn).await?;
+            if ours != Some(req.prev_epoch) {
+                return Err(ShardError::Mismatch {
+                    last_lsn: req.prev_lsn.saturating_sub(1),
+                    last_epoch,
+                });
+            }
+        }
+        let verified = req.prev_lsn + req.entries.len() as Lsn;
+        let mut fresh = Vec::with_capacity(req.entries.len());
+        let mut held = last;
+        for e in req.entries {
+            if e.lsn < self.wal.first_lsn() {
+                continue;
+            }
+            if e.lsn <= held {
+                if self.wal.epoch_at(e.lsn).await? == Some(e.epoch) {
+                    continue;
+                }
+                // A divergent, uncommitted tail: drop it (never anything applied or committed).
+                let floor = self.applied_lsn().max(self.commit_lsn());
+                if e.lsn <= floor {
+                    let reason = format!(
+                        "primary {} of epoch {} conflicts with committed entry {} (commit point {floor})",
+                        req.primary, req.epoch, e.lsn
+                    );
+                    self.halt(reason.clone());
+                    return Err(ShardError::Halted {
+                        shard: self.table.shard.to_string(),
+                        reason,
+                    });
+                }
+                warn!(shard = %self.id(), from = e.lsn, to = held, "truncating divergent uncommitted tail");
+                self.wal.truncate_after(e.lsn - 1).await?;
+                held = e.lsn - 1;
+            }
+            fresh.push(e);
+            held += 1;
+        }
+        if !fresh.is_empty() {
+            self.wal.append(fresh).await?;
+        }
+        drop(c);
+        let commit = req.commit_lsn.min(verified);
+        self.commit.send_if_modified(|cur| {
+            let raise = commit > *cur;
+            if raise {
+                *cur = commit;
+            }
+            raise
+        });
+        Ok(self.wal.last().1)
+    }
+
+    // ---- applying ------------------------------------------------------------------------
+
     /// Applies the next batch of committed, unapplied entries. `Ok(false)` when there was none.
     async fn apply_step(&self) -> Result<bool, ShardError> {
         let applied = self.applied_lsn();
-        let commit = *self.commit.borrow();
+        let commit = self.commit_lsn();
         if applied >= commit {
             return Ok(false);
         }
@@ -285,13 +839,12 @@ impl Shard {
                 );
                 let last = batch.last().map_or(applied, |(e, _)| e.lsn);
                 self.applied.send_replace(last);
-                self.metrics
-                    .applied_entries
+                let m = &self.ctx.metrics;
+                m.applied_entries
                     .get_or_create(&labels)
                     .inc_by(batch.len() as u64);
-                self.metrics.apply_batches.get_or_create(&labels).inc();
-                self.metrics
-                    .apply_batch_entries
+                m.apply_batches.get_or_create(&labels).inc();
+                m.apply_batch_entries
                     .get_or_create(&labels)
                     .observe(batch.len() as f64);
                 self.with_waiters(|w| {
@@ -310,7 +863,7 @@ impl Shard {
                 Ok(true)
             }
             Err(e) => {
-                self.metrics.apply_errors.get_or_create(&labels).inc();
+                self.ctx.metrics.apply_errors.get_or_create(&labels).inc();
                 Err(e.into())
             }
         }
@@ -334,9 +887,9 @@ impl Shard {
     fn record_gauges(&self) {
         let labels = Metrics::shard(self.table.shard.as_str());
         let stats = self.wal.stats();
-        let m = &self.metrics;
+        let m = &self.ctx.metrics;
         let set = |f: &prometheus_client::metrics::family::Family<
-            _,
+            crate::metrics::ShardLabels,
             prometheus_client::metrics::gauge::Gauge,
         >,
                    v: u64| {
@@ -359,7 +912,7 @@ impl Shard {
     /// The applier loop: applies committed entries as they come, retries MySQL failures with
     /// backoff, and re-checks MySQL's `applied_lsn` when idle. Ends when `stop` turns true.
     pub async fn run_applier(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        let mut commit = self.commit.clone();
+        let mut commit = self.commit.subscribe();
         let mut backoff = Duration::from_millis(50);
         loop {
             if *stop.borrow() {
@@ -399,8 +952,11 @@ impl Shard {
         }
     }
 
-    /// Stops accepting appends; queued ones are flushed first.
+    /// Stops replication and appends; queued appends are flushed first.
     pub async fn close(&self) -> Result<(), ShardError> {
+        if let Some(r) = self.current_replication() {
+            r.stop();
+        }
         self.wal.close().await?;
         Ok(())
     }

@@ -22,7 +22,7 @@ pub struct ShardState {
     pub id: Ident,
     /// The key range, when `/config` gave one (the seed's form gives only names).
     pub range: Option<ShardSpec>,
-    /// Highest epoch seen; never decreases.
+    /// The epoch a standalone shard starts in (its promises live in `shards/<id>/epoch.json`).
     pub epoch: Epoch,
 }
 
@@ -52,37 +52,59 @@ impl StateFile {
     }
 
     pub fn load(&self) -> Result<AgentState, StateError> {
-        match fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Parse {
-                path: self.path.clone(),
-                source,
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(AgentState::default()),
-            Err(source) => Err(StateError::Io {
-                path: self.path.clone(),
-                source,
-            }),
-        }
+        Ok(load_json(&self.path)?.unwrap_or_default())
     }
 
     pub fn save(&self, state: &AgentState) -> Result<(), StateError> {
-        let io = |source| StateError::Io {
-            path: self.path.clone(),
-            source,
-        };
-        let bytes = serde_json::to_vec_pretty(state).map_err(|source| StateError::Parse {
-            path: self.path.clone(),
-            source,
-        })?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        let tmp = self.path.with_extension("json.tmp");
-        let mut f = fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        fs::rename(&tmp, &self.path).map_err(io)?;
-        fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        Ok(())
+        save_json(&self.path, state)
     }
+}
+
+/// Writes `value` as JSON to `path` atomically and durably: temp file, fsync, rename, fsync of
+/// the directory. After a crash the file holds either the old or the new value.
+pub fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let io = |source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("json.tmp");
+    let mut f = fs::File::create(&tmp).map_err(io)?;
+    f.write_all(&bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(())
+}
+
+/// Reads JSON written by [`save_json`]; `None` if the file does not exist.
+pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
+    match fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| StateError::Parse {
+                path: path.to_path_buf(),
+                source,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// What a replica has promised, persisted before it acts on it (fencing depends on it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochState {
+    /// Highest epoch promised; never decreases.
+    pub epoch: Epoch,
+    /// The primary accepted for `epoch`, once one is.
+    pub primary: Option<String>,
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub const TOKEN: &str = "test-token";
 
 /// One agent process of ours, restartable on the same data dir and port.
 pub struct AgentProc {
+    pub name: String,
     pub child: Option<ChildGuard>,
     pub port: u16,
     pub data_dir: PathBuf,
@@ -28,7 +29,18 @@ impl AgentProc {
     }
 
     pub fn start_with(mysql_url: &str, data_dir: &Path, env: &[(&str, &str)]) -> AgentProc {
+        Self::start_named(mysql_url, data_dir, "Server0", env)
+    }
+
+    /// An agent with its own server name (replicated tests run several).
+    pub fn start_named(
+        mysql_url: &str,
+        data_dir: &Path,
+        name: &str,
+        env: &[(&str, &str)],
+    ) -> AgentProc {
         let mut a = AgentProc {
+            name: name.to_owned(),
             child: None,
             port: free_port().expect("free port"),
             data_dir: data_dir.to_path_buf(),
@@ -54,7 +66,7 @@ impl AgentProc {
         cmd.env("WALSHARD_LISTEN", format!("127.0.0.1:{}", self.port))
             .env("WALSHARD_MYSQL_URL", &self.mysql_url)
             .env("WALSHARD_DATA_DIR", &self.data_dir)
-            .env("WALSHARD_SERVER_NAME", "Server0")
+            .env("WALSHARD_SERVER_NAME", &self.name)
             .env("WALSHARD_TOKEN", TOKEN)
             .env("RUST_LOG", "info,sqlx=warn")
             .stdout(log.try_clone().expect("log fd"))

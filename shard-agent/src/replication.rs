@@ -1,0 +1,406 @@
+//! The primary's side of replication (docs/replication.md): one streaming task per secondary and
+//! the quorum commit point.
+//!
+//! Each task sends the secondary every WAL entry after the LSN it is known to hold, as WAL frames
+//! in one request per batch (whatever is ready, up to [`MAX_BATCH_BYTES`]), with the primary's
+//! commit point; one batch is in flight per secondary, so batches grow with load. When caught up
+//! it sends an empty append at least every [`HEARTBEAT`] to carry the commit point.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use walshard_contract::Ident;
+
+use crate::shard::Shard;
+use crate::wal::codec::{decode_frame, encode_frame};
+use crate::wal::{Entry, Epoch, Lsn, WalError};
+
+/// Largest append request body (bytes of WAL frames).
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// Entries read from the WAL per batch at most.
+const MAX_BATCH_ENTRIES: usize = 4096;
+/// An idle primary sends an empty append this often (carries the commit point, proves liveness).
+pub const HEARTBEAT: Duration = Duration::from_millis(100);
+/// Timeout of one append request.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub const H_EPOCH: &str = "x-walshard-epoch";
+pub const H_PRIMARY: &str = "x-walshard-primary";
+pub const H_PREV_LSN: &str = "x-walshard-prev-lsn";
+pub const H_PREV_EPOCH: &str = "x-walshard-prev-epoch";
+pub const H_COMMIT: &str = "x-walshard-commit-lsn";
+
+/// Another replica of the shard, as the control plane names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Peer {
+    pub name: String,
+    pub url: String,
+}
+
+/// How many replicas must hold an entry before it is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quorum {
+    #[default]
+    Majority,
+    All,
+}
+
+impl Quorum {
+    /// Replicas needed out of `replicas`.
+    pub fn size(self, replicas: usize) -> usize {
+        match self {
+            Quorum::Majority => replicas / 2 + 1,
+            Quorum::All => replicas,
+        }
+    }
+}
+
+/// The commit point given the LSNs each replica holds durably (the primary's own included):
+/// the quorum-th highest, if it is at or after the first entry of the primary's epoch.
+pub fn quorum_commit(mut held: Vec<Lsn>, quorum: usize, epoch_start: Lsn) -> Option<Lsn> {
+    if quorum == 0 || held.len() < quorum {
+        return None;
+    }
+    held.sort_unstable_by(|a, b| b.cmp(a));
+    let c = held[quorum - 1];
+    (c >= epoch_start).then_some(c)
+}
+
+/// An append as a secondary receives it.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    pub epoch: Epoch,
+    pub primary: String,
+    pub prev_lsn: Lsn,
+    pub prev_epoch: Epoch,
+    pub commit_lsn: Lsn,
+    pub entries: Vec<Entry>,
+}
+
+/// Encodes entries as concatenated WAL frames.
+pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in entries {
+        encode_frame(e, &mut out);
+    }
+    out
+}
+
+/// Decodes concatenated WAL frames; any torn or corrupt frame rejects the whole body.
+pub fn decode_entries(mut body: &[u8]) -> Result<Vec<Entry>, String> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        match decode_frame(body) {
+            Ok(Some((entry, used))) => {
+                out.push(entry);
+                body = &body[used..];
+            }
+            Ok(None) => return Err("truncated frame in append body".into()),
+            Err(e) => return Err(format!("bad frame in append body: {e:?}")),
+        }
+    }
+    Ok(out)
+}
+
+/// A secondary's answer to an append (200) or its refusal (409/412), as JSON.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AppendAnswer {
+    #[serde(default)]
+    pub last_lsn: Lsn,
+    #[serde(default)]
+    pub last_epoch: Epoch,
+    #[serde(default)]
+    pub epoch: Epoch,
+    #[serde(default)]
+    pub primary: Option<String>,
+}
+
+/// The primary's replication state for its epoch.
+pub struct Replication {
+    pub epoch: Epoch,
+    /// LSN of the primary's no-op in `epoch`; nothing before it commits by counting.
+    pub epoch_start: Lsn,
+    pub quorum: usize,
+    pub peers: Vec<Peer>,
+    /// Per peer: the LSN it holds and when it last answered.
+    matched: Mutex<HashMap<String, (Lsn, Instant)>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Replication {
+    pub fn new(epoch: Epoch, epoch_start: Lsn, quorum: Quorum, peers: Vec<Peer>) -> Arc<Self> {
+        let quorum = quorum.size(peers.len() + 1);
+        Arc::new(Self {
+            epoch,
+            epoch_start,
+            quorum,
+            peers,
+            matched: Mutex::new(HashMap::new()),
+            stop: watch::Sender::new(false),
+        })
+    }
+
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    pub fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    pub fn subscribe_stop(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    fn set_matched(&self, peer: &str, lsn: Lsn) {
+        if let Ok(mut m) = self.matched.lock() {
+            m.insert(peer.to_owned(), (lsn, Instant::now()));
+        }
+    }
+
+    pub fn matched(&self, peer: &str) -> Option<Lsn> {
+        self.matched
+            .lock()
+            .ok()
+            .and_then(|m| m.get(peer).map(|(l, _)| *l))
+    }
+
+    /// Peers that answered an append within `window`.
+    pub fn reachable(&self, window: Duration) -> usize {
+        self.matched
+            .lock()
+            .map(|m| m.values().filter(|(_, at)| at.elapsed() <= window).count())
+            .unwrap_or(0)
+    }
+
+    /// Every replica's durable LSN as far as the primary knows (its own first).
+    pub fn held(&self, own: Lsn) -> Vec<Lsn> {
+        let mut v = vec![own];
+        if let Ok(m) = self.matched.lock() {
+            v.extend(
+                self.peers
+                    .iter()
+                    .map(|p| m.get(&p.name).map_or(0, |(l, _)| *l)),
+            );
+        }
+        v
+    }
+
+    /// Read-index confirmation: how many peers still follow this primary in its epoch.
+    pub async fn confirm(
+        &self,
+        shard: &Ident,
+        primary: &str,
+        http: &reqwest::Client,
+        token: &str,
+    ) -> usize {
+        let calls = self.peers.iter().map(|p| {
+            let req = http
+                .post(format!("{}/shards/{shard}/confirm", p.url))
+                .bearer_auth(token)
+                .timeout(APPEND_TIMEOUT)
+                .json(&serde_json::json!({"epoch": self.epoch, "primary": primary}))
+                .send();
+            async move { req.await.is_ok_and(|r| r.status().is_success()) }
+        });
+        futures::future::join_all(calls)
+            .await
+            .into_iter()
+            .filter(|ok| *ok)
+            .count()
+    }
+
+    /// Lowest LSN every replica holds (what may be compacted everywhere).
+    pub fn min_held(&self, own: Lsn) -> Lsn {
+        self.held(own).into_iter().min().unwrap_or(0)
+    }
+
+    /// Starts one streaming task per peer.
+    pub fn spawn(self: &Arc<Self>, shard: &Arc<Shard>, http: &reqwest::Client, token: &str) {
+        for peer in &self.peers {
+            let task = PeerTask {
+                shard: shard.clone(),
+                repl: self.clone(),
+                peer: peer.clone(),
+                http: http.clone(),
+                token: token.to_owned(),
+            };
+            tokio::spawn(task.run(self.stop.subscribe()));
+        }
+    }
+}
+
+struct PeerTask {
+    shard: Arc<Shard>,
+    repl: Arc<Replication>,
+    peer: Peer,
+    http: reqwest::Client,
+    token: String,
+}
+
+enum Sent {
+    /// The peer holds everything up to this LSN.
+    Matched(Lsn),
+    /// The peer's log does not match at `prev`; it ends at this LSN.
+    Mismatch(Lsn),
+    /// The peer has promised a higher epoch.
+    Stale(Epoch),
+}
+
+impl PeerTask {
+    async fn run(self, mut stop: watch::Receiver<bool>) {
+        let shard_id = self.shard.id().to_string();
+        let mut durable = self.shard.wal().subscribe();
+        let mut next = self.shard.wal().last().1 + 1;
+        let mut backoff = Duration::from_millis(20);
+        info!(shard = %shard_id, peer = %self.peer.name, epoch = self.repl.epoch, "replicating");
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            let result = self.send_from(next).await;
+            match result {
+                Ok(Sent::Matched(held)) => {
+                    backoff = Duration::from_millis(20);
+                    self.repl.set_matched(&self.peer.name, held);
+                    self.shard.recompute_commit(&self.repl);
+                    next = held + 1;
+                    if next > self.shard.wal().last().1 {
+                        tokio::select! {
+                            _ = durable.changed() => {}
+                            _ = tokio::time::sleep(HEARTBEAT) => {}
+                            _ = stop.changed() => return,
+                        }
+                    }
+                }
+                Ok(Sent::Mismatch(peer_last)) => {
+                    let back = next.saturating_sub(1).min(peer_last + 1).max(1);
+                    debug!(shard = %shard_id, peer = %self.peer.name, from = next, to = back, "log mismatch, backing up");
+                    next = back;
+                }
+                Ok(Sent::Stale(epoch)) => {
+                    warn!(shard = %shard_id, peer = %self.peer.name, epoch, "peer has a higher epoch; stepping down");
+                    self.shard.observe_epoch(epoch).await;
+                    return;
+                }
+                Err(e) => {
+                    debug!(shard = %shard_id, peer = %self.peer.name, error = %e, "append failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = stop.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    /// Sends the entries from `next` on (maybe none: a heartbeat) and reports what the peer holds.
+    async fn send_from(&self, next: Lsn) -> Result<Sent, String> {
+        let wal = self.shard.wal();
+        let last = wal.last().1;
+        let mut entries = if next <= last {
+            match wal.read(next, last, MAX_BATCH_ENTRIES).await {
+                Ok(e) => e,
+                Err(WalError::Compacted { .. }) => {
+                    return Err(format!(
+                        "peer needs entries from {next}, compacted here; it must resync from a snapshot"
+                    ));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        } else {
+            Vec::new()
+        };
+        // Cap the batch by size, but always send at least one entry.
+        let mut bytes = 0;
+        let keep = entries
+            .iter()
+            .take_while(|e| {
+                bytes += e.payload.len() + 64;
+                bytes <= MAX_BATCH_BYTES
+            })
+            .count()
+            .max(1);
+        entries.truncate(keep);
+        let prev_lsn = next - 1;
+        let prev_epoch = match wal.epoch_at(prev_lsn).await {
+            Ok(Some(e)) => e,
+            Ok(None) | Err(WalError::Compacted { .. }) => {
+                return Err(format!("entry {prev_lsn} compacted; peer must resync"));
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        let count = entries.len() as u64;
+        let url = format!("{}/shards/{}/append", self.peer.url, self.shard.id());
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .timeout(APPEND_TIMEOUT)
+            .header(H_EPOCH, self.repl.epoch)
+            .header(H_PRIMARY, self.shard.server_name())
+            .header(H_PREV_LSN, prev_lsn)
+            .header(H_PREV_EPOCH, prev_epoch)
+            .header(H_COMMIT, self.shard.commit_lsn())
+            .body(encode_entries(&entries))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let answer: AppendAnswer = resp.json().await.map_err(|e| e.to_string())?;
+        match status {
+            200 => Ok(Sent::Matched(prev_lsn + count)),
+            412 => Ok(Sent::Mismatch(answer.last_lsn)),
+            409 => Ok(Sent::Stale(answer.epoch)),
+            other => Err(format!("append answered {other}")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::OpId;
+    use bytes::Bytes;
+
+    #[test]
+    fn quorum_sizes() {
+        assert_eq!(Quorum::Majority.size(1), 1);
+        assert_eq!(Quorum::Majority.size(3), 2);
+        assert_eq!(Quorum::Majority.size(4), 3);
+        assert_eq!(Quorum::Majority.size(5), 3);
+        assert_eq!(Quorum::All.size(3), 3);
+    }
+
+    #[test]
+    fn commit_is_the_quorum_th_highest_in_the_current_epoch() {
+        assert_eq!(quorum_commit(vec![10, 7, 3], 2, 1), Some(7));
+        assert_eq!(quorum_commit(vec![10, 7, 3], 3, 1), Some(3));
+        assert_eq!(quorum_commit(vec![10, 7, 3], 2, 8), None);
+        assert_eq!(quorum_commit(vec![10], 1, 1), Some(10));
+        assert_eq!(quorum_commit(vec![10], 2, 1), None);
+    }
+
+    #[test]
+    fn frames_round_trip_and_reject_torn_bodies() {
+        let entries: Vec<Entry> = (1..=3)
+            .map(|i| Entry {
+                epoch: 2,
+                lsn: i,
+                op_id: OpId(i as u128),
+                payload: Bytes::from(vec![i as u8; 10]),
+            })
+            .collect();
+        let body = encode_entries(&entries);
+        assert_eq!(decode_entries(&body).expect("decode"), entries);
+        assert!(decode_entries(&body[..body.len() - 1]).is_err());
+        assert_eq!(decode_entries(&[]).expect("empty"), Vec::<Entry>::new());
+    }
+}
