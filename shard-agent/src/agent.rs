@@ -30,6 +30,8 @@ pub struct AgentConfig {
     /// Without a control plane each shard is its own primary (quorum 1); with one, shards start
     /// fenced and wait for an election (docs/replication.md).
     pub standalone: bool,
+    /// Lag (entries) beyond which a secondary is resynced from a snapshot.
+    pub retain_entries: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +119,7 @@ impl Agent {
                 token: self.config.token.clone(),
                 http: self.http.clone(),
                 metrics: self.metrics.clone(),
+                retain_entries: self.config.retain_entries,
             },
         )
         .await?;

@@ -26,6 +26,7 @@ use crate::replication::{
 };
 use crate::requests::{self, RequestError, duplicate_message};
 use crate::shard::{Shard, ShardError};
+use crate::store::Snapshot;
 use crate::wal::OpId;
 
 /// Header carrying the operation id that makes a retried write idempotent.
@@ -156,6 +157,10 @@ pub fn router(agent: AppState, token: String, max_body_bytes: usize) -> Router {
         .route("/shards/{id}/promote", post(promote))
         .route("/shards/{id}/confirm", post(confirm))
         .route("/shards/{id}/step-down", post(step_down))
+        .route(
+            "/shards/{id}/install-snapshot",
+            post(install_snapshot).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         .route(
             "/shards/{id}/append",
             post(append).layer(axum::extract::DefaultBodyLimit::max(
@@ -561,6 +566,33 @@ async fn append(
         entries,
     };
     let last_lsn = shard.append(req).await?;
+    Ok(Json(
+        json!({"last_lsn": last_lsn, "status": STATUS_SUCCESS}),
+    ))
+}
+
+async fn install_snapshot(
+    State(agent): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Json_>, ApiError> {
+    let shard = shard_in_path(&agent, &id)?;
+    let primary = headers
+        .get(H_PRIMARY)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("header {H_PRIMARY} is required"),
+            )
+        })?
+        .to_owned();
+    let snap: Snapshot = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("snapshot: {e}")))?;
+    let last_lsn = shard
+        .install_snapshot(header_u64(&headers, H_EPOCH)?, &primary, snap)
+        .await?;
     Ok(Json(
         json!({"last_lsn": last_lsn, "status": STATUS_SUCCESS}),
     ))

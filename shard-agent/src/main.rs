@@ -66,6 +66,10 @@ struct Args {
     /// each being its own primary.
     #[arg(long, env = "WALSHARD_CONTROLLED", default_value_t = false)]
     controlled: bool,
+    /// A secondary lagging more entries than this is resynced from a snapshot; a primary keeps
+    /// this much WAL for lagging secondaries.
+    #[arg(long, env = "WALSHARD_WAL_RETAIN_ENTRIES", default_value_t = 1_000_000)]
+    wal_retain_entries: u64,
     /// Log format.
     #[arg(long, env = "WALSHARD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -118,6 +122,7 @@ async fn main() -> anyhow::Result<()> {
         mysql_pool_size: args.mysql_pool,
         token: args.token.clone(),
         standalone: !args.controlled,
+        retain_entries: args.wal_retain_entries,
     })
     .await
     .context("starting the agent")?;

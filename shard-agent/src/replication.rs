@@ -28,6 +28,8 @@ const MAX_BATCH_ENTRIES: usize = 4096;
 pub const HEARTBEAT: Duration = Duration::from_millis(100);
 /// Timeout of one append request.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Timeout of a snapshot install.
+const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub const H_EPOCH: &str = "x-walshard-epoch";
 pub const H_PRIMARY: &str = "x-walshard-primary";
@@ -264,7 +266,11 @@ impl PeerTask {
             if *stop.borrow() {
                 return;
             }
-            let result = self.send_from(next).await;
+            let result = if self.shard.needs_snapshot(next) {
+                self.resync().await
+            } else {
+                self.send_from(next).await
+            };
             match result {
                 Ok(Sent::Matched(held)) => {
                     backoff = Duration::from_millis(20);
@@ -298,6 +304,39 @@ impl PeerTask {
                     backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
             }
+        }
+    }
+
+    /// Installs a consistent snapshot of this primary's shard on the peer.
+    async fn resync(&self) -> Result<Sent, String> {
+        let snap = self
+            .shard
+            .store()
+            .snapshot(&self.shard.table)
+            .await
+            .map_err(|e| e.to_string())?;
+        info!(shard = %self.shard.id(), peer = %self.peer.name, lsn = snap.lsn, rows = snap.rows.len(), "resyncing peer from a snapshot");
+        let resp = self
+            .http
+            .post(format!(
+                "{}/shards/{}/install-snapshot",
+                self.peer.url,
+                self.shard.id()
+            ))
+            .bearer_auth(&self.token)
+            .timeout(SNAPSHOT_TIMEOUT)
+            .header(H_EPOCH, self.repl.epoch)
+            .header(H_PRIMARY, self.shard.server_name())
+            .json(&snap)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let answer: AppendAnswer = resp.json().await.map_err(|e| e.to_string())?;
+        match status {
+            200 => Ok(Sent::Matched(answer.last_lsn)),
+            409 => Ok(Sent::Stale(answer.epoch)),
+            other => Err(format!("snapshot install answered {other}")),
         }
     }
 

@@ -21,7 +21,7 @@ use crate::metrics::Metrics;
 use crate::ops::{Op, Outcome};
 use crate::replication::{AppendRequest, Peer, Quorum, Replication, quorum_commit};
 use crate::state::{EpochState, StateError, load_json, save_json};
-use crate::store::{ShardTable, Store, StoreError};
+use crate::store::{ShardTable, Snapshot, Store, StoreError};
 use crate::wal::{Entry, Epoch, Lsn, OpId, Wal, WalError, WalOptions};
 
 /// Most entries applied in one MySQL transaction.
@@ -163,6 +163,9 @@ pub struct ShardContext {
     pub token: String,
     pub http: reqwest::Client,
     pub metrics: Arc<Metrics>,
+    /// How far (in entries) a secondary may lag before it is resynced from a snapshot instead
+    /// of the WAL, and how much WAL a primary keeps for lagging secondaries.
+    pub retain_entries: u64,
 }
 
 pub struct Shard {
@@ -711,31 +714,43 @@ impl Shard {
 
     // ---- secondaries ---------------------------------------------------------------------
 
+    /// Accepts `primary` as the sender for `epoch`, or refuses it as stale: a replica follows
+    /// one primary per epoch and nothing from an epoch below its promise (invariants 1, 2).
+    fn accept_primary(
+        &self,
+        c: &mut Control,
+        epoch: Epoch,
+        primary: &str,
+    ) -> Result<(), ShardError> {
+        let p = &c.promised;
+        let stale = epoch < p.epoch
+            || (epoch == p.epoch && p.primary.as_deref().is_some_and(|x| x != primary));
+        if stale || primary == self.ctx.server_name {
+            return Err(ShardError::Stale {
+                epoch: p.epoch,
+                primary: p.primary.clone(),
+            });
+        }
+        if epoch > p.epoch || p.primary.is_none() {
+            let promised = EpochState {
+                epoch,
+                primary: Some(primary.to_owned()),
+            };
+            self.persist(&promised)?;
+            c.promised = promised;
+            self.set_view(Role::Secondary, &c.promised);
+            info!(shard = %self.id(), epoch, primary, "following");
+        }
+        Ok(())
+    }
+
     /// An append from a primary (docs/replication.md, write path 3). Returns the last LSN held.
     pub async fn append(&self, req: AppendRequest) -> Result<Lsn, ShardError> {
         if let Some(e) = self.halted_error() {
             return Err(e);
         }
         let mut c = self.control.lock().await;
-        let p = &c.promised;
-        let stale = req.epoch < p.epoch
-            || (req.epoch == p.epoch && p.primary.as_deref().is_some_and(|x| x != req.primary));
-        if stale || req.primary == self.ctx.server_name {
-            return Err(ShardError::Stale {
-                epoch: p.epoch,
-                primary: p.primary.clone(),
-            });
-        }
-        if req.epoch > p.epoch || p.primary.is_none() {
-            let promised = EpochState {
-                epoch: req.epoch,
-                primary: Some(req.primary.clone()),
-            };
-            self.persist(&promised)?;
-            c.promised = promised;
-            self.set_view(Role::Secondary, &c.promised);
-            info!(shard = %self.id(), epoch = req.epoch, primary = %req.primary, "following");
-        }
+        self.accept_primary(&mut c, req.epoch, &req.primary)?;
 
         let (last_epoch, last) = self.wal.last();
         let mismatch = || ShardError::Mismatch {
@@ -799,6 +814,59 @@ impl Shard {
             raise
         });
         Ok(self.wal.last().1)
+    }
+
+    /// Replaces this replica's state by the primary's snapshot (a wiped replica, or one behind
+    /// what the primary's WAL still holds): MySQL first, then the WAL restarts after the
+    /// snapshot's LSN; the primary streams the rest.
+    pub async fn install_snapshot(
+        &self,
+        epoch: Epoch,
+        primary: &str,
+        snap: Snapshot,
+    ) -> Result<Lsn, ShardError> {
+        if let Some(e) = self.halted_error() {
+            return Err(e);
+        }
+        let mut c = self.control.lock().await;
+        self.accept_primary(&mut c, epoch, primary)?;
+        self.store.install_snapshot(&self.table, &snap).await?;
+        self.wal.reset(snap.epoch, snap.lsn).await?;
+        self.applied.send_replace(snap.lsn);
+        self.commit.send_if_modified(|cur| {
+            let raise = snap.lsn > *cur;
+            if raise {
+                *cur = snap.lsn;
+            }
+            raise
+        });
+        info!(shard = %self.id(), lsn = snap.lsn, rows = snap.rows.len(), primary, "installed snapshot");
+        Ok(snap.lsn)
+    }
+
+    /// Deletes WAL segments nobody needs: entries this replica has applied and, on a primary,
+    /// that every secondary holds, unless a secondary lags more than `retain_entries` behind
+    /// (it will get a snapshot instead).
+    async fn compact(&self) {
+        let applied = self.applied_lsn();
+        let through = match self.current_replication() {
+            Some(r) => applied.min(
+                r.min_held(self.wal.last().1)
+                    .max(applied.saturating_sub(self.ctx.retain_entries)),
+            ),
+            None => applied,
+        };
+        match self.wal.compact_through(through).await {
+            Ok(0) => {}
+            Ok(n) => debug!(shard = %self.id(), through, segments = n, "compacted WAL"),
+            Err(e) => warn!(shard = %self.id(), error = %e, "WAL compaction failed"),
+        }
+    }
+
+    /// Whether a secondary at `next` is better served by a snapshot than by the WAL.
+    pub fn needs_snapshot(&self, next: Lsn) -> bool {
+        next < self.wal.first_lsn()
+            || next.saturating_add(self.ctx.retain_entries) < self.applied_lsn()
     }
 
     // ---- applying ------------------------------------------------------------------------
@@ -914,9 +982,14 @@ impl Shard {
     pub async fn run_applier(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let mut commit = self.commit.subscribe();
         let mut backoff = Duration::from_millis(50);
+        let mut compacted = tokio::time::Instant::now();
         loop {
             if *stop.borrow() {
                 return;
+            }
+            if compacted.elapsed() >= IDLE_CHECK {
+                self.compact().await;
+                compacted = tokio::time::Instant::now();
             }
             match self.apply_step().await {
                 Ok(true) => {

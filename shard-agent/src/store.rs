@@ -51,6 +51,17 @@ pub enum StoreError {
     Outcome(#[from] serde_json::Error),
 }
 
+/// A consistent copy of one shard at its applied point, for resyncing a replica.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// Epoch and LSN of the last entry the copy includes.
+    pub epoch: Epoch,
+    pub lsn: Lsn,
+    pub rows: Vec<Row>,
+    /// `(op id bytes, lsn, outcome JSON)` of the ops retained for retry detection.
+    pub ops: Vec<(Vec<u8>, Lsn, String)>,
+}
+
 /// A shard's table, resolved once.
 #[derive(Debug, Clone)]
 pub struct ShardTable {
@@ -290,6 +301,99 @@ impl Store {
             .iter()
             .map(|r| decode_row(&t.schema, r))
             .collect::<Result<_, _>>()?)
+    }
+
+    /// A consistent copy of the shard: its rows and op outcomes exactly as of its applied point,
+    /// all read in one REPEATABLE READ transaction (one InnoDB read view).
+    pub async fn snapshot(&self, t: &ShardTable) -> Result<Snapshot, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let applied =
+            sqlx::query("SELECT applied_epoch, applied_lsn FROM walshard_shards WHERE shard = ?")
+                .bind(t.shard.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let (epoch, lsn) = match applied {
+            Some(r) => (r.try_get::<u64, _>(0)?, r.try_get::<u64, _>(1)?),
+            None => (0, 0),
+        };
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            t.column_list,
+            t.table,
+            t.key()
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| decode_row(&t.schema, r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ops = sqlx::query("SELECT op_id, lsn, outcome FROM walshard_ops WHERE shard = ?")
+            .bind(t.shard.as_str())
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<Vec<u8>, _>(0)?,
+                    r.try_get::<u64, _>(1)?,
+                    r.try_get::<String, _>(2)?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        tx.commit().await?;
+        Ok(Snapshot {
+            epoch,
+            lsn,
+            rows,
+            ops,
+        })
+    }
+
+    /// Replaces the shard's rows, op outcomes and applied point by a snapshot, in one
+    /// transaction (the bookkeeping row first, so a concurrent apply waits and then fails its
+    /// compare-and-set).
+    pub async fn install_snapshot(
+        &self,
+        t: &ShardTable,
+        snap: &Snapshot,
+    ) -> Result<(), StoreError> {
+        let shard = t.shard.as_str();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE walshard_shards SET applied_lsn = ?, applied_epoch = ? WHERE shard = ?",
+        )
+        .bind(snap.lsn)
+        .bind(snap.epoch)
+        .bind(shard)
+        .execute(&mut *tx)
+        .await?;
+        tx.execute(AssertSqlSafe(format!("DELETE FROM {}", t.table)))
+            .await?;
+        let rows: Vec<&Row> = snap.rows.iter().collect();
+        self.insert_rows(&mut tx, t, &rows).await?;
+        sqlx::query("DELETE FROM walshard_ops WHERE shard = ?")
+            .bind(shard)
+            .execute(&mut *tx)
+            .await?;
+        for range in pow2_chunks(snap.ops.len(), MAX_PLACEHOLDERS / 4) {
+            let chunk = &snap.ops[range];
+            let sql = format!(
+                "INSERT INTO walshard_ops (shard, op_id, lsn, outcome) VALUES {}",
+                vec!["(?,?,?,?)"; chunk.len()].join(",")
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (op_id, lsn, outcome) in chunk {
+                q = q
+                    .bind(shard)
+                    .bind(op_id.clone())
+                    .bind(*lsn)
+                    .bind(outcome.clone());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Every row of the shard, ordered by key.

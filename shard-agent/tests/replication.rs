@@ -14,13 +14,19 @@ use serde_json::{Value, json};
 use walshard_testkit::MariaDb;
 
 struct Cluster {
-    _dbs: Vec<MariaDb>,
+    dbs: Vec<MariaDb>,
     agents: Vec<AgentProc>,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
     async fn start(n: usize) -> Cluster {
+        Self::start_with(n, &[]).await
+    }
+
+    async fn start_with(n: usize, env: &[(&str, &str)]) -> Cluster {
+        let mut env = env.to_vec();
+        env.push(("WALSHARD_CONTROLLED", "true"));
         let dir = tempfile::tempdir().expect("tempdir");
         let dbs =
             MariaDb::start_many(n, &walshard_testkit::MariaDbOptions::default()).expect("MariaDB");
@@ -32,7 +38,7 @@ impl Cluster {
                     &db.url(),
                     &dir.path().join(format!("agent{i}")),
                     &format!("Server{i}"),
-                    &[("WALSHARD_CONTROLLED", "true")],
+                    &env,
                 )
             })
             .collect();
@@ -47,7 +53,7 @@ impl Cluster {
             assert_eq!(code, 200, "{v}");
         }
         Cluster {
-            _dbs: dbs,
+            dbs,
             agents,
             _dir: dir,
         }
@@ -302,4 +308,72 @@ async fn without_a_majority_writes_are_refused_and_eventual_reads_served() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_replica_is_resynced_from_a_snapshot_while_writes_continue() {
+    // Small segments and retention so the primary compacts and a wiped replica is too far behind.
+    let mut c = Cluster::start_with(
+        3,
+        &[
+            ("WALSHARD_WAL_SEGMENT_BYTES", "8192"),
+            ("WALSHARD_WAL_RETAIN_ENTRIES", "50"),
+        ],
+    )
+    .await;
+    let p = c.elect(1, &[0, 1, 2]).await;
+    for i in 0..300 {
+        let (code, v) = c
+            .client(p)
+            .post("/write", write_body(i * 3..i * 3 + 3))
+            .await;
+        assert_eq!(code, 200, "{v}");
+    }
+    let s = (p + 1) % 3;
+    // Wipe the secondary: its MySQL database and its data directory.
+    c.agents[s].kill9();
+    let pool = sqlx::MySqlPool::connect(&c.dbs[s].url())
+        .await
+        .expect("connect");
+    sqlx::query("DROP DATABASE walshard")
+        .execute(&pool)
+        .await
+        .expect("drop");
+    pool.close().await;
+    std::fs::remove_dir_all(&c.agents[s].data_dir).expect("wipe data dir");
+    // Writes continue while it comes back empty and is configured again.
+    let writer = {
+        let client = c.client(p);
+        tokio::spawn(async move {
+            for i in 1000..1200i64 {
+                let (code, v) = client.post("/write", write_body(i * 3..i * 3 + 3)).await;
+                assert_eq!(code, 200, "{v}");
+            }
+        })
+    };
+    c.agents[s].restart();
+    let (code, v) = c
+        .client(s)
+        .post(
+            "/config",
+            json!({"schema": seed_schema(), "shards": ["sh1"]}),
+        )
+        .await;
+    assert_eq!(code, 200, "{v}");
+    writer.await.expect("writer");
+    let last = c.status(p).await["last_lsn"].as_u64().expect("lsn");
+    c.wait_applied(&[0, 1, 2], last).await;
+    let want = c.rows(p).await;
+    assert_eq!(want.len(), 1500);
+    for i in 0..3 {
+        assert_eq!(c.rows(i).await, want, "replica {i} differs");
+    }
+    let st = c.status(s).await;
+    assert!(
+        st["first_lsn"].as_u64().unwrap_or(0) > 1,
+        "the wiped replica was not resynced from a snapshot: {st}"
+    );
+    assert!(c.agents[s].log_text().contains("installed snapshot"));
+    // The primary compacted its WAL too.
+    assert!(c.status(p).await["first_lsn"].as_u64().unwrap_or(0) > 1);
 }
