@@ -5,3 +5,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh
 cargo bench --locked -p walshard-agent --bench write_throughput
+cargo bench --locked -p walshard-agent --bench replicated_write

@@ -76,6 +76,10 @@ pub enum HarnessError {
     /// The operation needs a running process, but it has exited or was stopped.
     #[error("process is not running: {0}")]
     NotRunning(String),
+
+    /// A [`FaultProxy`](crate::FaultProxy) was asked to forward to a non-loopback address.
+    #[error("refusing to proxy to {0}: only loopback targets (127.0.0.0/8, ::1) are allowed")]
+    NotLoopback(std::net::SocketAddr),
 }
 
 impl HarnessError {

@@ -5,6 +5,9 @@
 //!   recovery), pause and stop.
 //! - [`ChildGuard`] owns a spawned process (e.g. an agent under test) and kills it on drop.
 //! - [`free_port`] and [`wait_for_tcp`] help with loopback networking.
+//! - [`FaultProxy`] is a loopback TCP proxy that injects partitions (cut, blackhole) and delay.
+//! - [`invariants`] has pure checkers for chaos suites: acknowledged writes survive, replicas
+//!   converge, one primary per shard and epoch, and linearizable single-key histories.
 //!
 //! All children get `PR_SET_PDEATHSIG(SIGKILL)` and are forked from one long-lived harness
 //! thread, so they die with the test process however it ends. Signals only go to PIDs this
@@ -15,8 +18,10 @@
 
 mod child;
 mod error;
+pub mod invariants;
 mod mariadb;
 mod net;
+pub mod proxy;
 mod spawn;
 
 pub use child::ChildGuard;
@@ -26,3 +31,4 @@ pub use mariadb::{
     mariadb_version,
 };
 pub use net::{free_port, wait_for_tcp};
+pub use proxy::{FaultProxy, ProxyMode, ProxyStats};
