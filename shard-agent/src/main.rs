@@ -53,8 +53,10 @@ struct Args {
     /// WAL fsync policy.
     #[arg(long, env = "WALSHARD_WAL_FSYNC", value_enum, default_value = "always")]
     wal_fsync: Fsync,
-    /// WAL segment size in bytes before rotation.
-    #[arg(long, env = "WALSHARD_WAL_SEGMENT_BYTES", default_value_t = 64 << 20)]
+    /// WAL segment size in bytes before rotation. Segments are preallocated with zeros (so an
+    /// fdatasync flushes data only), so each shard uses at least this much disk, twice when the
+    /// next segment is being prepared.
+    #[arg(long, env = "WALSHARD_WAL_SEGMENT_BYTES", default_value_t = 16 << 20)]
     wal_segment_bytes: u64,
     /// Largest request body accepted (bytes); larger ones get 413.
     #[arg(long, env = "WALSHARD_MAX_BODY_BYTES", default_value_t = 16 << 20)]

@@ -199,7 +199,11 @@ impl Shard {
         ctx: ShardContext,
     ) -> Result<Arc<Shard>, ShardError> {
         let shard = table.shard.to_string();
-        let (wal, report) = Wal::open(dir, wal_options)?;
+        // Opening scans the log and may write a zeroed segment: keep it off the async workers.
+        let wal_dir = dir.to_path_buf();
+        let (wal, report) = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, wal_options))
+            .await
+            .map_err(|e| WalError::Failed(format!("WAL open task: {e}")))??;
         if let Some(cut) = &report.cut {
             warn!(shard, segment = %cut.segment.display(), offset = cut.offset, bytes_cut = cut.bytes_cut, reason = %cut.reason, "cut torn WAL tail");
         }

@@ -5,6 +5,10 @@
 //!
 //! Frame: `body_len u32 LE | crc32c(body) u32 LE | body`, where
 //! `body = epoch u64 LE | lsn u64 LE | op_id u128 LE | payload`.
+//!
+//! A body is at least `BODY_FIXED_LEN` bytes, so `body_len == 0` is never a
+//! frame: segments are preallocated with zeros, and a zero length field with
+//! only zero bytes after it is the end of the log (see [`is_zero`]).
 
 use bytes::Bytes;
 
@@ -175,6 +179,27 @@ pub fn decode_frame(buf: &[u8]) -> Result<Option<(Entry, usize)>, FrameError> {
     Ok(Some((decode_body(body, crc)?, end)))
 }
 
+/// Offset just past the last non-zero byte of `buf` (0 if `buf` is all zeros).
+pub fn nonzero_end(buf: &[u8]) -> usize {
+    const CHUNK: usize = 4096;
+    let mut end = buf.len();
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &buf[start..end];
+        // A branch-free OR over the chunk vectorizes; only a non-zero chunk is searched.
+        if chunk.iter().fold(0u8, |a, &b| a | b) != 0 {
+            return start + chunk.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+        }
+        end = start;
+    }
+    0
+}
+
+/// True if `buf` holds only zero bytes (or nothing): the clean end of a segment.
+pub fn is_zero(buf: &[u8]) -> bool {
+    nonzero_end(buf) == 0
+}
+
 /// Copies a slice whose length the caller has already fixed into an array.
 fn arr<const N: usize>(s: &[u8]) -> [u8; N] {
     let mut a = [0u8; N];
@@ -274,6 +299,37 @@ mod tests {
             let damaged = ends.iter().filter(|&&end| end <= pos).count();
             // Everything before the damaged frame survives; the damaged frame never decodes.
             prop_assert_eq!(&got[..], &entries[..damaged]);
+        }
+    }
+
+    #[test]
+    fn zero_bytes_are_never_a_frame() {
+        // The preallocated padding: an all-zero frame header is the end marker, never a frame.
+        assert_eq!(decode_frame(&[0u8; 64]), Err(FrameError::BadLength(0)));
+        assert_eq!(
+            decode_frame_header(&[0u8; FRAME_HEADER_LEN]),
+            Err(FrameError::BadLength(0))
+        );
+        // Nor is a frame whose body is all zeros but whose length is valid (crc32c of zeros != 0).
+        let mut b = vec![0u8; FRAME_HEADER_LEN + BODY_FIXED_LEN];
+        b[..4].copy_from_slice(&(BODY_FIXED_LEN as u32).to_le_bytes());
+        assert!(matches!(decode_frame(&b), Err(FrameError::BadCrc { .. })));
+    }
+
+    #[test]
+    fn nonzero_end_and_is_zero() {
+        assert_eq!(nonzero_end(&[]), 0);
+        assert!(is_zero(&[]));
+        assert!(is_zero(&[0u8; 10_000]));
+        for len in [1usize, 7, 4095, 4096, 4097, 9000] {
+            for pos in [0, len / 2, len - 1] {
+                let mut b = vec![0u8; len];
+                b[pos] = 0x80;
+                assert_eq!(nonzero_end(&b), pos + 1, "len {len} pos {pos}");
+                assert!(!is_zero(&b));
+                b[0] = 1;
+                assert_eq!(nonzero_end(&b), pos + 1);
+            }
         }
     }
 

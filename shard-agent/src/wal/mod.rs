@@ -2,16 +2,41 @@
 //!
 //! # On-disk format
 //!
-//! One WAL per shard, in its own directory. The log is a sequence of
-//! append-only segment files named `{first_lsn:020}.wal`. Each segment starts
-//! with a 28-byte header — magic `WSWAL001`, `first_lsn` u64 LE, `prev_epoch`
-//! u64 LE (epoch of entry `first_lsn - 1`, 0 if none), crc32c u32 LE of the
-//! preceding 24 bytes — followed by frames
-//! `[body_len u32 LE][crc32c(body) u32 LE][body]` with
+//! One WAL per shard, in its own directory. The log is a sequence of segment
+//! files named `{first_lsn:020}.wal`. Each segment starts with a 28-byte
+//! header — magic `WSWAL001`, `first_lsn` u64 LE, `prev_epoch` u64 LE (epoch of
+//! entry `first_lsn - 1`, 0 if none), crc32c u32 LE of the preceding 24 bytes —
+//! followed by frames `[body_len u32 LE][crc32c(body) u32 LE][body]` with
 //! `body = epoch u64 LE | lsn u64 LE | op_id u128 LE | payload` (see [`codec`]).
 //! LSNs are contiguous (+1) across the whole log and epochs never decrease.
+//!
+//! Segments are preallocated: a segment file is created at its full size
+//! ([`WalOptions::segment_bytes`]) filled with written zeros (not a hole or an
+//! unwritten extent) and fsynced before it is used; frames then overwrite the
+//! zeros in place, so a group commit's `fdatasync` flushes data blocks only and
+//! never has to journal a file-size or extent change. The end of the log in a
+//! segment is therefore the first offset where no valid frame starts and only
+//! zero bytes follow: a zero length field (a body is at least 32 bytes, so
+//! `body_len == 0` is never a frame) followed by zeros up to the end of the
+//! file, or the end of the file itself. A segment rotates when the next frame
+//! does not fit in `segment_bytes`; a frame that does not fit even in an empty
+//! segment is written as the only frame of a fresh segment, which grows past
+//! `segment_bytes` to hold it (that one append changes the file size). Segments
+//! written before preallocation (ending at their last frame) are still read,
+//! and the active one is extended with zeros when the log is opened.
+//!
+//! The next segment is prepared in the background: once the active segment is
+//! half full, a helper thread writes the spare `next.wal.tmp` (zeros only) and
+//! fsyncs it. Rotation then only writes the header into the spare, `fdatasync`s
+//! it, renames it to its segment name and fsyncs the directory (the rotation
+//! waits for the helper, or prepares the spare itself, if it is not ready). A
+//! `reset` turns the spare into its marker the same way. Closing the WAL
+//! removes an unused spare.
+//!
 //! A directory also holds `LOCK` (an advisory `flock` held while the WAL is
-//! open) and, transiently, `*.tmp` / `reset.pending` files.
+//! open) and, transiently, `*.tmp` (including the spare) / `reset.pending`
+//! files. Recovery removes every `*.tmp` file, so a spare or a segment left
+//! half-created by a crash is never taken for log data.
 //!
 //! # Guarantees
 //!
@@ -22,11 +47,18 @@
 //!   `fdatasync` for the group and then answers every caller.
 //! - Crash safety: after a crash at any moment, [`Wal::open`] recovers a prefix
 //!   of what was written that contains every acknowledged entry. A torn or
-//!   corrupt tail of the last segment is cut (and reported); corruption
-//!   anywhere else is an error, never silently dropped. New segment files are
-//!   written under a temporary name, fsynced, renamed and the directory fsynced
-//!   before use; the previous segment is always fsynced before rotation, so no
-//!   policy can leave a hole between segments.
+//!   corrupt tail of the last segment — a frame that does not decode or does
+//!   not continue the log, or any non-zero byte after the zero end marker — is
+//!   cut (and reported): the bytes from the cut to the last non-zero byte are
+//!   overwritten with zeros and synced before anything is appended. The bytes
+//!   dropped by [`Wal::truncate_after`] are zeroed the same way. So every byte
+//!   after the end of the log is zero, and no stale frame can ever reappear
+//!   behind later appends after another crash. In other segments the zero tail
+//!   after the last frame is normal; anything else there, and corruption
+//!   anywhere outside the last segment's tail, is an error, never silently
+//!   dropped. A new segment's header is durable before the segment is renamed
+//!   into place and the directory fsynced; the previous segment is always
+//!   fsynced before rotation, so no policy can leave a hole between segments.
 //! - [`Wal::truncate_after`], [`Wal::reset`] and [`Wal::compact_through`] are
 //!   durable on return (regardless of [`FsyncPolicy`]) and crash-atomic: a
 //!   crash midway leaves either the old or the new log, or (truncate/compact)
@@ -117,7 +149,10 @@ pub enum FsyncPolicy {
 /// Options for [`Wal::open`].
 #[derive(Clone, Debug)]
 pub struct WalOptions {
-    /// Rotate to a new segment once the active one reaches this size.
+    /// Size segment files are preallocated with (zeros); a segment rotates
+    /// when the next frame does not fit. Small sizes work (a frame too large
+    /// for an empty segment grows that segment), but a new log and every spare
+    /// segment cost this many bytes of zeros written and fsynced.
     pub segment_bytes: u64,
     /// Fsync policy for appends.
     pub fsync: FsyncPolicy,
@@ -153,11 +188,12 @@ pub struct RecoveryReport {
 /// A tail removed by recovery.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CutTail {
-    /// Segment file that was truncated (or removed, if its header was torn).
+    /// Segment file that was cut (or removed, if its header was torn).
     pub segment: PathBuf,
-    /// Offset at which it was cut.
+    /// Offset at which it was cut (the new end of the log).
     pub offset: u64,
-    /// Number of bytes removed.
+    /// Bytes from `offset` to the last non-zero byte, all overwritten with
+    /// zeros (the zero padding after them is not counted).
     pub bytes_cut: u64,
     /// Why the bytes at `offset` were rejected.
     pub reason: String,
@@ -176,6 +212,10 @@ pub struct WalStats {
     pub groups: u64,
     /// Largest number of entries in one group commit.
     pub max_group: u64,
+    /// Group-commit `fdatasync` calls (included in `fsyncs`).
+    pub commit_fsyncs: u64,
+    /// Total time spent in group-commit `fdatasync` calls, in nanoseconds.
+    pub commit_fsync_nanos: u64,
 }
 
 /// WAL errors.
@@ -354,6 +394,8 @@ struct Stats {
     bytes: AtomicU64,
     groups: AtomicU64,
     max_group: AtomicU64,
+    commit_fsyncs: AtomicU64,
+    commit_fsync_nanos: AtomicU64,
 }
 
 struct Shared {
@@ -397,10 +439,13 @@ impl Wal {
     /// Opens or creates the WAL in `dir`, running recovery (blocking IO).
     ///
     /// Every segment is scanned. A torn or corrupt tail of the last segment is
-    /// truncated at the last good frame, fsynced, logged and reported; a last
-    /// segment with a torn header and no entries is removed. Corruption
-    /// anywhere else yields [`WalError::Corrupt`]. Fails with
+    /// cut at the last good frame (zeroed and synced), logged and reported; a
+    /// last segment with a torn header and only zeros after it is removed.
+    /// Corruption anywhere else yields [`WalError::Corrupt`]. Fails with
     /// [`WalError::Locked`] if another open `Wal` holds `dir`.
+    ///
+    /// Creating a new log writes and fsyncs a whole preallocated segment
+    /// ([`WalOptions::segment_bytes`] of zeros) before returning.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<(Wal, RecoveryReport), WalError> {
         let rec = segment::recover(dir, &opts)?;
         let report = rec.report.clone();
@@ -606,6 +651,8 @@ impl Wal {
             bytes_appended: s.bytes.load(Ordering::Relaxed),
             groups: s.groups.load(Ordering::Relaxed),
             max_group: s.max_group.load(Ordering::Relaxed),
+            commit_fsyncs: s.commit_fsyncs.load(Ordering::Relaxed),
+            commit_fsync_nanos: s.commit_fsync_nanos.load(Ordering::Relaxed),
         }
     }
 

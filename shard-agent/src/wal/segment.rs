@@ -1,9 +1,12 @@
-//! Segment files: naming, creation, recovery scan and sequential frame reads.
+//! Segment files: naming, preallocation, the spare segment, the recovery scan
+//! and sequential frame reads.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing::{info, warn};
 
@@ -16,9 +19,16 @@ use super::{
 pub(super) const LOCK_FILE: &str = "LOCK";
 /// A durable, not yet applied `reset` (a segment header to install).
 pub(super) const RESET_PENDING: &str = "reset.pending";
+#[cfg(test)]
 const RESET_TMP: &str = "reset.tmp";
+/// The spare segment: zeros only, fsynced, prepared in the background and
+/// renamed into place (after its header is written) at rotation or reset.
+/// Like every `*.tmp` file it is removed by recovery.
+pub(super) const SPARE_FILE: &str = "next.wal.tmp";
 /// Distance in bytes between sparse index points.
 pub(super) const INDEX_STRIDE: u64 = 64 << 10;
+/// Zeros are written in chunks of this size.
+const ZERO_CHUNK: u64 = 1 << 20;
 
 pub(super) fn segment_path(dir: &Path, first_lsn: Lsn) -> PathBuf {
     dir.join(format!("{first_lsn:020}.wal"))
@@ -32,6 +42,11 @@ fn parse_segment_name(name: &str) -> Option<Lsn> {
     stem.parse().ok()
 }
 
+/// Size a segment file is created (preallocated) with.
+pub(super) fn alloc_len(segment_bytes: u64) -> u64 {
+    segment_bytes.max(HEADER_LEN as u64)
+}
+
 /// fsyncs a directory so that creations, renames and deletions in it are durable.
 pub(super) fn sync_dir(dir: &Path) -> Result<(), WalError> {
     File::open(dir)
@@ -39,71 +54,158 @@ pub(super) fn sync_dir(dir: &Path) -> Result<(), WalError> {
         .map_err(|e| WalError::io(dir, e))
 }
 
-/// Writes a header-only file at `tmp`, fsyncs it and renames it to `dest`
-/// (directory fsync left to the caller). Returns the open file, positioned at its end.
-fn write_header_file(tmp: &Path, dest: &Path, h: &SegmentHeader) -> Result<File, WalError> {
-    let mut f = OpenOptions::new()
+/// Overwrites `[from, to)` of `f` with zeros (extending the file if needed).
+/// Stops with an `Interrupted` error once `cancel` is set.
+fn write_zeros(
+    f: &File,
+    path: &Path,
+    from: u64,
+    to: u64,
+    cancel: Option<&AtomicBool>,
+) -> Result<(), WalError> {
+    if from >= to {
+        return Ok(());
+    }
+    let chunk = (to - from).min(ZERO_CHUNK);
+    // chunk <= 1 MiB, so this cannot truncate.
+    let zeros = vec![0u8; chunk as usize];
+    let mut off = from;
+    while off < to {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(WalError::io(
+                path,
+                std::io::Error::new(ErrorKind::Interrupted, "zero fill cancelled"),
+            ));
+        }
+        let n = (to - off).min(chunk) as usize;
+        f.write_all_at(&zeros[..n], off)
+            .map_err(|e| WalError::io(path, e))?;
+        off += n as u64;
+    }
+    Ok(())
+}
+
+/// Creates (or truncates) `path` as `len` bytes — `header` if given, then real
+/// zeros (not a hole or an unwritten extent, so later overwrites change no
+/// metadata) — and fsyncs it. The directory is not fsynced.
+fn create_zeroed(
+    path: &Path,
+    len: u64,
+    header: Option<&SegmentHeader>,
+    cancel: Option<&AtomicBool>,
+) -> Result<File, WalError> {
+    let f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(tmp)
-        .map_err(|e| WalError::io(tmp, e))?;
-    f.write_all(&codec::encode_header(h))
-        .and_then(|()| f.sync_all())
-        .map_err(|e| WalError::io(tmp, e))?;
-    fs::rename(tmp, dest).map_err(|e| WalError::io(dest, e))?;
+        .open(path)
+        .map_err(|e| WalError::io(path, e))?;
+    let mut from = 0;
+    if let Some(h) = header {
+        f.write_all_at(&codec::encode_header(h), 0)
+            .map_err(|e| WalError::io(path, e))?;
+        from = HEADER_LEN as u64;
+    }
+    write_zeros(&f, path, from, len.max(from), cancel)?;
+    f.sync_all().map_err(|e| WalError::io(path, e))?;
     Ok(f)
 }
 
-/// Creates a new empty segment durably (file and directory fsynced).
-/// Returns its path and a handle positioned after the header.
+/// Creates the spare segment [`SPARE_FILE`]: `len` zero bytes, fsynced (one
+/// fsync). On error (or cancellation) the partial file is removed.
+pub(super) fn prepare_spare(
+    dir: &Path,
+    len: u64,
+    cancel: Option<&AtomicBool>,
+) -> Result<File, WalError> {
+    let path = dir.join(SPARE_FILE);
+    create_zeroed(&path, len, None, cancel).inspect_err(|_| {
+        let _ = fs::remove_file(&path);
+    })
+}
+
+/// Turns the spare segment into `dest`: writes `h` over its first bytes,
+/// `fdatasync`s it (no size change, so no journal commit), renames it and
+/// fsyncs the directory (two fsyncs). Returns the same handle, now `dest`.
+pub(super) fn install_spare(
+    dir: &Path,
+    spare: File,
+    h: &SegmentHeader,
+    dest: &Path,
+) -> Result<File, WalError> {
+    let src = dir.join(SPARE_FILE);
+    spare
+        .write_all_at(&codec::encode_header(h), 0)
+        .and_then(|()| spare.sync_data())
+        .map_err(|e| WalError::io(&src, e))?;
+    fs::rename(&src, dest).map_err(|e| WalError::io(dest, e))?;
+    sync_dir(dir)?;
+    Ok(spare)
+}
+
+/// Creates a new empty segment of `len` bytes durably (file written in full
+/// under a temporary name and fsynced, renamed, directory fsynced).
 pub(super) fn create_segment(
     dir: &Path,
     first_lsn: Lsn,
     prev_epoch: Epoch,
+    len: u64,
 ) -> Result<(PathBuf, File), WalError> {
     let path = segment_path(dir, first_lsn);
     let tmp = dir.join(format!("{first_lsn:020}.wal.tmp"));
-    let f = write_header_file(
+    let f = create_zeroed(
         &tmp,
-        &path,
-        &SegmentHeader {
+        len,
+        Some(&SegmentHeader {
             first_lsn,
             prev_epoch,
-        },
+        }),
+        None,
     )?;
+    fs::rename(&tmp, &path).map_err(|e| WalError::io(&path, e))?;
     sync_dir(dir)?;
     Ok((path, f))
 }
 
-/// Records a reset durably: after this returns, recovery completes the reset.
+/// Records a reset durably, as the writer does (test helper): after this
+/// returns, recovery completes the reset.
+#[cfg(test)]
 pub(super) fn write_reset_marker(
     dir: &Path,
     first_lsn: Lsn,
     prev_epoch: Epoch,
+    len: u64,
 ) -> Result<(), WalError> {
-    write_header_file(
-        &dir.join(RESET_TMP),
-        &dir.join(RESET_PENDING),
-        &SegmentHeader {
+    let tmp = dir.join(RESET_TMP);
+    create_zeroed(
+        &tmp,
+        len,
+        Some(&SegmentHeader {
             first_lsn,
             prev_epoch,
-        },
+        }),
+        None,
     )?;
+    let marker = dir.join(RESET_PENDING);
+    fs::rename(&tmp, &marker).map_err(|e| WalError::io(&marker, e))?;
     sync_dir(dir)
 }
 
 /// Applies a durable reset marker: deletes every segment, installs the marker
-/// as the only segment. Idempotent. Returns the new segment's metadata.
+/// (a preallocated segment holding only its header) as the only segment.
+/// Idempotent. Returns the new segment's metadata.
 pub(super) fn complete_reset(dir: &Path) -> Result<SegMeta, WalError> {
     let marker = dir.join(RESET_PENDING);
-    let data = fs::read(&marker).map_err(|e| WalError::io(&marker, e))?;
-    let h = codec::decode_header(&data).map_err(|e| WalError::Corrupt {
+    let mut head = Vec::with_capacity(HEADER_LEN);
+    File::open(&marker)
+        .and_then(|f| f.take(HEADER_LEN as u64).read_to_end(&mut head))
+        .map_err(|e| WalError::io(&marker, e))?;
+    let h = codec::decode_header(&head).map_err(|e| WalError::Corrupt {
         path: marker.clone(),
         offset: 0,
         reason: e.to_string(),
     })?;
-    if h.first_lsn == 0 || data.len() != HEADER_LEN {
+    if h.first_lsn == 0 {
         return Err(WalError::Corrupt {
             path: marker,
             offset: 0,
@@ -160,35 +262,55 @@ pub(super) struct Active {
     pub(super) path: PathBuf,
     pub(super) file: File,
     pub(super) first_lsn: Lsn,
-    /// Bytes in the file (header included).
-    pub(super) len: u64,
+    /// Logical end (header included): frames are written here, in place over
+    /// the zeros that fill the file from here on.
+    pub(super) end: u64,
     pub(super) has_entries: bool,
     /// Offset of the last sparse index point.
     pub(super) last_index_off: Option<u64>,
 }
 
 impl Active {
-    /// Opens `path` for appending at `len`.
+    /// Opens `path` for writing at `end`.
     pub(super) fn open(
         path: PathBuf,
         first_lsn: Lsn,
-        len: u64,
+        end: u64,
         last_index_off: Option<u64>,
     ) -> Result<Active, WalError> {
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .open(&path)
-            .map_err(|e| WalError::io(&path, e))?;
-        file.seek(SeekFrom::Start(len))
             .map_err(|e| WalError::io(&path, e))?;
         Ok(Active {
             path,
             file,
             first_lsn,
-            len,
-            has_entries: len > HEADER_LEN as u64,
+            end,
+            has_entries: end > HEADER_LEN as u64,
             last_index_off,
         })
+    }
+
+    /// Makes every byte from `end` on a durable zero before anything is
+    /// appended: overwrites the stale bytes in `[end, dirty_end)` and extends a
+    /// file shorter than `alloc` (e.g. from before preallocation) with zeros,
+    /// then syncs (one fsync). Otherwise a later torn append could be followed
+    /// by stale frames that recovery would take for the log's continuation.
+    pub(super) fn clear_tail(&self, dirty_end: u64, alloc: u64) -> Result<(), WalError> {
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| WalError::io(&self.path, e))?
+            .len();
+        write_zeros(&self.file, &self.path, self.end, dirty_end.min(len), None)?;
+        if len < alloc {
+            write_zeros(&self.file, &self.path, len, alloc, None)?;
+            self.file.sync_all()
+        } else {
+            self.file.sync_data()
+        }
+        .map_err(|e| WalError::io(&self.path, e))
     }
 }
 
@@ -237,8 +359,9 @@ fn take_lock(dir: &Path) -> Result<File, WalError> {
 /// Scans and repairs the WAL in `dir` (see `Wal::open`).
 pub(super) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered, WalError> {
     let lock_file = take_lock(dir)?;
+    let alloc = alloc_len(opts.segment_bytes);
 
-    // Leftovers of interrupted creations; a committed reset is finished.
+    // Leftovers of interrupted creations and the spare segment; a committed reset is finished.
     let mut removed_tmp = false;
     let mut reset_pending = false;
     for ent in fs::read_dir(dir).map_err(|e| WalError::io(dir, e))? {
@@ -263,11 +386,12 @@ pub(super) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered, WalErr
     let mut files = list_segments(dir)?;
     let mut cut: Option<CutTail> = None;
 
-    // A last segment whose header never became complete holds no entries: drop it.
+    // A last segment whose header never became complete (and that holds only
+    // zeros after it) has no entries: drop it.
     if let Some((name_lsn, path)) = files.last().cloned() {
         let data = fs::read(&path).map_err(|e| WalError::io(&path, e))?;
         if let Err(err) = codec::decode_header(&data) {
-            if data.len() > HEADER_LEN {
+            if !codec::is_zero(data.get(HEADER_LEN..).unwrap_or_default()) {
                 return Err(corrupt(&path, 0, format!("segment header: {err}")));
             }
             if files.len() == 1 && name_lsn != 1 {
@@ -278,10 +402,11 @@ pub(super) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered, WalErr
                     format!("only segment has a torn header: {err}"),
                 ));
             }
+            let bytes_cut = codec::nonzero_end(&data) as u64;
             warn!(
                 segment = %path.display(),
                 offset = 0,
-                bytes_cut = data.len(),
+                bytes_cut,
                 reason = %err,
                 "wal: removing last segment with torn header"
             );
@@ -290,14 +415,14 @@ pub(super) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered, WalErr
             cut = Some(CutTail {
                 segment: path,
                 offset: 0,
-                bytes_cut: data.len() as u64,
+                bytes_cut,
                 reason: format!("torn segment header: {err}"),
             });
             files.pop();
         }
     }
     if files.is_empty() {
-        let (path, _) = create_segment(dir, 1, 0)?;
+        let (path, _) = create_segment(dir, 1, 0, alloc)?;
         files.push((1, path));
     }
 
@@ -333,23 +458,19 @@ pub(super) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered, WalErr
         let mut index = Vec::new();
         let mut last_index_off: Option<u64> = None;
         let mut off = HEADER_LEN;
+        // (reason, offset just past the last non-zero byte) of a bad tail.
         let mut problem = None;
         while off < data.len() {
-            match codec::decode_frame(&data[off..]) {
+            let reason = match codec::decode_frame(&data[off..]) {
+                Ok(Some((e, _))) if last.1.checked_add(1) != Some(e.lsn) => format!(
+                    "lsn {} not contiguous (expected {})",
+                    e.lsn,
+                    last.1.wrapping_add(1)
+                ),
+                Ok(Some((e, _))) if e.epoch < last.0 => {
+                    format!("epoch {} below previous epoch {}", e.epoch, last.0)
+                }
                 Ok(Some((e, len))) => {
-                    if last.1.checked_add(1) != Some(e.lsn) {
-                        problem = Some(format!(
-                            "lsn {} not contiguous (expected {})",
-                            e.lsn,
-                            last.1.wrapping_add(1)
-                        ));
-                        break;
-                    }
-                    if e.epoch < last.0 {
-                        problem =
-                            Some(format!("epoch {} below previous epoch {}", e.epoch, last.0));
-                        break;
-                    }
                     let o = off as u64;
                     if last_index_off.is_none_or(|l| o - l >= INDEX_STRIDE) {
                         index.push((e.lsn, o));
@@ -364,25 +485,28 @@ pub(super) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered, WalErr
                         cache.push_back(e);
                     }
                     off += len;
+                    continue;
                 }
-                Ok(None) => {
-                    problem = Some(format!(
-                        "incomplete frame ({} trailing bytes)",
-                        data.len() - off
-                    ));
-                    break;
+                Ok(None) => format!("incomplete frame ({} trailing bytes)", data.len() - off),
+                Err(codec::FrameError::BadLength(0)) => {
+                    "end marker (zero frame length) followed by non-zero bytes".to_owned()
                 }
-                Err(e) => {
-                    problem = Some(e.to_string());
-                    break;
-                }
+                Err(e) => e.to_string(),
+            };
+            // Not a frame: the clean end of the log if only zeros follow.
+            let nz_end = off + codec::nonzero_end(&data[off..]);
+            if nz_end > off {
+                problem = Some((reason, nz_end));
             }
+            break;
         }
-        if let Some(reason) = problem {
+        let mut dirty_end = off;
+        if let Some((reason, nz_end)) = problem {
             if !is_last {
                 return Err(corrupt(&path, off as u64, reason));
             }
-            let bytes_cut = (data.len() - off) as u64;
+            // Only the bytes up to the last non-zero one count, not the zero padding.
+            let bytes_cut = (nz_end - off) as u64;
             warn!(
                 segment = %path.display(),
                 offset = off,
@@ -390,27 +514,21 @@ pub(super) fn recover(dir: &Path, opts: &WalOptions) -> Result<Recovered, WalErr
                 reason = %reason,
                 "wal: cutting torn/corrupt tail"
             );
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| WalError::io(&path, e))?;
-            f.set_len(off as u64)
-                .and_then(|()| f.sync_all())
-                .map_err(|e| WalError::io(&path, e))?;
             cut = Some(CutTail {
                 segment: path.clone(),
                 offset: off as u64,
                 bytes_cut,
                 reason,
             });
+            dirty_end = nz_end;
         }
         if is_last {
-            active = Some(Active::open(
-                path.clone(),
-                h.first_lsn,
-                off as u64,
-                last_index_off,
-            )?);
+            let a = Active::open(path.clone(), h.first_lsn, off as u64, last_index_off)?;
+            if dirty_end > off || (data.len() as u64) < alloc {
+                // Zero the cut tail and preallocate a short file before any append.
+                a.clear_tail(dirty_end as u64, alloc)?;
+            }
+            active = Some(a);
         }
         segments.push(SegMeta {
             first_lsn: h.first_lsn,
@@ -473,7 +591,8 @@ impl FrameReader {
         })
     }
 
-    /// Next frame; `None` at a clean end of file. Anything torn or invalid is corruption.
+    /// Next frame; `None` at the end of the log (end of file or a zero frame
+    /// header). Anything torn or invalid is corruption.
     pub(super) fn next_entry(&mut self) -> Result<Option<Entry>, WalError> {
         let mut h = [0u8; FRAME_HEADER_LEN];
         let mut got = 0;
@@ -485,7 +604,9 @@ impl FrameReader {
                 Err(e) => return Err(WalError::io(&self.path, e)),
             }
         }
-        if got == 0 {
+        // End of file, or the zero end marker of a preallocated segment
+        // (recovery guarantees only zeros follow the last frame).
+        if h[..got].iter().all(|&b| b == 0) {
             return Ok(None);
         }
         if got < h.len() {
@@ -506,6 +627,13 @@ impl FrameReader {
         self.offset += (FRAME_HEADER_LEN + body_len) as u64;
         Ok(Some(e))
     }
+}
+
+/// Offset of the end of the log in `path`, scanning frames from `from` (a frame start).
+pub(super) fn scan_end(path: &Path, from: u64) -> Result<u64, WalError> {
+    let mut r = FrameReader::open(path, from)?;
+    while r.next_entry()?.is_some() {}
+    Ok(r.offset)
 }
 
 /// Reads entries `from..=to` (clamped to the durable end), at most `max`, from the segment files.

@@ -1,15 +1,18 @@
 //! The writer thread: validates requests, group-commits appends and runs
-//! truncation, reset and compaction in queue order.
+//! truncation, reset and compaction in queue order. A helper thread prepares
+//! the next (spare) segment in the background.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::sync::atomic::Ordering;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError, mpsc};
+use std::thread::JoinHandle;
+use std::time::Instant;
 
 use bytes::Bytes;
-use tracing::{debug, error};
+use tracing::{debug, error, warn};
 
-use super::codec::{self, HEADER_LEN};
+use super::codec::{self, HEADER_LEN, SegmentHeader};
 use super::segment::{self, Active, FrameReader, INDEX_STRIDE};
 use super::{
     Entry, Epoch, FsyncPolicy, Lsn, OpId, Reply, SegMeta, Shared, WalError, WalOptions, lock,
@@ -46,6 +49,12 @@ pub(super) enum Request {
     Close {
         reply: Reply<()>,
     },
+}
+
+/// The spare segment being prepared (or ready) on a helper thread.
+struct SpareJob {
+    handle: JoinHandle<Result<File, WalError>>,
+    cancel: Arc<AtomicBool>,
 }
 
 /// A caller waiting for the current group to become durable.
@@ -99,6 +108,10 @@ pub(super) struct Writer {
     new_segments: Vec<SegMeta>,
     /// Index points of the current group: (segment first_lsn, lsn, offset).
     new_index: Vec<(Lsn, Lsn, u64)>,
+    /// Size segment files are preallocated with.
+    alloc: u64,
+    /// The next segment, prepared once the active one is half full.
+    spare: Option<SpareJob>,
 }
 
 impl Writer {
@@ -109,6 +122,7 @@ impl Writer {
         active: Active,
         tail: (Epoch, Lsn),
     ) -> Writer {
+        let alloc = segment::alloc_len(opts.segment_bytes);
         Writer {
             shared,
             opts,
@@ -122,6 +136,8 @@ impl Writer {
             waiters: Vec::new(),
             new_segments: Vec::new(),
             new_index: Vec::new(),
+            alloc,
+            spare: None,
         }
     }
 
@@ -143,6 +159,8 @@ impl Writer {
                 break;
             }
         }
+        // Before the directory lock is released (when `self` drops).
+        self.discard_spare();
         debug!(dir = %self.shared.dir.display(), "wal: writer stopped");
     }
 
@@ -276,14 +294,17 @@ impl Writer {
         }
     }
 
-    /// Encodes `e` into the current group, rotating first if the active segment is full.
+    /// Encodes `e` into the current group, rotating first if it does not fit
+    /// in the active segment. A frame that does not fit in an empty segment is
+    /// written anyway: that segment grows past `segment_bytes` to hold it.
     fn stage(&mut self, e: &Entry) -> Result<(), WalError> {
+        let frame = codec::frame_len(e.payload.len()) as u64;
         if self.active.has_entries
-            && self.active.len + self.buf.len() as u64 >= self.opts.segment_bytes
+            && self.active.end + self.buf.len() as u64 + frame > self.opts.segment_bytes
         {
             self.rotate()?;
         }
-        let off = self.active.len + self.buf.len() as u64;
+        let off = self.active.end + self.buf.len() as u64;
         if self
             .active
             .last_index_off
@@ -298,7 +319,59 @@ impl Writer {
         self.active.has_entries = true;
         self.tail = (e.epoch, e.lsn);
         self.pending.push(e.clone());
+        if off + frame >= self.alloc / 2 {
+            self.start_spare();
+        }
         Ok(())
+    }
+
+    /// Starts preparing the spare segment on a helper thread, unless one exists.
+    fn start_spare(&mut self) {
+        if self.spare.is_some() {
+            return;
+        }
+        let dir = self.shared.dir.clone();
+        let len = self.alloc;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let c = cancel.clone();
+        match std::thread::Builder::new()
+            .name("wal-spare".into())
+            .spawn(move || segment::prepare_spare(&dir, len, Some(&c)))
+        {
+            Ok(handle) => self.spare = Some(SpareJob { handle, cancel }),
+            // Rotation prepares it inline instead.
+            Err(e) => debug!(error = %e, "wal: cannot start spare segment thread"),
+        }
+    }
+
+    /// The spare segment (zeros, fsynced), waiting for the helper if it is
+    /// still at work, or prepared inline if there is none (or it failed).
+    fn take_spare(&mut self) -> Result<File, WalError> {
+        if let Some(job) = self.spare.take() {
+            match job.handle.join() {
+                Ok(Ok(f)) => {
+                    self.count_fsyncs(1);
+                    return Ok(f);
+                }
+                Ok(Err(e)) => warn!(error = %e, "wal: spare segment failed; retrying inline"),
+                Err(_) => warn!("wal: spare segment thread panicked; retrying inline"),
+            }
+        }
+        let f = segment::prepare_spare(&self.shared.dir, self.alloc, None)?;
+        self.count_fsyncs(1);
+        Ok(f)
+    }
+
+    /// Stops the helper and removes an unused spare (recovery would anyway).
+    fn discard_spare(&mut self) {
+        if let Some(job) = self.spare.take() {
+            job.cancel.store(true, Ordering::Relaxed);
+            let _ = job.handle.join();
+            let path = self.shared.dir.join(segment::SPARE_FILE);
+            if let Err(e) = segment::remove_file(&path) {
+                warn!(error = %e, "wal: cannot remove spare segment");
+            }
+        }
     }
 
     fn count_fsyncs(&self, n: u64) {
@@ -309,17 +382,19 @@ impl Writer {
         if self.buf.is_empty() {
             return Ok(());
         }
+        // In place over the preallocated zeros: no size change to journal.
         self.active
             .file
-            .write_all(&self.buf)
+            .write_all_at(&self.buf, self.active.end)
             .map_err(|e| WalError::io(&self.active.path, e))?;
-        self.active.len += self.buf.len() as u64;
+        self.active.end += self.buf.len() as u64;
         self.buf.clear();
         Ok(())
     }
 
     /// Seals the active segment (always fsynced, whatever the policy, so no
-    /// crash can leave a hole before the next segment) and starts a new one.
+    /// crash can leave a hole before the next segment) and starts a new one
+    /// from the spare: header write, fdatasync, rename, directory fsync.
     fn rotate(&mut self) -> Result<(), WalError> {
         self.flush_buf()?;
         self.active
@@ -329,7 +404,17 @@ impl Writer {
         self.count_fsyncs(1);
         let first = self.tail.1.checked_add(1).ok_or(WalError::LsnExhausted)?;
         let prev_epoch = self.tail.0;
-        let (path, file) = segment::create_segment(&self.shared.dir, first, prev_epoch)?;
+        let spare = self.take_spare()?;
+        let path = segment::segment_path(&self.shared.dir, first);
+        let file = segment::install_spare(
+            &self.shared.dir,
+            spare,
+            &SegmentHeader {
+                first_lsn: first,
+                prev_epoch,
+            },
+            &path,
+        )?;
         self.count_fsyncs(2);
         debug!(segment = %path.display(), "wal: rotated");
         self.new_segments.push(SegMeta {
@@ -342,7 +427,7 @@ impl Writer {
             path,
             file,
             first_lsn: first,
-            len: HEADER_LEN as u64,
+            end: HEADER_LEN as u64,
             has_entries: false,
             last_index_off: None,
         };
@@ -356,11 +441,16 @@ impl Writer {
         }
         let res = self.flush_buf().and_then(|()| {
             if self.opts.fsync == FsyncPolicy::Always && !self.pending.is_empty() {
+                let t = Instant::now();
                 self.active
                     .file
                     .sync_data()
                     .map_err(|e| WalError::io(&self.active.path, e))?;
+                let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 self.count_fsyncs(1);
+                let s = &self.shared.stats;
+                s.commit_fsyncs.fetch_add(1, Ordering::Relaxed);
+                s.commit_fsync_nanos.fetch_add(nanos, Ordering::Relaxed);
             }
             Ok(())
         });
@@ -436,14 +526,6 @@ impl Writer {
                 .collect();
             (k, st.segments[k].clone(), later)
         };
-        // Newest first, made durable before the cut, so a crash leaves a prefix.
-        for p in later.iter().rev() {
-            segment::remove_file(p)?;
-        }
-        if !later.is_empty() {
-            segment::sync_dir(&shared.dir)?;
-            self.count_fsyncs(1);
-        }
         let (off, epoch) = if lsn + 1 == seg.first_lsn {
             (HEADER_LEN as u64, seg.prev_epoch)
         } else {
@@ -462,22 +544,32 @@ impl Writer {
                 }
             }
         };
-        let f = OpenOptions::new()
-            .write(true)
-            .open(&seg.path)
-            .map_err(|e| WalError::io(&seg.path, e))?;
-        f.set_len(off)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| WalError::io(&seg.path, e))?;
-        self.count_fsyncs(1);
-        drop(f);
+        // End of the frames that go (all zeros follow it).
+        let dirty_end = if later.is_empty() {
+            self.active.end
+        } else {
+            segment::scan_end(&seg.path, off)?
+        };
+        // Newest first, made durable before the cut, so a crash leaves a prefix.
+        for p in later.iter().rev() {
+            segment::remove_file(p)?;
+        }
+        if !later.is_empty() {
+            segment::sync_dir(&shared.dir)?;
+            self.count_fsyncs(1);
+        }
         let last_index_off = seg
             .index
             .iter()
             .take_while(|p| p.0 <= lsn)
             .last()
             .map(|p| p.1);
-        self.active = Active::open(seg.path.clone(), seg.first_lsn, off, last_index_off)?;
+        let active = Active::open(seg.path.clone(), seg.first_lsn, off, last_index_off)?;
+        // Zero the dropped frames durably: none may outlive the cut, even
+        // behind frames appended later (a crash midway leaves a prefix).
+        active.clear_tail(dirty_end, self.alloc)?;
+        self.count_fsyncs(1);
+        self.active = active;
         {
             let mut st = lock(&shared.state);
             st.segments.truncate(k + 1);
@@ -499,8 +591,18 @@ impl Writer {
         let shared = self.shared.clone();
         let _files = shared.files.write().unwrap_or_else(PoisonError::into_inner);
         let first = lsn.checked_add(1).ok_or(WalError::LsnExhausted)?;
-        // Durable intent first: after this, recovery completes the reset.
-        segment::write_reset_marker(&shared.dir, first, epoch)?;
+        // Durable intent first (the spare, with the new header, renamed to the
+        // marker): after this, recovery completes the reset.
+        let spare = self.take_spare()?;
+        segment::install_spare(
+            &shared.dir,
+            spare,
+            &SegmentHeader {
+                first_lsn: first,
+                prev_epoch: epoch,
+            },
+            &shared.dir.join(segment::RESET_PENDING),
+        )?;
         let seg = segment::complete_reset(&shared.dir)?;
         self.count_fsyncs(4);
         self.active = Active::open(seg.path.clone(), first, HEADER_LEN as u64, None)?;
