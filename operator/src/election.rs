@@ -1050,7 +1050,7 @@ impl ShardController {
                     last_lsn: r.map(|r| r.last_lsn),
                     commit_lsn: r.map(|r| r.commit_lsn),
                     applied_lsn: r.map(|r| r.applied_lsn),
-                    halted: r.is_some_and(|r| r.halted),
+                    halted: r.is_some_and(|r| r.halted.is_some()),
                     lag: primary_commit
                         .zip(r)
                         .map(|(c, r)| c.saturating_sub(r.applied_lsn)),

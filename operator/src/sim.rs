@@ -80,7 +80,7 @@ impl SimReplica {
             commit_lsn: self.commit_lsn,
             applied_lsn: self.applied_lsn,
             first_lsn: u64::from(!self.log.is_empty()),
-            halted: false,
+            halted: None,
         }
     }
 }

@@ -55,9 +55,10 @@ pub struct ShardStatus {
     pub applied_lsn: u64,
     #[serde(default)]
     pub first_lsn: u64,
-    /// The applier stopped on an error it cannot get past by itself.
+    /// Why the shard's applier stopped on an error it cannot get past by itself; `null` while
+    /// healthy.
     #[serde(default)]
-    pub halted: bool,
+    pub halted: Option<String>,
 }
 
 impl ShardStatus {
@@ -72,7 +73,7 @@ impl ShardStatus {
             commit_lsn: 0,
             applied_lsn: 0,
             first_lsn: 0,
-            halted: false,
+            halted: None,
         }
     }
 }
@@ -181,9 +182,9 @@ mod tests {
     fn status_parses_the_documented_shape() {
         let body = r#"{"server":"Server0","shards":{
             "sh1":{"role":"primary","epoch":3,"primary":"Server0","last_epoch":3,"last_lsn":10,
-                   "commit_lsn":9,"applied_lsn":8,"first_lsn":1,"halted":false},
+                   "commit_lsn":9,"applied_lsn":8,"first_lsn":1,"halted":null},
             "sh2":{"role":"fenced","epoch":0,"primary":null,"last_epoch":0,"last_lsn":0,
-                   "commit_lsn":0,"applied_lsn":0,"first_lsn":0,"halted":false}},
+                   "commit_lsn":0,"applied_lsn":0,"first_lsn":0,"halted":null}},
             "status":"success"}"#;
         let s: AgentStatus = serde_json::from_str(body).unwrap();
         assert_eq!(s.server.as_deref(), Some("Server0"));

@@ -49,10 +49,10 @@ async fn status(headers: HeaderMap) -> (StatusCode, Json<Value>) {
             "shards": {
                 "sh1": {"role": "primary", "epoch": 3, "primary": "Server0", "last_epoch": 3,
                         "last_lsn": 10, "commit_lsn": 9, "applied_lsn": 9, "first_lsn": 1,
-                        "halted": false},
+                        "halted": null},
                 "sh2": {"role": "fenced", "epoch": 2, "primary": null, "last_epoch": 1,
                         "last_lsn": 4, "commit_lsn": 4, "applied_lsn": 4, "first_lsn": 1,
-                        "halted": false}
+                        "halted": null}
             },
             "status": "success"
         })),

@@ -7,6 +7,7 @@
 //! it sends an empty append at least every [`HEARTBEAT`] to carry the commit point.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -133,6 +134,10 @@ pub struct Replication {
     /// Per peer: the LSN it holds and when it last answered.
     matched: Mutex<HashMap<String, (Lsn, Instant)>>,
     stop: watch::Sender<bool>,
+    /// The no-op of this epoch is committed: client writes may start.
+    ready: AtomicBool,
+    /// Stepping down: no new client writes.
+    draining: AtomicBool,
 }
 
 impl Replication {
@@ -145,7 +150,22 @@ impl Replication {
             peers,
             matched: Mutex::new(HashMap::new()),
             stop: watch::Sender::new(false),
+            ready: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
         })
+    }
+
+    /// Client writes are taken: the epoch's no-op is committed and no step-down is under way.
+    pub fn accepting(&self) -> bool {
+        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn mark_ready(&self) {
+        self.ready.store(true, Ordering::SeqCst);
+    }
+
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::SeqCst);
     }
 
     pub fn stop(&self) {

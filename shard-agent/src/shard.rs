@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -32,6 +33,8 @@ const APPLY_WAIT: Duration = Duration::from_secs(30);
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// How long a promotion waits for its no-op to commit before answering.
 const PROMOTE_WAIT: Duration = Duration::from_secs(3);
+/// How long a stepped-down primary waits to be fenced before it takes writes again.
+const STEP_DOWN_HOLD: Duration = Duration::from_secs(10);
 /// A secondary not heard from for this long does not count towards a quorum when deciding to
 /// refuse a write at once.
 const PEER_SILENCE: Duration = Duration::from_millis(1500);
@@ -120,9 +123,7 @@ struct RoleView {
     role: Role,
     epoch: Epoch,
     primary: Option<String>,
-    /// A primary takes writes once its no-op is committed, and not while stepping down.
-    accepting: bool,
-    /// A primary's replication; `None` in every other role.
+    /// A primary's replication (which also says whether it takes writes); `None` otherwise.
     replication: Option<Arc<Replication>>,
 }
 
@@ -182,6 +183,25 @@ pub struct Shard {
     applied: watch::Sender<Lsn>,
     waiters: Mutex<HashMap<OpId, Vec<oneshot::Sender<Outcome>>>>,
     halted: Mutex<Option<String>>,
+    /// Client writes between their "may I write" check and their WAL append; a step-down waits
+    /// for these to drain so its target really holds the whole log.
+    proposing: AtomicUsize,
+}
+
+/// Counts one in-flight proposal for as long as it lives.
+struct Proposing<'a>(&'a AtomicUsize);
+
+impl<'a> Proposing<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Proposing(count)
+    }
+}
+
+impl Drop for Proposing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Shard {
@@ -253,7 +273,6 @@ impl Shard {
                 role: Role::Fenced,
                 epoch: promised.epoch,
                 primary: promised.primary.clone(),
-                accepting: false,
                 replication: None,
             }),
             control: tokio::sync::Mutex::new(Control { promised }),
@@ -261,6 +280,7 @@ impl Shard {
             applied: watch::Sender::new(applied),
             waiters: Mutex::new(HashMap::new()),
             halted: Mutex::new(None),
+            proposing: AtomicUsize::new(0),
             ctx,
         });
         {
@@ -329,18 +349,8 @@ impl Shard {
             role,
             epoch: promised.epoch,
             primary: promised.primary.clone(),
-            accepting: false,
             replication: None,
         };
-    }
-
-    fn set_accepting(&self, epoch: Epoch, accepting: bool) {
-        if let Ok(mut v) = self.view.write()
-            && v.role == Role::Primary
-            && v.epoch == epoch
-        {
-            v.accepting = accepting;
-        }
     }
 
     pub fn status(&self) -> ShardStatus {
@@ -349,8 +359,9 @@ impl Shard {
         ShardStatus {
             role: v.role,
             epoch: v.epoch,
+            accepting_writes: v.role == Role::Primary
+                && v.replication.as_ref().is_some_and(|r| r.accepting()),
             primary: v.primary,
-            accepting_writes: v.accepting,
             last_epoch,
             last_lsn,
             commit_lsn: self.commit_lsn(),
@@ -391,7 +402,7 @@ impl Shard {
                 epoch: v.epoch,
             });
         }
-        if !v.accepting {
+        if !v.replication.as_ref().is_some_and(|r| r.accepting()) {
             return Err(ShardError::NotReady {
                 shard,
                 epoch: v.epoch,
@@ -420,13 +431,16 @@ impl Shard {
         if let Some(e) = self.halted_error() {
             return Err(e);
         }
+        let payload = op.encode()?;
+        let proposing = Proposing::new(&self.proposing);
         let repl = self.current_replication();
         let epoch = self.writable_epoch(repl.as_deref())?;
-        let payload = op.encode()?;
         let (tx, rx) = oneshot::channel();
         self.with_waiters(|w| w.entry(op_id).or_default().push(tx));
         let started = std::time::Instant::now();
-        let entry = match self.wal.propose(epoch, op_id, payload).await {
+        let proposed = self.wal.propose(epoch, op_id, payload).await;
+        drop(proposing);
+        let entry = match proposed {
             Ok(entry) => entry,
             Err(e) => {
                 self.prune_waiters(op_id);
@@ -641,7 +655,6 @@ impl Shard {
                 role: Role::Primary,
                 epoch: c.promised.epoch,
                 primary: c.promised.primary.clone(),
-                accepting: false,
                 replication: Some(repl.clone()),
             };
         }
@@ -679,13 +692,13 @@ impl Shard {
                 raise
             });
             if c >= repl.epoch_start {
-                self.set_accepting(repl.epoch, true);
+                repl.mark_ready();
             }
         }
     }
 
     /// Planned switchover: stop taking writes and wait until `to` holds every entry.
-    pub async fn step_down(&self, to: &str) -> Result<Lsn, ShardError> {
+    pub async fn step_down(self: &Arc<Self>, to: &str) -> Result<Lsn, ShardError> {
         let v = self.view();
         let Some(repl) = v.replication.clone().filter(|_| v.role == Role::Primary) else {
             return Err(ShardError::NotPrimary {
@@ -700,16 +713,30 @@ impl Shard {
                 self.id()
             )));
         }
-        self.set_accepting(repl.epoch, false);
+        repl.set_draining(true);
         let deadline = tokio::time::Instant::now() + APPLY_WAIT;
         loop {
+            // Writes that passed the check before it flipped are still being logged.
+            if self.proposing.load(Ordering::SeqCst) > 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                continue;
+            }
             let last = self.wal.last().1;
             if repl.matched(to).is_some_and(|m| m >= last) {
                 info!(shard = %self.id(), to, last, "stepped down; target has every entry");
+                // The elector fences us next. If it never does (it died), take writes again.
+                let (shard, repl) = (self.clone(), repl.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(STEP_DOWN_HOLD).await;
+                    if !repl.stopped() {
+                        warn!(shard = %shard.id(), "no election followed the step-down; taking writes again");
+                        repl.set_draining(false);
+                    }
+                });
                 return Ok(last);
             }
             if tokio::time::Instant::now() > deadline {
-                self.set_accepting(repl.epoch, true);
+                repl.set_draining(false);
                 return Err(ShardError::NotAppliedYet { lsn: last });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -23,7 +23,7 @@ fn status(role: Role, epoch: u64, primary: Option<&str>, last: (u64, u64)) -> Sh
         commit_lsn: last.1,
         applied_lsn: last.1,
         first_lsn: 1,
-        halted: false,
+        halted: None,
     }
 }
 
