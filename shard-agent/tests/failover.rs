@@ -372,15 +372,16 @@ fn print_failovers(label: &str, times: &mut [Duration]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn primary_killed_ten_times_under_writes_three_replicas() {
+/// Kills the primary `rounds` times under writes; each time the killed server comes back and
+/// follows. Prints the time until writes were acknowledged again.
+async fn kill_primary_repeatedly(replicas: usize, rounds: usize) {
     let _one = ONE_AT_A_TIME.lock().await;
-    let mut fleet = Fleet::start(3).await;
+    let mut fleet = Fleet::start(replicas).await;
     let ledger = AckLedger::new();
     fleet.wait_primary(None).await;
     let work = Workload::start(&fleet, &ledger, 6);
     let mut times = Vec::new();
-    for round in 0..10 {
+    for round in 0..rounds {
         let (p, epoch) = fleet.wait_primary(None).await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         let killed = Instant::now();
@@ -398,7 +399,108 @@ async fn primary_killed_ten_times_under_writes_three_replicas() {
         fleet.agents[p].restart();
     }
     work.stop().await;
-    print_failovers("3 replicas", &mut times);
+    print_failovers(&format!("{replicas} replicas"), &mut times);
+    let all: Vec<usize> = (0..replicas).collect();
+    fleet.finish(&ledger, &all).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_killed_ten_times_under_writes_three_replicas() {
+    kill_primary_repeatedly(3, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_killed_ten_times_under_writes_five_replicas() {
+    kill_primary_repeatedly(5, 10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_primary_logs_queued_writes_but_cannot_commit_and_drops_that_tail() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let fleet = Fleet::start(3).await;
+    let ledger = AckLedger::new();
+    fleet.wait_primary(None).await;
+    let work = Workload::start(&fleet, &ledger, 3);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut truncated = false;
+    // A frozen primary (SIGSTOP: a long GC pause, a VM freeze) is replaced. Writes sent to it
+    // meanwhile wait in its sockets; when it thaws it logs them in its old epoch, but its
+    // appends meet replicas fenced at the new one, so nothing commits; following the new primary
+    // it truncates that tail. The race between logging and learning the epoch is real, so try
+    // a few times until a tail was actually logged.
+    for attempt in 0..3 {
+        let (p, e) = fleet.wait_primary(None).await;
+        let frozen = fleet.agents[p].child.as_ref().expect("running");
+        frozen.pause().expect("SIGSTOP");
+        let (np, nepoch) = fleet.wait_primary(Some(p)).await;
+        assert!(nepoch > e);
+        let direct = fleet.agents[p].client();
+        let mut queued = Vec::new();
+        for k in 0..20i64 {
+            let key = 600_000_000 + attempt * 100 + k;
+            let h = ledger.begin(Op::Write {
+                key,
+                row: student(key),
+            });
+            let c = direct.clone();
+            queued.push(tokio::spawn(async move {
+                let r = c
+                    .call_with(
+                        Method::POST,
+                        "/write",
+                        Some(json!({"shard": "sh1", "data": [student(key)]})),
+                        &[],
+                    )
+                    .await;
+                (r, h)
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        fleet.agents[p]
+            .child
+            .as_ref()
+            .expect("running")
+            .resume()
+            .expect("SIGCONT");
+        for q in queued {
+            let (r, h) = q.await.expect("queued write");
+            match r {
+                Ok((200, v)) => panic!("the replaced primary acknowledged a write: {v}"),
+                Ok((code, _)) if code == 421 => h.fail(),
+                _ => h.unknown(),
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = fleet.status(p).await;
+            if s["role"] == "secondary"
+                && s["primary"] == format!("Server{np}")
+                && s["last_epoch"].as_u64() >= Some(nepoch)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the thawed primary never followed Server{np}: {s}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if fleet.agents[p]
+            .log_text()
+            .contains("truncating divergent uncommitted tail")
+        {
+            truncated = true;
+            println!(
+                "attempt {attempt}: Server{p} (epoch {e}) logged queued writes it could not commit and dropped them following Server{np} (epoch {nepoch})"
+            );
+            break;
+        }
+        println!(
+            "attempt {attempt}: Server{p} learned epoch {nepoch} before logging the queued writes; again"
+        );
+    }
+    assert!(truncated, "no attempt produced an uncommitted tail to drop");
+    work.stop().await;
     fleet.finish(&ledger, &[0, 1, 2]).await;
 }
 
