@@ -7,12 +7,14 @@
 
 pub mod envelope;
 pub mod ident;
+pub mod replication;
 pub mod row;
 pub mod schema;
 pub mod shard;
 
 pub use envelope::{Failure, STATUS_FAILURE, STATUS_SUCCESS, STATUS_SUCCESSFUL};
 pub use ident::{Ident, IdentError};
+pub use replication::{Quorum, ReplicaRef, majority};
 pub use row::{KeyRange, Row, RowError, Value};
 pub use schema::{Dtype, Schema, SchemaError};
 pub use shard::{ShardError, ShardSpec, validate_layout};

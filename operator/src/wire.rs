@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+pub use walshard_contract::replication::{Quorum, ReplicaRef as ServerRef, majority};
 
 /// A replica's role for one shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -119,39 +120,6 @@ pub enum FenceReply {
     Accepted(FenceAccepted),
     /// 409: the replica has promised `epoch` (≥ the one asked) and will not take ours.
     Rejected { epoch: u64, primary: Option<String> },
-}
-
-/// Write quorum of a shard, sent with `promote`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Quorum {
-    /// A majority of the shard's replicas (the default).
-    #[default]
-    Majority,
-    /// Every replica.
-    All,
-}
-
-impl Quorum {
-    /// How many of `replicas` replicas (the primary included) must hold an entry to commit it.
-    pub fn size(self, replicas: usize) -> usize {
-        match self {
-            Quorum::Majority => majority(replicas),
-            Quorum::All => replicas,
-        }
-    }
-}
-
-/// A majority of `n`: `n / 2 + 1`.
-pub fn majority(n: usize) -> usize {
-    n / 2 + 1
-}
-
-/// A server by name and base URL (`{"name", "url"}`, as in the promote body's `replicas`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ServerRef {
-    pub name: String,
-    pub url: String,
 }
 
 /// `POST /shards/{id}/promote` body.

@@ -13,59 +13,18 @@ use std::sync::atomic::AtomicI64;
 
 use common::*;
 use serde_json::json;
-use sqlx::Executor;
-use sqlx::mysql::MySqlPoolOptions;
 use walshard_testkit::MariaDb;
 
-const SCHEMA: &str = r#"{"columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "Number"]}"#;
-
-async fn post(
-    http: &reqwest::Client,
-    url: String,
-    body: serde_json::Value,
-) -> Result<(), Box<dyn std::error::Error>> {
-    http.post(url)
-        .bearer_auth(TOKEN)
-        .json(&body)
-        .send()
-        .await?
-        .error_for_status()?;
-    Ok(())
-}
-
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let secs: f64 = std::env::var("WALSHARD_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
+async fn main() -> BenchResult<()> {
+    let secs = bench_secs();
     let tmp = tempfile::tempdir()?;
     let http = reqwest::Client::new();
-    let schema: serde_json::Value = serde_json::from_str(SCHEMA)?;
-    let shard = json!([{"Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 1_000_000_000_000i64}]);
-
-    // Baseline MariaDB.
-    let base_db = mariadb(1)?;
-    {
-        let admin = MySqlPoolOptions::new()
-            .max_connections(1)
-            .connect(&base_db.url())
-            .await?;
-        admin.execute("CREATE DATABASE bench").await?;
-        admin
-            .execute("CREATE TABLE bench.t (id BIGINT NOT NULL PRIMARY KEY, name TEXT, marks BIGINT) ENGINE=InnoDB")
-            .await?;
-        admin.close().await;
-    }
+    let base_db = baseline_db().await?;
     // A standalone agent.
     let single_db = mariadb(2)?;
     let (single, single_url) = start_agent(&single_db, &tmp.path().join("single"), "always")?;
-    post(
-        &http,
-        format!("{single_url}/config"),
-        json!({"schema": schema, "shards": shard}),
-    )
-    .await?;
+    configure(&http, &single_url, "sh1").await?;
     // A 3-replica shard, primary elected by hand (fence at epoch 1, promote Server0).
     let dbs: Vec<MariaDb> = (0..3).map(|_| mariadb(2)).collect::<Result<_, _>>()?;
     let mut agents = Vec::new();
@@ -77,33 +36,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             &name,
             &[("WALSHARD_CONTROLLED", "true")],
         )?;
-        post(
-            &http,
-            format!("{url}/config"),
-            json!({"schema": schema, "shards": shard}),
-        )
-        .await?;
+        configure(&http, &url, "sh1").await?;
         agents.push((name, child, url));
     }
     for (_, _, url) in &agents {
-        post(
-            &http,
-            format!("{url}/shards/sh1/fence"),
-            json!({"epoch": 1}),
-        )
-        .await?;
+        http.post(format!("{url}/shards/sh1/fence"))
+            .bearer_auth(TOKEN)
+            .json(&json!({"epoch": 1}))
+            .send()
+            .await?
+            .error_for_status()?;
     }
     let replicas: Vec<_> = agents
         .iter()
         .map(|(n, _, u)| json!({"name": n, "url": u}))
         .collect();
-    post(
-        &http,
-        format!("{}/shards/sh1/promote", agents[0].2),
-        json!({"epoch": 1, "replicas": replicas}),
-    )
-    .await?;
     let primary = agents[0].2.clone();
+    http.post(format!("{primary}/shards/sh1/promote"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"epoch": 1, "replicas": replicas}))
+        .send()
+        .await?
+        .error_for_status()?;
 
     let base_pids: Vec<u32> = base_db.pid().into_iter().collect();
     let single_pids: Vec<u32> = [Some(single.pid()), single_db.pid()]
@@ -117,21 +71,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .flatten()
         .collect();
 
-    println!("replicated write throughput, {secs} s per cell");
-    println!(
-        "(rows/s; latency ms p50/p99; ratio of rows/s to the single-row durable baseline at the same concurrency; server CPU µs per row)"
-    );
-    println!(
-        "{:<44} {:>5} {:>6} {:>10} {:>8} {:>8} {:>8} {:>10}",
-        "system", "conc", "batch", "rows/s", "p50", "p99", "ratio", "srv µs/row"
-    );
+    print_header("replicated write throughput");
     let keys = Arc::new(AtomicI64::new(0));
     let base_keys = Arc::new(AtomicI64::new(0));
     let mut results = Vec::new();
     for &conc in &[16usize, 64] {
-        let c0 = cpu_secs(&base_pids);
-        let mut baseline = direct_cell(&base_db.url(), conc, 1, secs, base_keys.clone()).await?;
-        baseline.server_cpu = cpu_secs(&base_pids) - c0;
+        let baseline = measured(
+            &base_pids,
+            direct_cell(&base_db.url(), conc, 1, secs, base_keys.clone()),
+        )
+        .await?;
         print_row(
             "direct MariaDB, autocommit, flush=1",
             conc,
@@ -140,9 +89,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             None,
         );
         for &batch in &[1i64, 100] {
-            let c0 = cpu_secs(&single_pids);
-            let mut one = agent_cell(&single_url, "sh1", conc, batch, secs, keys.clone()).await;
-            one.server_cpu = cpu_secs(&single_pids) - c0;
+            let one = measured(
+                &single_pids,
+                agent_cell(&single_url, "sh1", conc, batch, secs, keys.clone()),
+            )
+            .await?;
             print_row(
                 "single agent (standalone)",
                 conc,
@@ -150,9 +101,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &one,
                 Some(baseline.rows_per_sec()),
             );
-            let c0 = cpu_secs(&repl_pids);
-            let mut three = agent_cell(&primary, "sh1", conc, batch, secs, keys.clone()).await;
-            three.server_cpu = cpu_secs(&repl_pids) - c0;
+            let three = measured(
+                &repl_pids,
+                agent_cell(&primary, "sh1", conc, batch, secs, keys.clone()),
+            )
+            .await?;
             print_row(
                 "3 replicas, majority commit",
                 conc,

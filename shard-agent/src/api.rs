@@ -16,13 +16,14 @@ use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::{Map, Value as Json_, json};
 use subtle::ConstantTimeEq;
-use walshard_contract::{Failure, Ident, Row, STATUS_SUCCESS, Schema, ShardSpec};
+use walshard_contract::{
+    Failure, Ident, Quorum, ReplicaRef, Row, STATUS_SUCCESS, Schema, ShardSpec,
+};
 
 use crate::agent::{Agent, AgentError};
 use crate::ops::{Op, Outcome};
 use crate::replication::{
-    AppendRequest, H_COMMIT, H_EPOCH, H_PREV_EPOCH, H_PREV_LSN, H_PRIMARY, Peer, Quorum,
-    decode_entries,
+    AppendRequest, H_COMMIT, H_EPOCH, H_PREV_EPOCH, H_PREV_LSN, H_PRIMARY, decode_entries,
 };
 use crate::requests::{self, RequestError, duplicate_message};
 use crate::shard::{Shard, ShardError};
@@ -475,7 +476,7 @@ async fn fence(
 struct PromoteBody {
     epoch: u64,
     #[serde(default)]
-    replicas: Vec<Peer>,
+    replicas: Vec<ReplicaRef>,
     #[serde(default)]
     quorum: Quorum,
 }
@@ -489,7 +490,7 @@ async fn promote(
     let req: PromoteBody = serde_json::from_value(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("promote: {e}")))?;
     let me = &agent.config.server_name;
-    let peers: Vec<Peer> = req.replicas.into_iter().filter(|p| &p.name != me).collect();
+    let peers: Vec<ReplicaRef> = req.replicas.into_iter().filter(|p| &p.name != me).collect();
     shard.promote(req.epoch, peers, req.quorum).await?;
     Ok(Json(
         json!({"message": format!("{me} is primary of {id} in epoch {}", req.epoch), "status": STATUS_SUCCESS}),
@@ -526,6 +527,20 @@ async fn step_down(
     ))
 }
 
+/// The sending primary's name (`x-walshard-primary`).
+fn primary_header(headers: &HeaderMap) -> Result<String, ApiError> {
+    headers
+        .get(H_PRIMARY)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("header {H_PRIMARY} is required"),
+            )
+        })
+}
+
 fn header_u64(headers: &HeaderMap, name: &str) -> Result<u64, ApiError> {
     headers
         .get(name)
@@ -546,16 +561,7 @@ async fn append(
     body: Bytes,
 ) -> Result<Json<Json_>, ApiError> {
     let shard = shard_in_path(&agent, &id)?;
-    let primary = headers
-        .get(H_PRIMARY)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("header {H_PRIMARY} is required"),
-            )
-        })?
-        .to_owned();
+    let primary = primary_header(&headers)?;
     let entries = decode_entries(&body).map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e))?;
     let req = AppendRequest {
         epoch: header_u64(&headers, H_EPOCH)?,
@@ -578,16 +584,7 @@ async fn install_snapshot(
     body: Bytes,
 ) -> Result<Json<Json_>, ApiError> {
     let shard = shard_in_path(&agent, &id)?;
-    let primary = headers
-        .get(H_PRIMARY)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                format!("header {H_PRIMARY} is required"),
-            )
-        })?
-        .to_owned();
+    let primary = primary_header(&headers)?;
     let snap: Snapshot = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("snapshot: {e}")))?;
     let last_lsn = shard

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use walshard_contract::Ident;
+use walshard_contract::{Ident, Quorum, ReplicaRef};
 
 use crate::shard::Shard;
 use crate::wal::codec::{decode_frame, encode_frame};
@@ -37,32 +37,6 @@ pub const H_PRIMARY: &str = "x-walshard-primary";
 pub const H_PREV_LSN: &str = "x-walshard-prev-lsn";
 pub const H_PREV_EPOCH: &str = "x-walshard-prev-epoch";
 pub const H_COMMIT: &str = "x-walshard-commit-lsn";
-
-/// Another replica of the shard, as the control plane names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Peer {
-    pub name: String,
-    pub url: String,
-}
-
-/// How many replicas must hold an entry before it is committed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Quorum {
-    #[default]
-    Majority,
-    All,
-}
-
-impl Quorum {
-    /// Replicas needed out of `replicas`.
-    pub fn size(self, replicas: usize) -> usize {
-        match self {
-            Quorum::Majority => replicas / 2 + 1,
-            Quorum::All => replicas,
-        }
-    }
-}
 
 /// The commit point given the LSNs each replica holds durably (the primary's own included):
 /// the quorum-th highest, if it is at or after the first entry of the primary's epoch.
@@ -130,7 +104,7 @@ pub struct Replication {
     /// LSN of the primary's no-op in `epoch`; nothing before it commits by counting.
     pub epoch_start: Lsn,
     pub quorum: usize,
-    pub peers: Vec<Peer>,
+    pub peers: Vec<ReplicaRef>,
     /// Per peer: the LSN it holds and when it last answered.
     matched: Mutex<HashMap<String, (Lsn, Instant)>>,
     stop: watch::Sender<bool>,
@@ -141,7 +115,12 @@ pub struct Replication {
 }
 
 impl Replication {
-    pub fn new(epoch: Epoch, epoch_start: Lsn, quorum: Quorum, peers: Vec<Peer>) -> Arc<Self> {
+    pub fn new(
+        epoch: Epoch,
+        epoch_start: Lsn,
+        quorum: Quorum,
+        peers: Vec<ReplicaRef>,
+    ) -> Arc<Self> {
         let quorum = quorum.size(peers.len() + 1);
         Arc::new(Self {
             epoch,
@@ -261,7 +240,7 @@ impl Replication {
 struct PeerTask {
     shard: Arc<Shard>,
     repl: Arc<Replication>,
-    peer: Peer,
+    peer: ReplicaRef,
     http: reqwest::Client,
     token: String,
 }
@@ -428,15 +407,6 @@ mod tests {
     use super::*;
     use crate::wal::OpId;
     use bytes::Bytes;
-
-    #[test]
-    fn quorum_sizes() {
-        assert_eq!(Quorum::Majority.size(1), 1);
-        assert_eq!(Quorum::Majority.size(3), 2);
-        assert_eq!(Quorum::Majority.size(4), 3);
-        assert_eq!(Quorum::Majority.size(5), 3);
-        assert_eq!(Quorum::All.size(3), 3);
-    }
 
     #[test]
     fn commit_is_the_quorum_th_highest_in_the_current_epoch() {

@@ -16,11 +16,11 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
-use walshard_contract::{Ident, ShardSpec};
+use walshard_contract::{Ident, Quorum, ReplicaRef, ShardSpec};
 
 use crate::metrics::Metrics;
 use crate::ops::{Op, Outcome};
-use crate::replication::{AppendRequest, Peer, Quorum, Replication, quorum_commit};
+use crate::replication::{AppendRequest, Replication, quorum_commit};
 use crate::state::{EpochState, StateError, load_json, save_json};
 use crate::store::{ShardTable, Snapshot, Store, StoreError};
 use crate::wal::{Entry, Epoch, Lsn, OpId, Wal, WalError, WalOptions};
@@ -595,7 +595,7 @@ impl Shard {
     pub async fn promote(
         self: &Arc<Self>,
         epoch: Epoch,
-        peers: Vec<Peer>,
+        peers: Vec<ReplicaRef>,
         quorum: Quorum,
     ) -> Result<(), ShardError> {
         if let Some(e) = self.halted_error() {
@@ -640,7 +640,7 @@ impl Shard {
         c: &Control,
         epoch_start: Lsn,
         quorum: Quorum,
-        peers: Vec<Peer>,
+        peers: Vec<ReplicaRef>,
     ) {
         let repl = Replication::new(c.promised.epoch, epoch_start, quorum, peers);
         {

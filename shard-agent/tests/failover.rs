@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{AgentProc, Client, TOKEN, seed_schema, student};
+use common::{AgentProc, Client, TOKEN, start_replicas, student};
 use prometheus_client::registry::Registry;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -25,7 +25,7 @@ use walshard_testkit::invariants::{
     AckLedger, Op, OpResult, check_acked_present, check_convergence, check_linearizable_register,
     check_single_primary,
 };
-use walshard_testkit::{FaultProxy, MariaDb, MariaDbOptions};
+use walshard_testkit::{FaultProxy, MariaDb};
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -45,33 +45,8 @@ struct Fleet {
 impl Fleet {
     async fn start(n: usize) -> Fleet {
         let dir = tempfile::tempdir().expect("tempdir");
-        let dbs = MariaDb::start_many(n, &MariaDbOptions::default()).expect("MariaDB");
-        let env = [
-            ("WALSHARD_CONTROLLED", "true"),
-            ("WALSHARD_WAL_SEGMENT_BYTES", "1048576"),
-        ];
-        let agents: Vec<AgentProc> = dbs
-            .iter()
-            .enumerate()
-            .map(|(i, db)| {
-                AgentProc::start_named(
-                    &db.url(),
-                    &dir.path().join(format!("a{i}")),
-                    &format!("Server{i}"),
-                    &env,
-                )
-            })
-            .collect();
-        for a in &agents {
-            let (code, v) = a
-                .client()
-                .post(
-                    "/config",
-                    json!({"schema": seed_schema(), "shards": ["sh1"]}),
-                )
-                .await;
-            assert_eq!(code, 200, "{v}");
-        }
+        let (dbs, agents) =
+            start_replicas(n, dir.path(), &[("WALSHARD_WAL_SEGMENT_BYTES", "1048576")]).await;
         let proxies: Vec<FaultProxy> = agents
             .iter()
             .map(|a| FaultProxy::start(([127, 0, 0, 1], a.port).into()).expect("proxy"))

@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{AgentProc, Client, seed_schema, student};
+use common::{AgentProc, Client, seed_schema, start_replicas, student};
 use reqwest::Method;
 use serde_json::{Value, json};
 use walshard_testkit::MariaDb;
@@ -25,33 +25,8 @@ impl Cluster {
     }
 
     async fn start_with(n: usize, env: &[(&str, &str)]) -> Cluster {
-        let mut env = env.to_vec();
-        env.push(("WALSHARD_CONTROLLED", "true"));
         let dir = tempfile::tempdir().expect("tempdir");
-        let dbs =
-            MariaDb::start_many(n, &walshard_testkit::MariaDbOptions::default()).expect("MariaDB");
-        let agents: Vec<AgentProc> = dbs
-            .iter()
-            .enumerate()
-            .map(|(i, db)| {
-                AgentProc::start_named(
-                    &db.url(),
-                    &dir.path().join(format!("agent{i}")),
-                    &format!("Server{i}"),
-                    &env,
-                )
-            })
-            .collect();
-        for a in &agents {
-            let (code, v) = a
-                .client()
-                .post(
-                    "/config",
-                    json!({"schema": seed_schema(), "shards": ["sh1"]}),
-                )
-                .await;
-            assert_eq!(code, 200, "{v}");
-        }
+        let (dbs, agents) = start_replicas(n, dir.path(), env).await;
         Cluster {
             dbs,
             agents,

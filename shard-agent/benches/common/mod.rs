@@ -32,6 +32,69 @@ pub fn cpu_secs(pids: &[u32]) -> f64 {
         / ticks
 }
 
+pub type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Seconds per cell: `WALSHARD_BENCH_SECS`, default 3.
+pub fn bench_secs() -> f64 {
+    std::env::var("WALSHARD_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3.0)
+}
+
+/// The durable baseline: a MariaDB with `innodb_flush_log_at_trx_commit=1` and table `bench.t`.
+pub async fn baseline_db() -> BenchResult<MariaDb> {
+    use sqlx::Executor;
+    let db = mariadb(1)?;
+    let admin = MySqlPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url())
+        .await?;
+    admin.execute("CREATE DATABASE bench").await?;
+    admin
+        .execute("CREATE TABLE bench.t (id BIGINT NOT NULL PRIMARY KEY, name TEXT, marks BIGINT) ENGINE=InnoDB")
+        .await?;
+    admin.close().await;
+    Ok(db)
+}
+
+/// Runs a cell and records the CPU the server processes `pids` spent on it.
+pub async fn measured(
+    pids: &[u32],
+    cell: impl std::future::Future<Output = BenchResult<Cell>>,
+) -> BenchResult<Cell> {
+    let before = cpu_secs(pids);
+    let mut c = cell.await?;
+    c.server_cpu = cpu_secs(pids) - before;
+    Ok(c)
+}
+
+/// Configures a standalone or controlled agent with one shard `shard` covering every key.
+pub async fn configure(http: &reqwest::Client, url: &str, shard: &str) -> BenchResult<()> {
+    http.post(format!("{url}/config"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({
+            "schema": {"columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "Number"]},
+            "shards": [{"Stud_id_low": 0, "Shard_id": shard, "Shard_size": 1_000_000_000_000i64}]
+        }))
+        .send()
+        .await?
+        .error_for_status()?;
+    Ok(())
+}
+
+/// The table header every benchmark prints.
+pub fn print_header(title: &str) {
+    println!("{title}, {} s per cell", bench_secs());
+    println!(
+        "(rows/s; latency ms p50/p99; ratio of rows/s to the single-row durable baseline at the same concurrency; server CPU µs per row)"
+    );
+    println!(
+        "{:<44} {:>5} {:>6} {:>10} {:>8} {:>8} {:>8} {:>10}",
+        "system", "conc", "batch", "rows/s", "p50", "p99", "ratio", "srv µs/row"
+    );
+}
+
 pub struct Cell {
     pub server_cpu: f64,
     pub rows: u64,
@@ -107,7 +170,7 @@ pub async fn agent_cell(
     batch: i64,
     secs: f64,
     next: Arc<AtomicI64>,
-) -> Cell {
+) -> BenchResult<Cell> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()
@@ -144,7 +207,7 @@ pub async fn agent_cell(
             (rows, lat)
         }));
     }
-    collect(tasks, start).await
+    Ok(collect(tasks, start).await)
 }
 
 pub async fn collect(
@@ -169,6 +232,7 @@ pub async fn collect(
     cell
 }
 
+/// Single-row or batched autocommit INSERTs straight into the baseline MariaDB.
 pub async fn direct_cell(
     url: &str,
     concurrency: usize,

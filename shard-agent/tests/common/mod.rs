@@ -231,6 +231,42 @@ impl Client {
     }
 }
 
+/// `n` agents under a control plane (`Server0`..), each with its own MariaDB, configured with
+/// shard `sh1` (any key).
+pub async fn start_replicas(
+    n: usize,
+    dir: &Path,
+    env: &[(&str, &str)],
+) -> (Vec<MariaDb>, Vec<AgentProc>) {
+    let dbs =
+        MariaDb::start_many(n, &walshard_testkit::MariaDbOptions::default()).expect("MariaDB");
+    let mut env = env.to_vec();
+    env.push(("WALSHARD_CONTROLLED", "true"));
+    let agents: Vec<AgentProc> = dbs
+        .iter()
+        .enumerate()
+        .map(|(i, db)| {
+            AgentProc::start_named(
+                &db.url(),
+                &dir.join(format!("agent{i}")),
+                &format!("Server{i}"),
+                &env,
+            )
+        })
+        .collect();
+    for a in &agents {
+        let (code, v) = a
+            .client()
+            .post(
+                "/config",
+                json!({"schema": seed_schema(), "shards": ["sh1"]}),
+            )
+            .await;
+        assert_eq!(code, 200, "{v}");
+    }
+    (dbs, agents)
+}
+
 pub fn seed_schema() -> Value {
     json!({"columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "Number"]})
 }
