@@ -21,6 +21,12 @@ pub struct ShardLabels {
     pub shard: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub shard: String,
+    pub peer: String,
+}
+
 /// Every metric the agent exports. Cheap to clone handles (they share state).
 pub struct Metrics {
     pub registry: Registry,
@@ -36,6 +42,17 @@ pub struct Metrics {
     pub wal_groups: Family<ShardLabels, Gauge>,
     pub wal_bytes: Family<ShardLabels, Gauge>,
     pub wal_max_group: Family<ShardLabels, Gauge>,
+    pub commit_lsn: Family<ShardLabels, Gauge>,
+    /// 1 while this replica is the shard's primary taking writes.
+    pub primary: Family<ShardLabels, Gauge>,
+    pub epoch: Family<ShardLabels, Gauge>,
+    /// On a primary: entries its own WAL holds beyond what each secondary acknowledged.
+    pub peer_lag: Family<PeerLabels, Gauge>,
+    pub appends_sent: Family<PeerLabels, Counter>,
+    pub append_failures: Family<PeerLabels, Counter>,
+    pub appends_received: Family<ShardLabels, Counter>,
+    pub snapshots_installed: Family<ShardLabels, Counter>,
+    pub snapshots_sent: Family<PeerLabels, Counter>,
 }
 
 impl Metrics {
@@ -57,6 +74,56 @@ impl Metrics {
         let wal_groups = Family::<ShardLabels, Gauge>::default();
         let wal_bytes = Family::<ShardLabels, Gauge>::default();
         let wal_max_group = Family::<ShardLabels, Gauge>::default();
+        let commit_lsn = Family::<ShardLabels, Gauge>::default();
+        let primary = Family::<ShardLabels, Gauge>::default();
+        let epoch = Family::<ShardLabels, Gauge>::default();
+        let peer_lag = Family::<PeerLabels, Gauge>::default();
+        let appends_sent = Family::<PeerLabels, Counter>::default();
+        let append_failures = Family::<PeerLabels, Counter>::default();
+        let appends_received = Family::<ShardLabels, Counter>::default();
+        let snapshots_installed = Family::<ShardLabels, Counter>::default();
+        let snapshots_sent = Family::<PeerLabels, Counter>::default();
+        registry.register("commit_lsn", "Last committed LSN known", commit_lsn.clone());
+        registry.register(
+            "primary",
+            "1 while this replica is the primary taking writes",
+            primary.clone(),
+        );
+        registry.register(
+            "epoch",
+            "Highest epoch this replica has promised",
+            epoch.clone(),
+        );
+        registry.register(
+            "replication_lag_entries",
+            "Primary: entries a secondary has not acknowledged yet",
+            peer_lag.clone(),
+        );
+        registry.register(
+            "appends_sent",
+            "Primary: append batches a secondary accepted",
+            appends_sent.clone(),
+        );
+        registry.register(
+            "append_failures",
+            "Primary: append batches that failed or were refused",
+            append_failures.clone(),
+        );
+        registry.register(
+            "appends_received",
+            "Secondary: append batches accepted",
+            appends_received.clone(),
+        );
+        registry.register(
+            "snapshots_installed",
+            "Secondary: snapshots installed",
+            snapshots_installed.clone(),
+        );
+        registry.register(
+            "snapshots_sent",
+            "Primary: snapshots sent to a secondary",
+            snapshots_sent.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests served",
@@ -123,7 +190,23 @@ impl Metrics {
             wal_groups,
             wal_bytes,
             wal_max_group,
+            commit_lsn,
+            primary,
+            epoch,
+            peer_lag,
+            appends_sent,
+            append_failures,
+            appends_received,
+            snapshots_installed,
+            snapshots_sent,
         })
+    }
+
+    pub fn peer(shard: &str, peer: &str) -> PeerLabels {
+        PeerLabels {
+            shard: shard.to_owned(),
+            peer: peer.to_owned(),
+        }
     }
 
     pub fn shard(shard: &str) -> ShardLabels {

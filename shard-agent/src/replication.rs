@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use walshard_contract::{Ident, Quorum, ReplicaRef};
 
+use crate::metrics::Metrics;
 use crate::shard::Shard;
 use crate::wal::codec::{decode_frame, encode_frame};
 use crate::wal::{Entry, Epoch, Lsn, WalError};
@@ -265,10 +266,18 @@ impl PeerTask {
             if *stop.borrow() {
                 return;
             }
-            let result = if self.shard.needs_snapshot(next) {
+            let snapshot = self.shard.needs_snapshot(next);
+            let result = if snapshot {
                 self.resync().await
             } else {
                 self.send_from(next).await
+            };
+            let labels = Metrics::peer(&shard_id, &self.peer.name);
+            let m = self.shard.metrics();
+            match (&result, snapshot) {
+                (Ok(Sent::Matched(_)), true) => m.snapshots_sent.get_or_create(&labels).inc(),
+                (Ok(Sent::Matched(_)), false) => m.appends_sent.get_or_create(&labels).inc(),
+                _ => m.append_failures.get_or_create(&labels).inc(),
             };
             match result {
                 Ok(Sent::Matched(held)) => {

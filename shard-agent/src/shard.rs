@@ -317,6 +317,10 @@ impl Shard {
         &self.store
     }
 
+    pub fn metrics(&self) -> &Metrics {
+        &self.ctx.metrics
+    }
+
     pub fn server_name(&self) -> &str {
         &self.ctx.server_name
     }
@@ -836,6 +840,11 @@ impl Shard {
             self.wal.append(fresh).await?;
         }
         drop(c);
+        self.ctx
+            .metrics
+            .appends_received
+            .get_or_create(&Metrics::shard(self.table.shard.as_str()))
+            .inc();
         let commit = req.commit_lsn.min(verified);
         self.commit.send_if_modified(|cur| {
             let raise = commit > *cur;
@@ -871,6 +880,11 @@ impl Shard {
             }
             raise
         });
+        self.ctx
+            .metrics
+            .snapshots_installed
+            .get_or_create(&Metrics::shard(self.table.shard.as_str()))
+            .inc();
         info!(shard = %self.id(), lsn = snap.lsn, rows = snap.rows.len(), primary, "installed snapshot");
         Ok(snap.lsn)
     }
@@ -1001,6 +1015,21 @@ impl Shard {
         set(&m.wal_groups, stats.groups);
         set(&m.wal_bytes, stats.bytes_appended);
         set(&m.wal_max_group, stats.max_group);
+        set(&m.commit_lsn, self.commit_lsn());
+        let v = self.view();
+        let taking_writes =
+            v.role == Role::Primary && v.replication.as_ref().is_some_and(|r| r.accepting());
+        set(&m.primary, u64::from(taking_writes));
+        set(&m.epoch, v.epoch);
+        if let Some(r) = v.replication.filter(|_| v.role == Role::Primary) {
+            let last = self.wal.last().1;
+            for p in &r.peers {
+                let lag = last.saturating_sub(r.matched(&p.name).unwrap_or(0));
+                m.peer_lag
+                    .get_or_create(&Metrics::peer(self.table.shard.as_str(), &p.name))
+                    .set(i64::try_from(lag).unwrap_or(i64::MAX));
+            }
+        }
     }
 
     /// Refreshes the shard's gauges (called before `/metrics` is encoded).

@@ -146,6 +146,27 @@ async fn three_replicas_commit_by_majority_and_converge() {
     assert_eq!(v["data"].as_array().map(Vec::len), Some(10));
     let (code, _) = c.client(s).post("/read", strong).await;
     assert_eq!(code, 421);
+    // Replication shows in the metrics.
+    let m = reqwest::get(format!("{}/metrics", c.agents[p].base()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(m.contains("walshard_agent_primary{shard=\"sh1\"} 1"), "{m}");
+    assert!(m.contains("walshard_agent_replication_lag_entries{"), "{m}");
+    assert!(m.contains("walshard_agent_appends_sent_total{"), "{m}");
+    let m = reqwest::get(format!("{}/metrics", c.agents[s].base()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(m.contains("walshard_agent_primary{shard=\"sh1\"} 0"), "{m}");
+    assert!(
+        m.contains("walshard_agent_appends_received_total{shard=\"sh1\"}"),
+        "{m}"
+    );
     // A stale fence is refused with the current epoch.
     let (code, v) = c
         .client(s)
