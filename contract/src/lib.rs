@@ -15,6 +15,6 @@ pub mod shard;
 pub use envelope::{Failure, STATUS_FAILURE, STATUS_SUCCESS, STATUS_SUCCESSFUL};
 pub use ident::{Ident, IdentError};
 pub use replication::{Quorum, ReplicaRef, majority};
-pub use row::{KeyRange, Row, RowError, Value};
+pub use row::{KeyRange, Row, RowError, RowsError, Value, duplicate_message, parse_rows};
 pub use schema::{Dtype, Schema, SchemaError};
 pub use shard::{ShardError, ShardSpec, validate_layout};

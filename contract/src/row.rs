@@ -134,6 +134,55 @@ impl Row {
     }
 }
 
+/// Why a `"data"` array of rows was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowsError {
+    /// A malformed array or row; the message names the row's index.
+    #[error("{0}")]
+    Invalid(String),
+    /// Keys that appear more than once in the batch (sorted, each once).
+    #[error("{}", duplicate_message("key", .0, "appears more than once in this batch"))]
+    Duplicate(Vec<i64>),
+}
+
+/// Parses a non-empty `"data"` array of rows against the schema; a key given twice is refused
+/// (nothing of such a batch may be written).
+pub fn parse_rows(schema: &Schema, data: &Json) -> Result<Vec<Row>, RowsError> {
+    let Some(items) = data.as_array() else {
+        return Err(RowsError::Invalid(
+            "\"data\" must be an array of rows".into(),
+        ));
+    };
+    if items.is_empty() {
+        return Err(RowsError::Invalid("\"data\" must not be empty".into()));
+    }
+    let mut rows = Vec::with_capacity(items.len());
+    let mut seen = std::collections::BTreeSet::new();
+    let mut repeated = std::collections::BTreeSet::new();
+    for (i, raw) in items.iter().enumerate() {
+        let row = Row::from_json(schema, raw)
+            .map_err(|e| RowsError::Invalid(format!("data[{i}]: {e}")))?;
+        if !seen.insert(row.key()) {
+            repeated.insert(row.key());
+        }
+        rows.push(row);
+    }
+    if !repeated.is_empty() {
+        return Err(RowsError::Duplicate(repeated.into_iter().collect()));
+    }
+    Ok(rows)
+}
+
+/// The message for keys that collide, naming every key: `duplicate Stud_id: 1, 2 <why>; nothing
+/// of this batch was written`.
+pub fn duplicate_message(key: &str, keys: &[i64], why: &str) -> String {
+    let list: Vec<String> = keys.iter().map(i64::to_string).collect();
+    format!(
+        "duplicate {key}: {} {why}; nothing of this batch was written",
+        list.join(", ")
+    )
+}
+
 /// An inclusive key range `{"low": .., "high": ..}`, as the seed's `/read` takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRange {

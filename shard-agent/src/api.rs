@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use serde_json::{Map, Value as Json_, json};
 use subtle::ConstantTimeEq;
 use walshard_contract::{
-    Failure, Ident, Quorum, ReplicaRef, Row, STATUS_SUCCESS, Schema, ShardSpec,
+    Failure, Ident, Quorum, ReplicaRef, Row, STATUS_SUCCESS, Schema, ShardSpec, duplicate_message,
 };
 
 use crate::agent::{Agent, AgentError};
@@ -25,7 +25,7 @@ use crate::ops::{Op, Outcome};
 use crate::replication::{
     AppendRequest, H_COMMIT, H_EPOCH, H_PREV_EPOCH, H_PREV_LSN, H_PRIMARY, decode_entries,
 };
-use crate::requests::{self, RequestError, duplicate_message};
+use crate::requests::{self, RequestError};
 use crate::shard::{Shard, ShardError};
 use crate::store::Snapshot;
 use crate::wal::OpId;
@@ -368,7 +368,7 @@ async fn run_op(
         Outcome::Conflict { keys } => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                duplicate_message(schema, &keys, "already present"),
+                duplicate_message(schema.key().as_str(), &keys, "already present"),
             ));
         }
         Outcome::NotFound { key: k } => {

@@ -1,11 +1,12 @@
 //! Pure parsing and validation of the seed server API's request bodies. Nothing here touches
 //! state: a request that fails here changes nothing.
 
-use std::collections::BTreeSet;
-
 use serde_json::Value as Json;
 use walshard_contract::row::{json_kind, parse_key};
-use walshard_contract::{Ident, KeyRange, Row, RowError, Schema, ShardError, ShardSpec};
+use walshard_contract::{
+    Ident, KeyRange, Row, RowError, RowsError, Schema, ShardError, ShardSpec, duplicate_message,
+    parse_rows,
+};
 
 use crate::ops::Op;
 
@@ -112,44 +113,18 @@ pub fn parse_write(
     range: Option<&ShardSpec>,
     body: &Json,
 ) -> Result<Op, RequestError> {
-    let Some(data) = field(body, "data")?.as_array() else {
-        return Err(RequestError::Invalid(
-            "\"data\" must be an array of rows".into(),
-        ));
-    };
-    if data.is_empty() {
-        return Err(RequestError::Invalid("\"data\" must not be empty".into()));
-    }
-    let mut rows = Vec::with_capacity(data.len());
-    let mut seen = BTreeSet::new();
-    let mut repeated = BTreeSet::new();
-    for (i, raw) in data.iter().enumerate() {
-        let row = Row::from_json(schema, raw)
-            .map_err(|e| RequestError::Invalid(format!("data[{i}]: {e}")))?;
-        check_in_range(schema, range, row.key())?;
-        if !seen.insert(row.key()) {
-            repeated.insert(row.key());
-        }
-        rows.push(row);
-    }
-    if !repeated.is_empty() {
-        return Err(RequestError::Conflict(duplicate_message(
-            schema,
-            &repeated.into_iter().collect::<Vec<_>>(),
+    let rows = parse_rows(schema, field(body, "data")?).map_err(|e| match e {
+        RowsError::Invalid(m) => RequestError::Invalid(m),
+        RowsError::Duplicate(keys) => RequestError::Conflict(duplicate_message(
+            schema.key().as_str(),
+            &keys,
             "appears more than once in this batch",
-        )));
+        )),
+    })?;
+    for row in &rows {
+        check_in_range(schema, range, row.key())?;
     }
     Ok(Op::Write { rows })
-}
-
-/// The message for keys that collide: names every key.
-pub fn duplicate_message(schema: &Schema, keys: &[i64], why: &str) -> String {
-    let list: Vec<String> = keys.iter().map(i64::to_string).collect();
-    format!(
-        "duplicate {}: {} {why}; nothing of this batch was written",
-        schema.key(),
-        list.join(", ")
-    )
 }
 
 /// The key field (e.g. `"Stud_id": 7`), checked against the shard's range.
