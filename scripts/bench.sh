@@ -6,3 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh
 cargo bench --locked -p walshard-agent --bench write_throughput
 cargo bench --locked -p walshard-agent --bench replicated_write
+cargo bench --locked -p walshard-router --bench hashing

@@ -1,0 +1,17 @@
+//! The walshard router: the seed's load-balancer API over the shards and their replicas.
+//!
+//! - [`layout`]: the fleet's configuration (schema, shard ranges, placement) and key lookups.
+//! - [`requests`]: pure parsing and validation of the seed API's requests: `/init`, `/add`,
+//!   `/rm`, `/read`, `/write`, `/update`, `/del`; reads planned per shard, writes grouped per
+//!   shard.
+//! - [`hashing`]: consistent hashing of requests onto a shard's replicas.
+//! - [`routes`]: the routing view of a layout (server URLs, a hash ring per shard) and the
+//!   [`routes::Primaries`] source (the control plane's topology).
+//! - [`service`]: the data path over HTTP: `/read`, `/write`, `/update`, `/del`, `/status`,
+//!   `/metrics`.
+
+pub mod hashing;
+pub mod layout;
+pub mod requests;
+pub mod routes;
+pub mod service;

@@ -1,0 +1,500 @@
+//! Pure parsing and validation of the seed load balancer's requests (design.md §4). A request that
+//! fails here changes nothing. Writes are validated whole and grouped per shard; reads are planned
+//! per shard; `/init`, `/add` and `/rm` produce the next [`Layout`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::Value as Json;
+use walshard_contract::row::{json_kind, parse_key};
+use walshard_contract::{
+    Ident, KeyRange, Row, RowsError, Schema, ShardSpec, duplicate_message, parse_rows,
+};
+
+use crate::layout::{Layout, LayoutError, Placement};
+
+/// Why a request was refused; each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// 400
+    #[error("{0}")]
+    Invalid(String),
+    /// 404
+    #[error("{0}")]
+    NotFound(String),
+    /// 409
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl From<LayoutError> for RequestError {
+    fn from(e: LayoutError) -> Self {
+        RequestError::Invalid(e.to_string())
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> RequestError {
+    RequestError::Invalid(msg.into())
+}
+
+fn field<'a>(body: &'a Json, name: &str) -> Result<&'a Json, RequestError> {
+    body.get(name)
+        .ok_or_else(|| invalid(format!("missing field {name:?}")))
+}
+
+fn count(body: &Json, name: &str) -> Result<usize, RequestError> {
+    let v = field(body, name)?;
+    v.as_u64()
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| invalid(format!("{name:?} must be a non-negative integer, got {v}")))
+}
+
+fn ident(what: &str, v: &Json) -> Result<Ident, RequestError> {
+    let s = v
+        .as_str()
+        .ok_or_else(|| invalid(format!("{what} must be a string, got {}", json_kind(v))))?;
+    Ident::new(s).map_err(|e| invalid(format!("{what}: {e}")))
+}
+
+fn shard_specs(key: &str, v: &Json, name: &str) -> Result<Vec<ShardSpec>, RequestError> {
+    let list = v
+        .as_array()
+        .ok_or_else(|| invalid(format!("{name:?} must be an array of shards")))?;
+    list.iter()
+        .map(|s| ShardSpec::from_json(key, s).map_err(|e| invalid(format!("{name}: {e}"))))
+        .collect()
+}
+
+fn placement(v: &Json) -> Result<Placement, RequestError> {
+    let map = v
+        .as_object()
+        .ok_or_else(|| invalid("\"servers\" must map server names to lists of shard ids"))?;
+    let mut out = Placement::new();
+    for (server, held) in map {
+        let server = Ident::new(server).map_err(|e| invalid(format!("server name: {e}")))?;
+        let list = held
+            .as_array()
+            .ok_or_else(|| invalid(format!("servers.{server} must be a list of shard ids")))?;
+        let shards = list
+            .iter()
+            .map(|s| ident("shard id", s))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.insert(server, shards);
+    }
+    Ok(out)
+}
+
+/// `/init`: `{"N": 3, "schema": {...}, "shards": [...], "servers": {"Server0": ["sh1"], ...}}`.
+/// `N` must equal the number of servers named.
+pub fn parse_init(body: &Json) -> Result<Layout, RequestError> {
+    let schema: Schema = serde_json::from_value(field(body, "schema")?.clone())
+        .map_err(|e| invalid(format!("schema: {e}")))?;
+    let shards = shard_specs(schema.key().as_str(), field(body, "shards")?, "shards")?;
+    let servers = placement(field(body, "servers")?)?;
+    let n = count(body, "N")?;
+    if n != servers.len() {
+        return Err(invalid(format!(
+            "N is {n} but {} servers are named in \"servers\"",
+            servers.len()
+        )));
+    }
+    if n == 0 {
+        return Err(invalid("at least one server is needed"));
+    }
+    Ok(Layout::new(schema, shards, servers)?)
+}
+
+/// `/add`: `{"n": 2, "new_shards": [...], "servers": {"Server4": ["sh3", "sh5"], ...}}` against the
+/// current layout. Returns the new layout and the added servers. `n` must equal the number of
+/// servers named; they must be new; shards they hold must exist or be among `new_shards`.
+pub fn parse_add(current: &Layout, body: &Json) -> Result<(Layout, Vec<Ident>), RequestError> {
+    let key = current.schema.key().as_str();
+    let new_shards = match body.get("new_shards") {
+        Some(v) => shard_specs(key, v, "new_shards")?,
+        None => Vec::new(),
+    };
+    let servers = placement(field(body, "servers")?)?;
+    let n = count(body, "n")?;
+    if n > servers.len() {
+        return Err(invalid(format!(
+            "n is {n} but only {} new servers are named in \"servers\"",
+            servers.len()
+        )));
+    }
+    if n < servers.len() {
+        return Err(invalid(format!(
+            "n is {n} but {} new servers are named in \"servers\"",
+            servers.len()
+        )));
+    }
+    if n == 0 {
+        return Err(invalid("n must be at least 1"));
+    }
+    if let Some(existing) = servers.keys().find(|s| current.placement.contains_key(*s)) {
+        return Err(RequestError::Conflict(format!(
+            "server {existing} already exists"
+        )));
+    }
+    let mut shards = current.shards().to_vec();
+    shards.extend(new_shards);
+    let mut placement = current.placement.clone();
+    let added: Vec<Ident> = servers.keys().cloned().collect();
+    placement.extend(servers);
+    Ok((
+        Layout::new(current.schema.clone(), shards, placement)?,
+        added,
+    ))
+}
+
+/// The seed's wording for added servers: `Add Server:4 and Server:5`.
+pub fn add_message(added: &[Ident]) -> String {
+    let labels: Vec<String> = added
+        .iter()
+        .map(|s| {
+            let name = s.as_str();
+            let digits = name.trim_start_matches(|c: char| !c.is_ascii_digit());
+            if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) {
+                format!("{}:{digits}", &name[..name.len() - digits.len()])
+            } else {
+                name.to_owned()
+            }
+        })
+        .collect();
+    format!("Add {}", labels.join(" and "))
+}
+
+/// `/rm`: `{"n": 2, "servers": ["Server4"]}`: removes the named servers and chooses the rest
+/// (highest names first) among those whose loss leaves every shard with a replica. Returns the
+/// new layout and the removed servers, named ones first.
+pub fn parse_rm(current: &Layout, body: &Json) -> Result<(Layout, Vec<Ident>), RequestError> {
+    let n = count(body, "n")?;
+    let named = match body.get("servers") {
+        Some(Json::Array(list)) => list
+            .iter()
+            .map(|s| ident("server name", s))
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => {
+            return Err(invalid(format!(
+                "\"servers\" must be a list of server names, got {}",
+                json_kind(other)
+            )));
+        }
+        None => Vec::new(),
+    };
+    if named.len() > n {
+        return Err(invalid(format!(
+            "{} servers are named but n is {n}",
+            named.len()
+        )));
+    }
+    if n == 0 {
+        return Err(invalid("n must be at least 1"));
+    }
+    if n >= current.placement.len() {
+        return Err(invalid(format!(
+            "cannot remove {n} of {} servers: at least one must stay",
+            current.placement.len()
+        )));
+    }
+    let mut seen = BTreeSet::new();
+    for s in &named {
+        if !current.placement.contains_key(s) {
+            return Err(RequestError::NotFound(format!("no server named {s}")));
+        }
+        if !seen.insert(s) {
+            return Err(invalid(format!("server {s} is named twice")));
+        }
+    }
+    let mut placement = current.placement.clone();
+    for s in &named {
+        placement.remove(s);
+    }
+    if let Some(orphan) = orphaned_shard(current, &placement) {
+        return Err(invalid(format!(
+            "removing {} would leave shard {orphan} without a replica",
+            join(&named)
+        )));
+    }
+    let mut removed = named;
+    let candidates: Vec<Ident> = placement.keys().rev().cloned().collect();
+    for c in candidates {
+        if removed.len() == n {
+            break;
+        }
+        let held = placement.remove(&c).unwrap_or_default();
+        if orphaned_shard(current, &placement).is_some() {
+            placement.insert(c, held);
+        } else {
+            removed.push(c);
+        }
+    }
+    if removed.len() < n {
+        return Err(invalid(format!(
+            "cannot remove {n} servers without leaving a shard without a replica"
+        )));
+    }
+    let layout = Layout::new(current.schema.clone(), current.shards().to_vec(), placement)?;
+    Ok((layout, removed))
+}
+
+fn join(names: &[Ident]) -> String {
+    names
+        .iter()
+        .map(Ident::as_str)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A shard of `layout` that no server of `placement` holds.
+fn orphaned_shard(layout: &Layout, placement: &Placement) -> Option<Ident> {
+    let held: BTreeSet<&Ident> = placement.values().flatten().collect();
+    layout
+        .shards()
+        .iter()
+        .find(|s| !held.contains(&s.id))
+        .map(|s| s.id.clone())
+}
+
+/// How a read may be served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    /// Any replica, committed data only: may be stale, never wrong (the seed's behaviour).
+    #[default]
+    Eventual,
+    /// Linearizable: through the shard's primary after a read-index round.
+    Strong,
+}
+
+/// `/read`: `{"Stud_id": {"low": 1000, "high": 8889}}`, optionally `"consistency": "strong"`.
+pub fn parse_read(layout: &Layout, body: &Json) -> Result<(KeyRange, Consistency), RequestError> {
+    let key = layout.schema.key().as_str();
+    let range = KeyRange::from_json(field(body, key)?).map_err(|e| invalid(e.to_string()))?;
+    let consistency = match body.get("consistency") {
+        None => Consistency::Eventual,
+        Some(Json::String(s)) if s == "eventual" => Consistency::Eventual,
+        Some(Json::String(s)) if s == "strong" => Consistency::Strong,
+        Some(other) => {
+            return Err(invalid(format!(
+                "\"consistency\" must be \"strong\" or \"eventual\", got {other}"
+            )));
+        }
+    };
+    Ok((range, consistency))
+}
+
+/// `/write`: `{"data": [rows]}`, validated whole (types, every key in some shard, no key twice),
+/// then grouped per shard in request order.
+pub fn parse_write(
+    layout: &Layout,
+    body: &Json,
+) -> Result<BTreeMap<Ident, Vec<Row>>, RequestError> {
+    let key = layout.schema.key().as_str();
+    let rows = parse_rows(&layout.schema, field(body, "data")?).map_err(|e| match e {
+        RowsError::Invalid(m) => RequestError::Invalid(m),
+        RowsError::Duplicate(keys) => RequestError::Conflict(duplicate_message(
+            key,
+            &keys,
+            "appears more than once in this batch",
+        )),
+    })?;
+    let mut groups: BTreeMap<Ident, Vec<Row>> = BTreeMap::new();
+    let mut outside = Vec::new();
+    for row in rows {
+        match layout.shard_for(row.key()) {
+            Some(s) => groups.entry(s.id.clone()).or_default().push(row),
+            None => outside.push(row.key()),
+        }
+    }
+    if !outside.is_empty() {
+        let list: Vec<String> = outside.iter().map(i64::to_string).collect();
+        return Err(invalid(format!(
+            "{key} {} outside every shard; nothing was written",
+            list.join(", ")
+        )));
+    }
+    Ok(groups)
+}
+
+/// The shard of a single key, or 400 naming it.
+fn shard_of(layout: &Layout, key: i64) -> Result<Ident, RequestError> {
+    layout.shard_for(key).map(|s| s.id.clone()).ok_or_else(|| {
+        invalid(format!(
+            "{}:{key} is outside every shard",
+            layout.schema.key()
+        ))
+    })
+}
+
+/// `/update`: `{"Stud_id": 2255, "data": {row}}`, the row's key equal to `Stud_id`.
+pub fn parse_update(layout: &Layout, body: &Json) -> Result<(Ident, i64, Row), RequestError> {
+    let key_name = layout.schema.key().as_str();
+    let key = parse_key(key_name, field(body, key_name)?).map_err(|e| invalid(e.to_string()))?;
+    let row = Row::from_json(&layout.schema, field(body, "data")?)
+        .map_err(|e| invalid(format!("data: {e}")))?;
+    if row.key() != key {
+        return Err(invalid(format!(
+            "data.{key_name} is {} but {key_name} is {key}: the key of a row cannot change",
+            row.key()
+        )));
+    }
+    Ok((shard_of(layout, key)?, key, row))
+}
+
+/// `/del`: `{"Stud_id": 2255}`.
+pub fn parse_delete(layout: &Layout, body: &Json) -> Result<(Ident, i64), RequestError> {
+    let key_name = layout.schema.key().as_str();
+    let key = parse_key(key_name, field(body, key_name)?).map_err(|e| invalid(e.to_string()))?;
+    Ok((shard_of(layout, key)?, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::tests::{id, seed_layout};
+    use serde_json::json;
+
+    fn student(id: i64) -> Json {
+        json!({"Stud_id": id, "Stud_name": "x", "Stud_marks": 1})
+    }
+
+    #[test]
+    fn init_accepts_the_seed_example_and_checks_n() {
+        let body = json!({
+            "N": 3,
+            "schema": {"columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "String"]},
+            "shards": [
+                {"Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 4096},
+                {"Stud_id_low": 4096, "Shard_id": "sh2", "Shard_size": 4096},
+                {"Stud_id_low": 8192, "Shard_id": "sh3", "Shard_size": 4096}
+            ],
+            "servers": {"Server0": ["sh1", "sh2"], "Server1": ["sh2", "sh3"], "Server2": ["sh1", "sh3"]}
+        });
+        let l = parse_init(&body).expect("valid");
+        assert_eq!(l.placement.len(), 3);
+        let mut wrong_n = body.clone();
+        wrong_n["N"] = json!(4);
+        assert!(
+            matches!(parse_init(&wrong_n), Err(RequestError::Invalid(m)) if m.contains("N is 4 but 3"))
+        );
+        let mut overlap = body.clone();
+        overlap["shards"][1]["Stud_id_low"] = json!(100);
+        assert!(parse_init(&overlap).is_err());
+        let mut unknown = body;
+        unknown["servers"]["Server2"] = json!(["sh9"]);
+        assert!(parse_init(&unknown).is_err());
+    }
+
+    #[test]
+    fn add_checks_n_names_and_shards() {
+        let l = seed_layout();
+        let body = json!({"n": 2, "new_shards": [{"Stud_id_low": 16384, "Shard_id": "sh5", "Shard_size": 4096}],
+                          "servers": {"Server6": ["sh5", "sh1"], "Server7": ["sh5"]}});
+        let (next, added) = parse_add(&l, &body).expect("valid");
+        assert_eq!(next.placement.len(), 8);
+        assert_eq!(next.shard_for(20000).map(|s| s.id.as_str()), Some("sh5"));
+        assert_eq!(add_message(&added), "Add Server:6 and Server:7");
+        let mut too_many = body.clone();
+        too_many["n"] = json!(3);
+        assert!(
+            matches!(parse_add(&l, &too_many), Err(RequestError::Invalid(m)) if m.contains("only 2"))
+        );
+        let existing = json!({"n": 1, "servers": {"Server0": ["sh1"]}});
+        assert!(matches!(
+            parse_add(&l, &existing),
+            Err(RequestError::Conflict(_))
+        ));
+        let unknown = json!({"n": 1, "servers": {"Server9": ["sh7"]}});
+        assert!(parse_add(&l, &unknown).is_err());
+    }
+
+    #[test]
+    fn rm_removes_named_then_chooses_safely() {
+        let l = seed_layout();
+        let (next, removed) =
+            parse_rm(&l, &json!({"n": 2, "servers": ["Server4"]})).expect("valid");
+        assert_eq!(removed[0], id("Server4"));
+        assert_eq!(removed.len(), 2);
+        assert_eq!(next.placement.len(), 4);
+        assert!(matches!(
+            parse_rm(&l, &json!({"n": 1, "servers": ["Server4", "Server5"]})),
+            Err(RequestError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_rm(&l, &json!({"n": 1, "servers": ["Server9"]})),
+            Err(RequestError::NotFound(_))
+        ));
+        assert!(parse_rm(&l, &json!({"n": 6})).is_err());
+        // Removing every holder of sh1 is refused.
+        let r = parse_rm(
+            &l,
+            &json!({"n": 3, "servers": ["Server0", "Server2", "Server4"]}),
+        );
+        assert!(matches!(r, Err(RequestError::Invalid(m)) if m.contains("sh1 without a replica")));
+    }
+
+    #[test]
+    fn writes_are_validated_whole_and_grouped() {
+        let l = seed_layout();
+        let groups = parse_write(
+            &l,
+            &json!({"data": [student(1), student(5000), student(2), student(9000)]}),
+        )
+        .expect("valid");
+        let shape: Vec<(&str, Vec<i64>)> = groups
+            .iter()
+            .map(|(s, rows)| (s.as_str(), rows.iter().map(Row::key).collect()))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("sh1", vec![1, 2]),
+                ("sh2", vec![5000]),
+                ("sh3", vec![9000])
+            ]
+        );
+        assert!(
+            matches!(parse_write(&l, &json!({"data": [student(1), student(99_999)]})), Err(RequestError::Invalid(m)) if m.contains("99999 outside every shard"))
+        );
+        assert!(
+            matches!(parse_write(&l, &json!({"data": [student(3), student(3)]})), Err(RequestError::Conflict(m)) if m.contains("Stud_id: 3"))
+        );
+        assert!(
+            parse_write(
+                &l,
+                &json!({"data": [{"Stud_id": "1", "Stud_name": "x", "Stud_marks": 1}]})
+            )
+            .is_err()
+        );
+        assert!(parse_write(&l, &json!({"data": []})).is_err());
+    }
+
+    #[test]
+    fn reads_updates_and_deletes() {
+        let l = seed_layout();
+        let (r, c) =
+            parse_read(&l, &json!({"Stud_id": {"low": 1000, "high": 8889}})).expect("valid");
+        assert_eq!((r.low, r.high, c), (1000, 8889, Consistency::Eventual));
+        let (_, c) = parse_read(
+            &l,
+            &json!({"Stud_id": {"low": 1, "high": 2}, "consistency": "strong"}),
+        )
+        .expect("valid");
+        assert_eq!(c, Consistency::Strong);
+        assert!(parse_read(&l, &json!({"Stud_id": {"low": 2, "high": 1}})).is_err());
+        assert!(
+            parse_read(
+                &l,
+                &json!({"Stud_id": {"low": 1, "high": 2}, "consistency": "sometimes"})
+            )
+            .is_err()
+        );
+        let (shard, key, _) =
+            parse_update(&l, &json!({"Stud_id": 2255, "data": student(2255)})).expect("valid");
+        assert_eq!((shard.as_str(), key), ("sh1", 2255));
+        assert!(parse_update(&l, &json!({"Stud_id": 2255, "data": student(2256)})).is_err());
+        assert_eq!(
+            parse_delete(&l, &json!({"Stud_id": 4096})).map(|(s, k)| (s.to_string(), k)),
+            Ok(("sh2".into(), 4096))
+        );
+        assert!(parse_delete(&l, &json!({"Stud_id": -5})).is_err());
+    }
+}

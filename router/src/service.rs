@@ -1,0 +1,540 @@
+//! The router's data path over HTTP: the seed's `/read`, `/write`, `/update`, `/del` and
+//! `/status`, sent to the shard agents.
+//!
+//! - Reads fan out over the shards a range touches, in parallel. An eventual read goes to the
+//!   replica the shard's consistent-hash ring picks for the request, falling back around the ring
+//!   if it fails; a strong read goes to the primary, which runs a read-index round.
+//! - Writes are validated whole, grouped per shard, and sent to every shard's primary in
+//!   parallel, each group with an operation id that stays the same across retries (so a retry
+//!   after a timeout or a failover is applied once). A "not the primary" answer (421) is followed
+//!   to the primary it names, or the topology is asked again; an in-doubt 503 or a lost
+//!   connection is retried until [`WRITE_DEADLINE`]. If some shards fail, the answer says exactly
+//!   which entries were written.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use serde_json::{Map, Value as Json_, json};
+use tracing::{debug, warn};
+use walshard_contract::{Failure, Ident, KeyRange, Row, STATUS_SUCCESS};
+
+use crate::requests::{self, Consistency, RequestError};
+use crate::routes::{Primaries, Routes};
+
+/// How long a write keeps retrying through failovers before it answers 503.
+pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
+/// Timeout of one call to an agent.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Header carrying the operation id (the agent's `x-walshard-op-id`).
+const OP_ID_HEADER: &str = "x-walshard-op-id";
+
+/// An error answer in the seed's failure shape, with extra fields when useful.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+    pub extra: Map<String, Json_>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            extra: Map::new(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = match serde_json::to_value(Failure::new(self.message)) {
+            Ok(Json_::Object(m)) => m,
+            _ => Map::new(),
+        };
+        body.extend(self.extra);
+        (self.status, Json(Json_::Object(body))).into_response()
+    }
+}
+
+impl From<RequestError> for ApiError {
+    fn from(e: RequestError) -> Self {
+        let status = match e {
+            RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RequestError::NotFound(_) => StatusCode::NOT_FOUND,
+            RequestError::Conflict(_) => StatusCode::CONFLICT,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    reason: String,
+}
+
+/// The router's Prometheus metrics.
+pub struct RouterMetrics {
+    registry: Registry,
+    requests: Family<EndpointLabels, Counter>,
+    seconds: Family<EndpointLabels, Histogram>,
+    retries: Family<RetryLabels, Counter>,
+}
+
+impl RouterMetrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("walshard_router");
+        let requests = Family::<EndpointLabels, Counter>::default();
+        let seconds = Family::<EndpointLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
+        let retries = Family::<RetryLabels, Counter>::default();
+        registry.register("requests", "Seed API requests answered", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Seed API latency",
+            seconds.clone(),
+        );
+        registry.register(
+            "agent_retries",
+            "Calls to agents retried, by reason",
+            retries.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            seconds,
+            retries,
+        }
+    }
+
+    fn record(&self, endpoint: &str, status: StatusCode, started: Instant) {
+        let labels = EndpointLabels {
+            endpoint: endpoint.to_owned(),
+            status: status.as_u16(),
+        };
+        self.requests.get_or_create(&labels).inc();
+        self.seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn retry(&self, reason: &str) {
+        self.retries
+            .get_or_create(&RetryLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// Shared state of the router service.
+pub struct RouterState {
+    routes: RwLock<Arc<Routes>>,
+    primaries: Arc<dyn Primaries>,
+    http: reqwest::Client,
+    token: String,
+    metrics: RouterMetrics,
+}
+
+impl RouterState {
+    /// `token` is the cluster token the agents require.
+    pub fn new(
+        routes: Routes,
+        primaries: Arc<dyn Primaries>,
+        token: impl Into<String>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            routes: RwLock::new(Arc::new(routes)),
+            primaries,
+            http: reqwest::Client::builder()
+                .timeout(CALL_TIMEOUT)
+                .tcp_nodelay(true)
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap_or_default(),
+            token: token.into(),
+            metrics: RouterMetrics::new(),
+        })
+    }
+
+    /// Replaces the layout (after `/init`, `/add`, `/rm`).
+    pub fn set_routes(&self, routes: Routes) {
+        if let Ok(mut r) = self.routes.write() {
+            *r = Arc::new(routes);
+        }
+    }
+
+    fn routes(&self) -> Arc<Routes> {
+        match self.routes.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// One call to an agent: `(status, body)`, or the transport error.
+    async fn call(
+        &self,
+        url: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: &Json_,
+        op_id: Option<&str>,
+    ) -> Result<(u16, Json_), reqwest::Error> {
+        let mut req = self
+            .http
+            .request(method, format!("{url}{path}"))
+            .bearer_auth(&self.token)
+            .json(body);
+        if let Some(id) = op_id {
+            req = req.header(OP_ID_HEADER, id);
+        }
+        let resp = req.send().await?;
+        let status = resp.status().as_u16();
+        let value = resp.json::<Json_>().await.unwrap_or(Json_::Null);
+        Ok((status, value))
+    }
+
+    /// Sends `body` to the shard's primary until it answers for sure or [`WRITE_DEADLINE`]
+    /// passes: follows 421 hints, asks the topology again, retries in-doubt failures with the
+    /// same `op_id`.
+    async fn to_primary(
+        &self,
+        shard: &Ident,
+        method: reqwest::Method,
+        path: &str,
+        body: &Json_,
+        op_id: Option<&str>,
+    ) -> Result<Json_, ApiError> {
+        let deadline = Instant::now() + WRITE_DEADLINE;
+        let mut hint: Option<String> = None;
+        let mut last_error = format!("shard {shard} has no primary");
+        let mut pause = Duration::from_millis(5);
+        while Instant::now() < deadline {
+            let primary = hint
+                .take()
+                .or_else(|| self.primaries.primary(shard.as_str()));
+            let routes = self.routes();
+            let Some((server, url)) =
+                primary.and_then(|p| routes.url(&p).map(|u| (p.clone(), u.to_owned())))
+            else {
+                self.metrics.retry("no-primary");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+                continue;
+            };
+            match self.call(&url, method.clone(), path, body, op_id).await {
+                Ok((200, v)) => return Ok(v),
+                Ok((421, v)) => {
+                    self.metrics.retry("not-primary");
+                    hint = v["primary"]
+                        .as_str()
+                        .filter(|p| *p != server)
+                        .map(str::to_owned);
+                    last_error = message_of(&v);
+                }
+                Ok((503, v)) if message_of(&v).contains("no majority") => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        message_of(&v),
+                    ));
+                }
+                Ok((code, v)) if (400..500).contains(&code) => {
+                    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+                    return Err(ApiError::new(status, message_of(&v)));
+                }
+                Ok((code, v)) => {
+                    self.metrics.retry("unavailable");
+                    last_error = format!("{server} answered {code}: {}", message_of(&v));
+                }
+                Err(e) => {
+                    self.metrics.retry("unreachable");
+                    last_error = format!("{server} unreachable: {e}");
+                }
+            }
+            debug!(%shard, %last_error, "retrying the primary");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "shard {shard}: {last_error}; gave up after {}s (a retry is safe)",
+                WRITE_DEADLINE.as_secs()
+            ),
+        ))
+    }
+
+    /// An eventual read of one shard: the ring's pick first, then the others.
+    async fn read_any(
+        &self,
+        shard: &Ident,
+        range: KeyRange,
+        request_id: u64,
+    ) -> Result<Vec<Json_>, ApiError> {
+        let routes = self.routes();
+        let key = routes.layout.schema.key().to_string();
+        let body = json!({"shard": shard.as_str(), key: {"low": range.low, "high": range.high}});
+        let mut last_error = format!("shard {shard} has no replica");
+        for server in routes.read_order(shard, request_id) {
+            let Some(url) = routes.url(server) else {
+                continue;
+            };
+            match self
+                .call(url, reqwest::Method::POST, "/read", &body, None)
+                .await
+            {
+                Ok((200, v)) => return Ok(rows_of(&v)),
+                Ok((code, v)) => {
+                    last_error = format!("{server} answered {code}: {}", message_of(&v))
+                }
+                Err(e) => last_error = format!("{server} unreachable: {e}"),
+            }
+            self.metrics.retry("read-fallback");
+        }
+        Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, last_error))
+    }
+
+    async fn read_strong(&self, shard: &Ident, range: KeyRange) -> Result<Vec<Json_>, ApiError> {
+        let key = self.routes().layout.schema.key().to_string();
+        let body = json!({"shard": shard.as_str(), key: {"low": range.low, "high": range.high}, "consistency": "strong"});
+        let v = self
+            .to_primary(shard, reqwest::Method::POST, "/read", &body, None)
+            .await?;
+        Ok(rows_of(&v))
+    }
+}
+
+fn message_of(v: &Json_) -> String {
+    v["message"]
+        .as_str()
+        .map_or_else(|| v.to_string(), str::to_owned)
+}
+
+fn rows_of(v: &Json_) -> Vec<Json_> {
+    v["data"].as_array().cloned().unwrap_or_default()
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Json_, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
+}
+
+fn new_op_id() -> String {
+    format!("{:032x}", uuid::Uuid::new_v4().as_u128())
+}
+
+/// The router's data-path endpoints.
+pub fn router(state: Arc<RouterState>, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/read", post(read))
+        .route("/write", post(write))
+        .route("/update", put(update))
+        .route("/del", delete(del))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Runs a handler body and records its outcome in the metrics.
+async fn timed(
+    state: &RouterState,
+    endpoint: &str,
+    work: impl Future<Output = Result<Json_, ApiError>>,
+) -> Response {
+    let started = Instant::now();
+    let (status, response) = match work.await {
+        Ok(v) => (StatusCode::OK, Json(v).into_response()),
+        Err(e) => (e.status, e.into_response()),
+    };
+    state.metrics.record(endpoint, status, started);
+    response
+}
+
+async fn status(State(state): State<Arc<RouterState>>) -> Response {
+    timed(&state, "/status", async {
+        let routes = state.routes();
+        let mut v = routes
+            .layout
+            .to_json(|s| state.primaries.primary(s.as_str()));
+        v["status"] = STATUS_SUCCESS.into();
+        Ok(v)
+    })
+    .await
+}
+
+async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &state.metrics.registry).is_err() {
+        out.clear();
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+async fn read(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
+    timed(&state, "/read", async {
+        let body = parse_json(&body)?;
+        let routes = state.routes();
+        let (range, consistency) = requests::parse_read(&routes.layout, &body)?;
+        let plan = routes.layout.plan_read(range);
+        let request_id = uuid::Uuid::new_v4().as_u128() as u64;
+        let calls = plan.iter().map(|(shard, part)| {
+            let state = state.clone();
+            let (shard, part) = (shard.id.clone(), *part);
+            async move {
+                match consistency {
+                    Consistency::Eventual => state.read_any(&shard, part, request_id).await,
+                    Consistency::Strong => state.read_strong(&shard, part).await,
+                }
+            }
+        });
+        let results = futures::future::join_all(calls).await;
+        let mut data = Vec::new();
+        for r in results {
+            data.extend(r?);
+        }
+        let queried: Vec<&str> = plan.iter().map(|(s, _)| s.id.as_str()).collect();
+        Ok(json!({"shards_queried": queried, "data": data, "status": STATUS_SUCCESS}))
+    })
+    .await
+}
+
+async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
+    timed(&state, "/write", async {
+        let body = parse_json(&body)?;
+        let routes = state.routes();
+        let schema = routes.layout.schema.clone();
+        let groups = requests::parse_write(&routes.layout, &body)?;
+        let total: usize = groups.values().map(Vec::len).sum();
+        let calls = groups.into_iter().map(|(shard, rows)| {
+            let state = state.clone();
+            let schema = schema.clone();
+            async move {
+                let data: Vec<Json_> = rows
+                    .iter()
+                    .map(|r| Json_::Object(r.to_json(&schema)))
+                    .collect();
+                let body = json!({"shard": shard.as_str(), "data": data});
+                let op_id = new_op_id();
+                let result = state
+                    .to_primary(&shard, reqwest::Method::POST, "/write", &body, Some(&op_id))
+                    .await;
+                (shard, rows, result)
+            }
+        });
+        let results = futures::future::join_all(calls).await;
+        let mut written: Vec<i64> = Vec::new();
+        let mut failures: Vec<(Ident, Vec<i64>, ApiError)> = Vec::new();
+        for (shard, rows, result) in results {
+            let keys: Vec<i64> = rows.iter().map(Row::key).collect();
+            match result {
+                Ok(_) => written.extend(keys),
+                Err(e) => failures.push((shard, keys, e)),
+            }
+        }
+        if failures.is_empty() {
+            return Ok(
+                json!({"message": format!("{total} Data entries added"), "status": STATUS_SUCCESS}),
+            );
+        }
+        let status = failures
+            .first()
+            .map_or(StatusCode::BAD_GATEWAY, |(_, _, e)| e.status);
+        let detail: Vec<String> = failures
+            .iter()
+            .map(|(s, _, e)| format!("{s}: {}", e.message))
+            .collect();
+        let failed: Map<String, Json_> = failures
+            .iter()
+            .map(|(s, keys, _)| (s.to_string(), json!(keys)))
+            .collect();
+        warn!(written = written.len(), total, "write partly failed");
+        let mut err = ApiError::new(
+            status,
+            format!(
+                "{} of {total} entries written; failed: {}",
+                written.len(),
+                detail.join("; ")
+            ),
+        );
+        err.extra.insert("written".into(), json!(written));
+        err.extra.insert("failed".into(), Json_::Object(failed));
+        Err(err)
+    })
+    .await
+}
+
+async fn update(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
+    timed(&state, "/update", async {
+        let body = parse_json(&body)?;
+        let routes = state.routes();
+        let (shard, key, row) = requests::parse_update(&routes.layout, &body)?;
+        let key_name = routes.layout.schema.key().to_string();
+        let data = Json_::Object(row.to_json(&routes.layout.schema));
+        let agent_body = json!({"shard": shard.as_str(), key_name: key, "data": data});
+        let v = state
+            .to_primary(
+                &shard,
+                reqwest::Method::PUT,
+                "/update",
+                &agent_body,
+                Some(&new_op_id()),
+            )
+            .await?;
+        Ok(json!({"message": message_of(&v), "status": STATUS_SUCCESS}))
+    })
+    .await
+}
+
+async fn del(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
+    timed(&state, "/del", async {
+        let body = parse_json(&body)?;
+        let routes = state.routes();
+        let (shard, key) = requests::parse_delete(&routes.layout, &body)?;
+        let key_name = routes.layout.schema.key().to_string();
+        let agent_body = json!({"shard": shard.as_str(), key_name: key});
+        let v = state
+            .to_primary(
+                &shard,
+                reqwest::Method::DELETE,
+                "/del",
+                &agent_body,
+                Some(&new_op_id()),
+            )
+            .await?;
+        Ok(json!({"message": message_of(&v), "status": STATUS_SUCCESS}))
+    })
+    .await
+}
