@@ -12,7 +12,9 @@ pub mod row;
 pub mod schema;
 pub mod shard;
 
-pub use envelope::{Failure, STATUS_FAILURE, STATUS_SUCCESS, STATUS_SUCCESSFUL};
+pub use envelope::{
+    ApiError, Failure, RequestError, STATUS_FAILURE, STATUS_SUCCESS, STATUS_SUCCESSFUL,
+};
 pub use ident::{Ident, IdentError};
 pub use replication::{Quorum, ReplicaRef, majority};
 pub use row::{KeyRange, Row, RowError, RowsError, Value, duplicate_message, parse_rows};

@@ -5,26 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value as Json;
+pub use walshard_contract::RequestError;
 use walshard_contract::row::{json_kind, parse_key};
 use walshard_contract::{
     Ident, KeyRange, Row, RowsError, Schema, ShardSpec, duplicate_message, parse_rows,
 };
 
 use crate::layout::{Layout, LayoutError, Placement};
-
-/// Why a request was refused; each maps to one HTTP status.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
-    /// 400
-    #[error("{0}")]
-    Invalid(String),
-    /// 404
-    #[error("{0}")]
-    NotFound(String),
-    /// 409
-    #[error("{0}")]
-    Conflict(String),
-}
 
 impl From<LayoutError> for RequestError {
     fn from(e: LayoutError) -> Self {

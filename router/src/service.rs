@@ -27,9 +27,9 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value as Json_, json};
 use tracing::{debug, warn};
-use walshard_contract::{Failure, Ident, KeyRange, Row, STATUS_SUCCESS};
+use walshard_contract::{ApiError, Ident, KeyRange, Row, STATUS_SUCCESS};
 
-use crate::requests::{self, Consistency, RequestError};
+use crate::requests::{self, Consistency};
 use crate::routes::{Primaries, Routes};
 
 /// How long a write keeps retrying through failovers before it answers 503.
@@ -38,46 +38,6 @@ pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Header carrying the operation id (the agent's `x-walshard-op-id`).
 const OP_ID_HEADER: &str = "x-walshard-op-id";
-
-/// An error answer in the seed's failure shape, with extra fields when useful.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub extra: Map<String, Json_>,
-}
-
-impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            extra: Map::new(),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = match serde_json::to_value(Failure::new(self.message)) {
-            Ok(Json_::Object(m)) => m,
-            _ => Map::new(),
-        };
-        body.extend(self.extra);
-        (self.status, Json(Json_::Object(body))).into_response()
-    }
-}
-
-impl From<RequestError> for ApiError {
-    fn from(e: RequestError) -> Self {
-        let status = match e {
-            RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
-            RequestError::NotFound(_) => StatusCode::NOT_FOUND,
-            RequestError::Conflict(_) => StatusCode::CONFLICT,
-        };
-        ApiError::new(status, e.to_string())
-    }
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
@@ -370,7 +330,10 @@ async fn timed(
     let started = Instant::now();
     let (status, response) = match work.await {
         Ok(v) => (StatusCode::OK, Json(v).into_response()),
-        Err(e) => (e.status, e.into_response()),
+        Err(e) => (
+            StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            e.into_response(),
+        ),
     };
     state.metrics.record(endpoint, status, started);
     response
@@ -471,7 +434,7 @@ async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
         }
         let status = failures
             .first()
-            .map_or(StatusCode::BAD_GATEWAY, |(_, _, e)| e.status);
+            .map_or(StatusCode::BAD_GATEWAY.as_u16(), |(_, _, e)| e.status);
         let detail: Vec<String> = failures
             .iter()
             .map(|(s, _, e)| format!("{s}: {}", e.message))

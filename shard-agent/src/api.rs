@@ -17,7 +17,8 @@ use axum::{Json, Router};
 use serde_json::{Map, Value as Json_, json};
 use subtle::ConstantTimeEq;
 use walshard_contract::{
-    Failure, Ident, Quorum, ReplicaRef, Row, STATUS_SUCCESS, Schema, ShardSpec, duplicate_message,
+    ApiError, Ident, Quorum, ReplicaRef, RequestError, Row, STATUS_SUCCESS, Schema, ShardSpec,
+    duplicate_message,
 };
 
 use crate::agent::{Agent, AgentError};
@@ -25,59 +26,13 @@ use crate::ops::{Op, Outcome};
 use crate::replication::{
     AppendRequest, H_COMMIT, H_EPOCH, H_PREV_EPOCH, H_PREV_LSN, H_PRIMARY, decode_entries,
 };
-use crate::requests::{self, RequestError};
+use crate::requests;
 use crate::shard::{Shard, ShardError};
 use crate::store::Snapshot;
 use crate::wal::OpId;
 
 /// Header carrying the operation id that makes a retried write idempotent.
 pub const OP_ID_HEADER: &str = "x-walshard-op-id";
-
-/// An error answer: status code plus the seed's failure body, with extra fields where the
-/// caller needs them (the current epoch and primary, a replica's last LSN).
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub message: String,
-    pub extra: Map<String, Json_>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            message: message.into(),
-            extra: Map::new(),
-        }
-    }
-
-    fn with(mut self, key: &str, value: impl Into<Json_>) -> Self {
-        self.extra.insert(key.to_owned(), value.into());
-        self
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut body = match serde_json::to_value(Failure::new(self.message)) {
-            Ok(Json_::Object(m)) => m,
-            _ => Map::new(),
-        };
-        body.extend(self.extra);
-        (self.status, Json(Json_::Object(body))).into_response()
-    }
-}
-
-impl From<RequestError> for ApiError {
-    fn from(e: RequestError) -> Self {
-        let status = match e {
-            RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
-            RequestError::NotFound(_) => StatusCode::NOT_FOUND,
-            RequestError::Conflict(_) => StatusCode::CONFLICT,
-        };
-        ApiError::new(status, e.to_string())
-    }
-}
 
 impl From<ShardError> for ApiError {
     fn from(e: ShardError) -> Self {

@@ -4,37 +4,10 @@
 use serde_json::Value as Json;
 use walshard_contract::row::{json_kind, parse_key};
 use walshard_contract::{
-    Ident, KeyRange, Row, RowError, RowsError, Schema, ShardError, ShardSpec, duplicate_message,
-    parse_rows,
+    Ident, KeyRange, RequestError, Row, RowsError, Schema, ShardSpec, duplicate_message, parse_rows,
 };
 
 use crate::ops::Op;
-
-/// Why a request was refused; each maps to one HTTP status.
-#[derive(Debug, thiserror::Error, PartialEq)]
-pub enum RequestError {
-    /// 400
-    #[error("{0}")]
-    Invalid(String),
-    /// 404
-    #[error("{0}")]
-    NotFound(String),
-    /// 409
-    #[error("{0}")]
-    Conflict(String),
-}
-
-impl From<RowError> for RequestError {
-    fn from(e: RowError) -> Self {
-        RequestError::Invalid(e.to_string())
-    }
-}
-
-impl From<ShardError> for RequestError {
-    fn from(e: ShardError) -> Self {
-        RequestError::Invalid(e.to_string())
-    }
-}
 
 fn field<'a>(body: &'a Json, name: &str) -> Result<&'a Json, RequestError> {
     body.get(name)

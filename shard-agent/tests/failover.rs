@@ -14,13 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{AgentProc, Client, TOKEN, start_replicas, student};
-use prometheus_client::registry::Registry;
+use common::{AgentProc, Client, TOKEN, spawn_control_plane, start_replicas, student};
 use reqwest::Method;
 use serde_json::{Value, json};
-use walshard_operator::runtime::{
-    ClusterSpec, ControlHandle, ControlPlane, ControlPlaneConfig, HttpAgentApi, HttpTimeouts,
-};
+use walshard_operator::runtime::{ClusterSpec, ControlHandle};
 use walshard_testkit::invariants::{
     AckLedger, Op, OpResult, check_acked_present, check_convergence, check_linearizable_register,
     check_single_primary,
@@ -63,22 +60,7 @@ impl Fleet {
             )]),
             write_quorum: Default::default(),
         };
-        let api = HttpAgentApi::new(TOKEN, HttpTimeouts::default()).expect("api");
-        let mut cp = ControlPlane::new(
-            spec,
-            api,
-            ControlPlaneConfig::default(),
-            &mut Registry::default(),
-        )
-        .expect("control plane");
-        let handle = cp.handle();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(async move {
-            cp.run(Duration::from_millis(200), async {
-                let _ = stop_rx.await;
-            })
-            .await;
-        });
+        let (handle, stop_tx) = spawn_control_plane(spec);
         let fleet = Fleet {
             _dbs: dbs,
             agents,

@@ -8,14 +8,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{AgentProc, Client, TOKEN, student};
-use prometheus_client::registry::Registry;
+use common::{AgentProc, Client, TOKEN, spawn_control_plane, student};
 use reqwest::Method;
 use serde_json::{Value, json};
 use walshard_contract::{Ident, Schema, ShardSpec};
-use walshard_operator::runtime::{
-    ClusterSpec, ControlPlane, ControlPlaneConfig, HttpAgentApi, HttpTimeouts,
-};
+use walshard_operator::runtime::ClusterSpec;
 use walshard_router::hashing::HashMode;
 use walshard_router::layout::Layout;
 use walshard_router::routes::Routes;
@@ -68,22 +65,7 @@ async fn seed_data_path_through_the_router_with_failover() {
         ]),
         write_quorum: Default::default(),
     };
-    let api = HttpAgentApi::new(TOKEN, HttpTimeouts::default()).expect("api");
-    let mut cp = ControlPlane::new(
-        spec,
-        api,
-        ControlPlaneConfig::default(),
-        &mut Registry::default(),
-    )
-    .expect("cp");
-    let handle = cp.handle();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        cp.run(Duration::from_millis(200), async {
-            let _ = stop_rx.await;
-        })
-        .await;
-    });
+    let (handle, stop_tx) = spawn_control_plane(spec);
     // Router.
     let specs: Vec<ShardSpec> = shards
         .as_array()

@@ -267,6 +267,32 @@ pub async fn start_replicas(
     (dbs, agents)
 }
 
+/// Runs the real control plane (heartbeat every 200 ms) over `spec` until the sender is dropped
+/// or fired.
+pub fn spawn_control_plane(
+    spec: walshard_operator::runtime::ClusterSpec,
+) -> (
+    walshard_operator::runtime::ControlHandle,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    use walshard_operator::runtime::{
+        ControlPlane, ControlPlaneConfig, HttpAgentApi, HttpTimeouts,
+    };
+    let api = HttpAgentApi::new(TOKEN, HttpTimeouts::default()).expect("agent API client");
+    let mut registry = prometheus_client::registry::Registry::default();
+    let mut cp = ControlPlane::new(spec, api, ControlPlaneConfig::default(), &mut registry)
+        .expect("control plane");
+    let handle = cp.handle();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        cp.run(Duration::from_millis(200), async {
+            let _ = stop_rx.await;
+        })
+        .await;
+    });
+    (handle, stop_tx)
+}
+
 pub fn seed_schema() -> Value {
     json!({"columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "Number"]})
 }
