@@ -27,18 +27,7 @@ async fn main() -> BenchResult<()> {
     let base_keys = Arc::new(AtomicI64::new(0));
     let mut results = Vec::new();
     for &conc in &[1usize, 16, 64] {
-        let baseline = measured(
-            &base_pids,
-            direct_cell(&base_db.url(), conc, 1, secs, base_keys.clone()),
-        )
-        .await?;
-        print_row(
-            "direct MariaDB, autocommit, flush=1",
-            conc,
-            1,
-            &baseline,
-            None,
-        );
+        let baseline = baseline_row(&base_db, conc, secs, base_keys.clone()).await?;
         for &batch in &[1i64, 100] {
             let cell = measured(
                 &agent_pids,

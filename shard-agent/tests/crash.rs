@@ -79,6 +79,31 @@ impl Round {
     }
 }
 
+impl Ledger {
+    fn ack(&mut self, rows: &[Value]) {
+        for r in rows {
+            self.acked
+                .insert(r["Stud_id"].as_i64().unwrap_or_default(), r.clone());
+        }
+    }
+}
+
+/// Rows of a `/write` body.
+fn rows_of(body: &Value) -> Vec<Value> {
+    body["data"].as_array().cloned().unwrap_or_default()
+}
+
+/// One `/write` carrying its operation id.
+async fn send_write(c: &Client, body: &Value, op: &str) -> Result<(u16, Value), reqwest::Error> {
+    c.call_with(
+        Method::POST,
+        "/write",
+        Some(body.clone()),
+        &[("x-walshard-op-id", op)],
+    )
+    .await
+}
+
 async fn configure(c: &Client) {
     let (code, v) = c
         .post("/config", json!({"schema": seed_schema(), "shards": [{"Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 1_000_000_000}]}))
@@ -104,21 +129,10 @@ async fn stream_writes(
         let mine: Vec<(String, Value)> = retry.iter().skip(w).step_by(WRITERS).cloned().collect();
         tasks.push(tokio::spawn(async move {
             for (op, body) in mine {
-                match c
-                    .call_with(
-                        Method::POST,
-                        "/write",
-                        Some(body.clone()),
-                        &[("x-walshard-op-id", &op)],
-                    )
-                    .await
-                {
+                match send_write(&c, &body, &op).await {
                     Ok((200, _)) => {
                         let mut l = ledger.lock().expect("ledger");
-                        for row in body["data"].as_array().into_iter().flatten() {
-                            l.acked
-                                .insert(row["Stud_id"].as_i64().unwrap_or_default(), row.clone());
-                        }
+                        l.ack(&rows_of(&body));
                         l.retried_ok += 1;
                     }
                     Ok((code, v)) => panic!("retry of in-doubt op {op} answered {code} {v}"),
@@ -141,21 +155,8 @@ async fn stream_writes(
                             .insert(r["Stud_id"].as_i64().unwrap_or_default(), r.clone());
                     }
                 }
-                match c
-                    .call_with(
-                        Method::POST,
-                        "/write",
-                        Some(body.clone()),
-                        &[("x-walshard-op-id", &op)],
-                    )
-                    .await
-                {
-                    Ok((200, _)) => {
-                        let mut l = ledger.lock().expect("ledger");
-                        for r in rows {
-                            l.acked.insert(r["Stud_id"].as_i64().unwrap_or_default(), r);
-                        }
-                    }
+                match send_write(&c, &body, &op).await {
+                    Ok((200, _)) => ledger.lock().expect("ledger").ack(&rows),
                     Ok((503, _)) | Err(_) => {
                         ledger.lock().expect("ledger").in_doubt.push((op, body));
                         if w % 2 == 0 {

@@ -83,6 +83,19 @@ pub async fn configure(http: &reqwest::Client, url: &str, shard: &str) -> BenchR
     Ok(())
 }
 
+/// Measures and prints the durable baseline (single-row autocommit INSERTs) at `conc`.
+pub async fn baseline_row(
+    db: &MariaDb,
+    conc: usize,
+    secs: f64,
+    keys: Arc<AtomicI64>,
+) -> BenchResult<Cell> {
+    let pids: Vec<u32> = db.pid().into_iter().collect();
+    let cell = measured(&pids, direct_cell(&db.url(), conc, 1, secs, keys)).await?;
+    print_row("direct MariaDB, autocommit, flush=1", conc, 1, &cell, None);
+    Ok(cell)
+}
+
 /// The table header every benchmark prints.
 pub fn print_header(title: &str) {
     println!("{title}, {} s per cell", bench_secs());
