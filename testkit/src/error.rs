@@ -6,7 +6,7 @@ use std::time::Duration;
 /// Hint appended to every "binary not found" error.
 pub const INSTALL_HINT: &str = "install mariadb-server (apt-get install -y mariadb-server)";
 
-/// Everything that can go wrong while starting or controlling test processes.
+/// Everything that can go wrong while starting or controlling servers and child processes.
 #[derive(thiserror::Error, Debug)]
 pub enum HarnessError {
     /// A required MariaDB binary does not exist.
@@ -50,6 +50,31 @@ pub enum HarnessError {
         log_path: PathBuf,
         /// Last lines of the server's error log.
         log_tail: String,
+    },
+
+    /// The port requested for a persistent server is already taken on 127.0.0.1.
+    #[error("port {port} on 127.0.0.1 is already in use; free it or choose another port")]
+    PortInUse {
+        /// The requested port.
+        port: u16,
+    },
+
+    /// A persistent server root is in use by another process.
+    #[error("{} is in use: {holder}", root.display())]
+    RootInUse {
+        /// The server root.
+        root: PathBuf,
+        /// Who holds it.
+        holder: String,
+    },
+
+    /// A persistent server's data dir exists but cannot be used; it is left untouched.
+    #[error("refusing to use {}: {reason}; restore it or move it away to get a fresh one", path.display())]
+    BadDatadir {
+        /// The data dir.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
 
     /// Waiting for something exceeded its deadline.

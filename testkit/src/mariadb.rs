@@ -1,9 +1,10 @@
-//! [`MariaDb`]: throwaway MariaDB servers on loopback.
+//! [`MariaDb`]: throwaway and persistent MariaDB servers on loopback.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, OnceLock};
@@ -14,7 +15,7 @@ use tempfile::TempDir;
 
 use crate::HarnessError;
 use crate::child::{ChildGuard, signal_unreaped};
-use crate::net::{POLL_INTERVAL, Probe, free_port, probe_mysql_handshake};
+use crate::net::{POLL_INTERVAL, Probe, ensure_port_free, free_port, probe_mysql_handshake};
 use crate::spawn::spawn_with_pdeathsig;
 
 /// Environment variable overriding the `mariadbd` path (default `/usr/sbin/mariadbd`, then `$PATH`).
@@ -39,8 +40,21 @@ const REDO_LOG_SIZE: &str = "16M";
 const LOG_TAIL_LINES: usize = 40;
 /// Unix socket paths must stay below this length (`sun_path` is 108 bytes).
 const MAX_SOCKET_PATH: usize = 100;
+/// How long a leftover server of an earlier run may take to die before `open` gives up.
+const LEFTOVER_GRACE: Duration = Duration::from_secs(2);
+/// Lock file in a persistent root, held while a [`MariaDb`] owns the root.
+const ROOT_LOCK_FILE: &str = "mariadb.lock";
+/// Where a persistent root's data dir is assembled before it is renamed to `data`.
+const PARTIAL_DATADIR: &str = "data.partial";
+/// Files every complete data dir has, relative to it.
+const DATADIR_MARKERS: [&str; 4] = [
+    "mysql/global_priv.MAI",
+    "ibdata1",
+    "ib_logfile0",
+    "aria_log_control",
+];
 
-/// Server settings for [`MariaDb::start_with`].
+/// Server settings for [`MariaDb::start_with`] and [`MariaDb::open`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MariaDbOptions {
     /// `innodb_flush_log_at_trx_commit` (0, 1 or 2). Default 2: fast, loses up to ~1 s of
@@ -62,25 +76,52 @@ impl Default for MariaDbOptions {
     }
 }
 
-/// One throwaway MariaDB server listening on `127.0.0.1:<port>`.
+/// One MariaDB server listening on `127.0.0.1:<port>`, throwaway or persistent.
 ///
-/// Everything lives in a private temp dir: `data/` (copied from a cached template made once by
+/// Its files live in a root dir: `data/` (copied from a cached template made once by
 /// `mariadb-install-db`), `tmp/`, `mysqld.sock`, `mysqld.pid` and `error.log`. User `root` has no
-/// password. Dropping the value sends `SIGKILL` to the server (by the PID we spawned, never by
-/// name) and deletes the temp dir, also during a panic unwind; set `WALSHARD_TESTKIT_KEEP=1` to
-/// keep the dir.
+/// password.
 ///
-/// The server is spawned with `PR_SET_PDEATHSIG(SIGKILL)` from a dedicated harness thread that
-/// lives until process exit (the kernel fires the signal when the *forking thread* exits), so it
-/// dies with the test process even if that is killed, whatever thread called `start`.
+/// - Throwaway ([`MariaDb::start`], for tests): the root is a private temp dir. Dropping the value
+///   sends `SIGKILL` to the server and deletes the dir, also during a panic unwind; set
+///   `WALSHARD_TESTKIT_KEEP=1` to keep it.
+/// - Persistent ([`MariaDb::open`], the process layer of the local fleet runtime): the root is
+///   given by the caller and reused across runs; the data dir is created once and then only
+///   crash-recovered by MariaDB. Dropping the value sends `SIGKILL` (use [`MariaDb::stop`] for a
+///   clean shutdown) and never deletes anything.
+///
+/// Signals only go to the PID this value spawned, never by name. The server is spawned with
+/// `PR_SET_PDEATHSIG(SIGKILL)` from a dedicated harness thread that lives until process exit (the
+/// kernel fires the signal when the *forking thread* exits), so it dies with the owning process
+/// even if that is killed, whatever thread started it.
 #[derive(Debug)]
 pub struct MariaDb {
     child: Option<Child>,
     port: u16,
-    root: TempDir,
+    root: RootDir,
     datadir: PathBuf,
+    socket: PathBuf,
     mariadbd: PathBuf,
     opts: MariaDbOptions,
+    exit_status: Option<ExitStatus>,
+}
+
+/// Where a server's files live.
+#[derive(Debug)]
+enum RootDir {
+    /// Deleted on drop unless [`ENV_KEEP`] is set.
+    Temp(TempDir),
+    /// Never deleted; the flock on `_lock` marks the root in use while the value lives.
+    Kept { path: PathBuf, _lock: File },
+}
+
+impl RootDir {
+    fn path(&self) -> &Path {
+        match self {
+            RootDir::Temp(dir) => dir.path(),
+            RootDir::Kept { path, .. } => path,
+        }
+    }
 }
 
 /// Why one start attempt failed.
@@ -118,36 +159,96 @@ impl MariaDb {
         let binaries = Binaries::locate()?;
         let template = ensure_template(&binaries)?;
         let root = instance_root()?;
-        let datadir = root.path().join("data");
-        copy_dir(&template, &datadir)?;
+        copy_dir(&template, &root.path().join("data"), false)?;
         let tmp = root.path().join("tmp");
         fs::create_dir(&tmp).map_err(|e| io_at("creating", &tmp, e))?;
-        let mut db = MariaDb {
-            child: None,
-            port: free_port()?,
-            root,
-            datadir,
-            mariadbd: binaries.mariadbd,
-            opts,
+        let db = MariaDb::new(RootDir::Temp(root), free_port()?, binaries.mariadbd, opts);
+        db.first_launch(false, started)
+    }
+
+    /// Starts a persistent server whose files live in `root` and waits until it accepts
+    /// connections.
+    ///
+    /// `root` is created if needed. If `root/data` is absent (or an empty dir) it is copied from
+    /// the template into `root/data.partial`, fsynced and renamed, so it is either absent or
+    /// complete; debris of an interrupted copy is removed. An existing data dir is reused as is
+    /// (MariaDB runs crash recovery); one that is not complete is refused
+    /// ([`HarnessError::BadDatadir`]) and left untouched. Stale `mysqld.pid` and socket files are
+    /// fine. The socket is `root/mysqld.sock`, or `/tmp/wsdb-<hash of root>.sock` if that path is
+    /// too long for a Unix socket.
+    ///
+    /// `port`: `Some(p)` uses exactly `p` ([`HarnessError::PortInUse`] if it is taken); `None` or
+    /// `Some(0)` picks a free port. The root is locked (`root/mariadb.lock`) while the value
+    /// lives: a second open fails with [`HarnessError::RootInUse`], as does a leftover server of
+    /// an earlier run still serving the data dir (it is reported, never signalled).
+    pub fn open(
+        root: &Path,
+        port: Option<u16>,
+        opts: MariaDbOptions,
+    ) -> Result<MariaDb, HarnessError> {
+        let started = Instant::now();
+        let binaries = Binaries::locate()?;
+        fs::create_dir_all(root).map_err(|e| io_at("creating", root, e))?;
+        // Absolute, because mariadbd gets these paths and runs in the root.
+        let root = fs::canonicalize(root).map_err(|e| io_at("resolving", root, e))?;
+        let lock = lock_root(&root)?;
+        check_no_leftover_server(&root)?;
+        ensure_datadir(&binaries, &root)?;
+        let tmp = root.join("tmp");
+        fs::create_dir_all(&tmp).map_err(|e| io_at("creating", &tmp, e))?;
+        let fixed = port.filter(|p| *p != 0);
+        let port = match fixed {
+            Some(p) => {
+                ensure_port_free(p)?;
+                p
+            }
+            None => free_port()?,
         };
-        match db.launch() {
+        let root = RootDir::Kept {
+            path: root,
+            _lock: lock,
+        };
+        let db = MariaDb::new(root, port, binaries.mariadbd, opts);
+        db.first_launch(fixed.is_some(), started)
+    }
+
+    fn new(root: RootDir, port: u16, mariadbd: PathBuf, opts: MariaDbOptions) -> MariaDb {
+        MariaDb {
+            child: None,
+            port,
+            datadir: root.path().join("data"),
+            socket: socket_path_for(root.path()),
+            root,
+            mariadbd,
+            opts,
+            exit_status: None,
+        }
+    }
+
+    /// First launch; if the port turns out to be taken, fails if `fixed_port`, else retries
+    /// once on a new port.
+    fn first_launch(mut self, fixed_port: bool, started: Instant) -> Result<MariaDb, HarnessError> {
+        match self.launch() {
             Ok(()) => {}
+            Err(StartError::PortInUse(_)) if fixed_port => {
+                return Err(HarnessError::PortInUse { port: self.port });
+            }
             Err(StartError::PortInUse(e)) => {
-                let old = db.port;
-                db.port = free_port()?;
-                tracing::debug!(old_port = old, new_port = db.port, error = %e, "port taken; retrying");
-                db.launch().map_err(StartError::into_inner)?;
+                let old = self.port;
+                self.port = free_port()?;
+                tracing::debug!(old_port = old, new_port = self.port, error = %e, "port taken; retrying");
+                self.launch().map_err(StartError::into_inner)?;
             }
             Err(StartError::Other(e)) => return Err(e),
         }
         tracing::debug!(
-            port = db.port,
-            pid = db.pid(),
-            datadir = %db.datadir.display(),
+            port = self.port,
+            pid = self.pid(),
+            datadir = %self.datadir.display(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "mariadb started"
         );
-        Ok(db)
+        Ok(self)
     }
 
     /// Starts `n` servers concurrently with the same options.
@@ -193,14 +294,21 @@ impl MariaDb {
         &self.datadir
     }
 
-    /// The server's private temp dir (contains `data/`, the socket and the error log).
+    /// The server's root dir (contains `data/`, `tmp/`, the pid file, the error log and
+    /// usually the socket): the private temp dir of a throwaway server, the given root of a
+    /// persistent one.
     pub fn root_dir(&self) -> &Path {
         self.root.path()
     }
 
+    /// Whether this server was opened with [`MariaDb::open`] (its root is never deleted).
+    pub fn is_persistent(&self) -> bool {
+        matches!(self.root, RootDir::Kept { .. })
+    }
+
     /// Path of the Unix socket.
     pub fn socket_path(&self) -> PathBuf {
-        self.root.path().join("mysqld.sock")
+        self.socket.clone()
     }
 
     /// Path of the server's error log (all starts append to it).
@@ -218,17 +326,28 @@ impl MariaDb {
         &self.opts
     }
 
-    /// Whether the server process is alive (reaps it if it exited on its own).
+    /// Whether the server process is alive.
+    ///
+    /// If it exited on its own (crash, `kill -9` from outside), reaps it, records the status
+    /// for [`MariaDb::exit_status`] and returns `false`; [`MariaDb::restart`] brings it back.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut().map(Child::try_wait) {
             Some(Ok(None)) => true,
             Some(Ok(Some(status))) => {
                 tracing::debug!(port = self.port, %status, "mariadb exited on its own");
                 self.child = None;
+                self.exit_status = Some(status);
                 false
             }
             Some(Err(_)) | None => false,
         }
+    }
+
+    /// How the server last exited on its own, as found by [`MariaDb::is_running`].
+    ///
+    /// `None` while it runs, if it was stopped through this value, and after a restart.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        self.exit_status
     }
 
     /// Sends `SIGKILL` to the server's PID and reaps it. A no-op if it is not running.
@@ -280,7 +399,8 @@ impl MariaDb {
         Ok(())
     }
 
-    /// Starts the server again on the same data dir and port, and waits until it is ready.
+    /// Starts the server again on the same root, data dir and port, and waits until it is
+    /// ready.
     ///
     /// Stops it first (as [`MariaDb::stop`]) if it is running. After [`MariaDb::kill9`] this
     /// exercises InnoDB crash recovery. Fails if another process took the port meanwhile.
@@ -328,7 +448,7 @@ impl MariaDb {
         }
         args.push(prefixed("--datadir=", &self.datadir));
         args.push(prefixed("--tmpdir=", &root.join("tmp")));
-        args.push(prefixed("--socket=", &root.join("mysqld.sock")));
+        args.push(prefixed("--socket=", &self.socket));
         args.push(prefixed("--pid-file=", &root.join("mysqld.pid")));
         args.push(prefixed("--log-error=", &root.join("error.log")));
         for fixed in [
@@ -357,6 +477,7 @@ impl MariaDb {
 
     /// Spawns the server and waits until it is ready.
     fn launch(&mut self) -> Result<(), StartError> {
+        self.exit_status = None;
         let log_path = self.error_log_path();
         let log_offset = fs::metadata(&log_path).map(|m| m.len()).unwrap_or(0);
         let log = OpenOptions::new()
@@ -391,13 +512,16 @@ impl MariaDb {
             };
             if let Some(status) = try_wait(child)? {
                 self.child = None;
-                let reason = format!("mariadbd exited with {status} before becoming ready");
-                let err = self.start_failed(reason);
                 let log = read_from(&self.error_log_path(), log_offset);
                 return Err(if is_bind_failure(&log) {
-                    StartError::PortInUse(err)
+                    let reason = format!(
+                        "port {} is already in use (mariadbd exited with {status})",
+                        self.port
+                    );
+                    StartError::PortInUse(self.start_failed(reason))
                 } else {
-                    StartError::Other(err)
+                    let reason = format!("mariadbd exited with {status} before becoming ready");
+                    StartError::Other(self.start_failed(reason))
                 });
             }
             // The log check rules out a foreign server that grabbed the port before ours.
@@ -434,9 +558,11 @@ impl Drop for MariaDb {
             let _ = kill_and_reap(&mut child);
             tracing::debug!(port = self.port, pid, "mariadb killed on drop");
         }
-        if std::env::var_os(ENV_KEEP).is_some_and(|v| !v.is_empty() && v != "0") {
-            self.root.disable_cleanup(true);
-            tracing::debug!(dir = %self.root.path().display(), "keeping mariadb temp dir");
+        if let RootDir::Temp(dir) = &mut self.root
+            && std::env::var_os(ENV_KEEP).is_some_and(|v| !v.is_empty() && v != "0")
+        {
+            dir.disable_cleanup(true);
+            tracing::debug!(dir = %dir.path().display(), "keeping mariadb temp dir");
         }
     }
 }
@@ -553,12 +679,16 @@ fn sanitize(s: &str) -> String {
         .collect()
 }
 
-/// Whether a data dir looks like a complete template.
+/// The first of [`DATADIR_MARKERS`] that `dir` lacks.
+fn missing_datadir_file(dir: &Path) -> Option<&'static str> {
+    DATADIR_MARKERS
+        .into_iter()
+        .find(|file| !dir.join(file).is_file())
+}
+
+/// Whether a data dir looks complete.
 fn template_is_complete(dir: &Path) -> bool {
-    dir.join("mysql").join("global_priv.MAI").is_file()
-        && dir.join("ibdata1").is_file()
-        && dir.join("ib_logfile0").is_file()
-        && dir.join("aria_log_control").is_file()
+    missing_datadir_file(dir).is_none()
 }
 
 /// Returns the cached template data dir, creating it (once, under a file lock) if needed.
@@ -674,6 +804,121 @@ fn lock_exclusive(path: &Path, timeout: Duration) -> Result<File, HarnessError> 
     }
 }
 
+/// Takes the lock of a persistent root without waiting.
+fn lock_root(root: &Path) -> Result<File, HarnessError> {
+    let path = root.join(ROOT_LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| io_at("opening lock file", &path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(HarnessError::RootInUse {
+            root: root.to_path_buf(),
+            holder: format!(
+                "a MariaDb in this or another process holds {}",
+                path.display()
+            ),
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(io_at("locking", &path, e)),
+    }
+}
+
+/// Fails if `root/mysqld.pid` names a live process started with this root's `--datadir`.
+///
+/// Such a server outlived its owner; a second one on the same files would hang in InnoDB's
+/// file lock. One that is still dying (its owner was just killed) gets [`LEFTOVER_GRACE`].
+/// Any other pid file content is stale and ignored (mariadbd overwrites it).
+fn check_no_leftover_server(root: &Path) -> Result<(), HarnessError> {
+    let Ok(text) = fs::read_to_string(root.join("mysqld.pid")) else {
+        return Ok(());
+    };
+    let Ok(pid) = text.trim().parse::<u32>() else {
+        return Ok(());
+    };
+    let datadir = root.join("data");
+    let arg = prefixed("--datadir=", &datadir);
+    // A zombie's or a dead process's cmdline is empty or unreadable.
+    let serves_datadir = || {
+        fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| c.split(|b| *b == 0).any(|a| a == arg.as_bytes()))
+    };
+    let deadline = Instant::now() + LEFTOVER_GRACE;
+    while serves_datadir() {
+        if Instant::now() >= deadline {
+            return Err(HarnessError::RootInUse {
+                root: root.to_path_buf(),
+                holder: format!(
+                    "pid {pid} (from mysqld.pid) is still running on {}; stop it first",
+                    datadir.display()
+                ),
+            });
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    Ok(())
+}
+
+/// Makes `root/data` a complete data dir, copying the template if it is absent or empty.
+///
+/// The copy is assembled in `root/data.partial`, fsynced, then renamed, so `data` is never
+/// half-copied even after a crash. The caller holds the root lock.
+fn ensure_datadir(binaries: &Binaries, root: &Path) -> Result<(), HarnessError> {
+    let datadir = root.join("data");
+    let partial = root.join(PARTIAL_DATADIR);
+    if partial.exists() {
+        fs::remove_dir_all(&partial)
+            .map_err(|e| io_at("removing interrupted copy", &partial, e))?;
+    }
+    let bad = |reason: String| HarnessError::BadDatadir {
+        path: datadir.clone(),
+        reason,
+    };
+    if datadir.is_dir() {
+        let Some(missing) = missing_datadir_file(&datadir) else {
+            return Ok(());
+        };
+        let mut entries = fs::read_dir(&datadir).map_err(|e| io_at("listing", &datadir, e))?;
+        if entries.next().is_some() {
+            return Err(bad(format!("it has no {missing}")));
+        }
+        fs::remove_dir(&datadir).map_err(|e| io_at("removing empty", &datadir, e))?;
+    } else if fs::symlink_metadata(&datadir).is_ok() {
+        return Err(bad("it is not a directory".into()));
+    }
+    let started = Instant::now();
+    let template = ensure_template(binaries)?;
+    copy_dir(&template, &partial, true)?;
+    fs::rename(&partial, &datadir).map_err(|e| io_at("renaming into place", &datadir, e))?;
+    sync_path(root)?;
+    tracing::debug!(
+        datadir = %datadir.display(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "mariadb data dir created"
+    );
+    Ok(())
+}
+
+/// `root/mysqld.sock`, or `/tmp/wsdb-<hash of root>.sock` if that is too long for `sun_path`.
+fn socket_path_for(root: &Path) -> PathBuf {
+    let socket = root.join("mysqld.sock");
+    if socket.as_os_str().len() < MAX_SOCKET_PATH {
+        return socket;
+    }
+    let hash = fnv1a64(root.as_os_str().as_bytes());
+    PathBuf::from(format!("/tmp/wsdb-{hash:016x}.sock"))
+}
+
+/// 64-bit FNV-1a: stable across builds, unlike `DefaultHasher`.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
 /// Creates the instance's private temp dir, keeping the socket path short enough.
 fn instance_root() -> Result<TempDir, HarnessError> {
     let make = |parent: &Path| {
@@ -689,8 +934,9 @@ fn instance_root() -> Result<TempDir, HarnessError> {
     make(Path::new("/tmp"))
 }
 
-/// Recursively copies directory `src` to the new directory `dst` (files and dirs only).
-fn copy_dir(src: &Path, dst: &Path) -> Result<(), HarnessError> {
+/// Recursively copies directory `src` to the new directory `dst` (files and dirs only); with
+/// `sync`, fsyncs every copied file and dir.
+fn copy_dir(src: &Path, dst: &Path, sync: bool) -> Result<(), HarnessError> {
     fs::create_dir(dst).map_err(|e| io_at("creating", dst, e))?;
     for entry in fs::read_dir(src).map_err(|e| io_at("listing", src, e))? {
         let entry = entry.map_err(|e| io_at("listing", src, e))?;
@@ -700,12 +946,25 @@ fn copy_dir(src: &Path, dst: &Path) -> Result<(), HarnessError> {
             .file_type()
             .map_err(|e| io_at("inspecting", &from, e))?;
         if kind.is_dir() {
-            copy_dir(&from, &to)?;
+            copy_dir(&from, &to, sync)?;
         } else {
             fs::copy(&from, &to).map_err(|e| io_at("copying", &from, e))?;
+            if sync {
+                sync_path(&to)?;
+            }
         }
     }
+    if sync {
+        sync_path(dst)?;
+    }
     Ok(())
+}
+
+/// fsyncs a file or directory.
+fn sync_path(path: &Path) -> Result<(), HarnessError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| io_at("fsyncing", path, e))
 }
 
 fn try_wait(child: &mut Child) -> Result<Option<ExitStatus>, HarnessError> {
@@ -825,6 +1084,18 @@ mod tests {
         let o = MariaDbOptions::default();
         assert_eq!((o.flush_log_at_trx_commit, o.buffer_pool_mb), (2, 32));
         assert!(o.extra_args.is_empty());
+    }
+
+    #[test]
+    fn socket_path_stays_in_short_roots_and_is_hashed_for_long_ones() {
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        let short = Path::new("/var/lib/walshard/Server0/mariadb");
+        assert_eq!(socket_path_for(short), short.join("mysqld.sock"));
+        let long = PathBuf::from(format!("/data/{}", "x".repeat(120)));
+        let socket = socket_path_for(&long);
+        assert_eq!(socket, socket_path_for(&long));
+        assert!(socket.starts_with("/tmp") && socket.as_os_str().len() < MAX_SOCKET_PATH);
     }
 
     #[test]

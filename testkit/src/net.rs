@@ -22,6 +22,17 @@ pub fn free_port() -> Result<u16, HarnessError> {
     Ok(addr.port())
 }
 
+/// Fails with [`HarnessError::PortInUse`] if `port` cannot be bound on 127.0.0.1 right now.
+pub(crate) fn ensure_port_free(port: u16) -> Result<(), HarnessError> {
+    match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(HarnessError::PortInUse { port })
+        }
+        Err(e) => Err(HarnessError::io(format!("binding 127.0.0.1:{port}"), e)),
+    }
+}
+
 /// Polls until a TCP connection to `addr` succeeds, or fails with [`HarnessError::Timeout`].
 pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> Result<(), HarnessError> {
     let deadline = Instant::now() + timeout;
@@ -86,6 +97,20 @@ mod tests {
         let port = free_port().expect("free port");
         assert_ne!(port, 0);
         TcpListener::bind((Ipv4Addr::LOCALHOST, port)).expect("port is free");
+    }
+
+    #[test]
+    fn ensure_port_free_names_a_taken_port() {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let err = ensure_port_free(port).expect_err("taken");
+        assert!(
+            matches!(err, HarnessError::PortInUse { port: p } if p == port),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&port.to_string()), "{err}");
+        drop(listener);
+        ensure_port_free(port).expect("free again");
     }
 
     #[test]
