@@ -20,6 +20,12 @@
 //!
 //! A planned switchover ([`ShardController::request_switchover`]) first asks the primary to step
 //! down to the target ([`Action::StepDown`]), then runs the election with the target preferred.
+//!
+//! A replica-set change ([`ShardController::reconfigure`]) switches to the new set at once, keeps
+//! the old one as `previous` (a joint configuration) and runs an election at a new epoch; the
+//! promotion carries the new list. Until the new primary's no-op is known committed, elections
+//! fence both sets and follow the joint rule of [`decide_joint`]: the winner must have a log at
+//! least as long as those of a majority of each set. One change at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -28,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+use crate::runtime::SpecError;
 use crate::wire::{Quorum, Role, ShardStatus, majority};
 
 // ---------------------------------------------------------------------------------------------
@@ -157,6 +164,11 @@ impl FailureDetector {
             .get(server)
             .map_or(0, |h| h.consecutive_failures)
     }
+
+    /// Drops what is known of `server` (it left the cluster).
+    pub fn forget(&mut self, server: &str) {
+        self.servers.remove(server);
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -197,13 +209,33 @@ pub enum Decision {
     NeedMore,
     /// A replica has promised an epoch ≥ ours: fence again at `epoch`.
     Retry { epoch: u64 },
-    /// Too few replicas accepted to ever reach the fence quorum in this round.
+    /// Too few replicas accepted to ever reach the fence quorum (or, in a joint round, to ever
+    /// give a new replica enough votes) in this round.
     NoQuorum,
-    /// A fence quorum accepted `epoch`; `server` has the highest `(last_epoch, last_lsn)`.
+    /// A fence quorum accepted `epoch`; `server` has the highest `(last_epoch, last_lsn)` (in a
+    /// joint round: of the new replicas with enough votes).
     Promote { server: String, epoch: u64 },
 }
 
-/// Decides a fence round at `epoch` for a shard with `replicas`.
+/// A replica set and how many of its replicas must vote in an election.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VoterSet<'a> {
+    pub replicas: &'a [String],
+    pub quorum: usize,
+}
+
+impl<'a> VoterSet<'a> {
+    /// `replicas` with a majority quorum.
+    pub fn majority(replicas: &'a [String]) -> Self {
+        Self {
+            replicas,
+            quorum: majority(replicas.len()),
+        }
+    }
+}
+
+/// Decides a fence round at `epoch` for a shard with `replicas` ([`decide_joint`] without a
+/// previous set).
 ///
 /// - Any rejection carrying an epoch ≥ ours → [`Decision::Retry`] at 1 + the highest such epoch
 ///   (the rejecting replica could never follow a primary of our epoch).
@@ -222,7 +254,53 @@ pub fn decide(
     answers: &[FenceAnswer],
     preferred: Option<&str>,
 ) -> Decision {
-    let members: BTreeSet<&str> = replicas.iter().map(String::as_str).collect();
+    decide_joint(
+        VoterSet { replicas, quorum },
+        None,
+        epoch,
+        answers,
+        preferred,
+    )
+}
+
+/// Decides a fence round at `epoch`, during a replica-set change when `previous` is set.
+///
+/// Raft's vote rule, with the fence acceptance as the vote: an acceptor votes for a candidate
+/// whose `(last_epoch, last_lsn)` is at least its own. A candidate qualifies with `quorum`
+/// votes in `new` and, when set, `quorum` votes in `previous`. Every committed entry is on a
+/// quorum of the set it was committed in, that quorum meets the candidate's voters, and a log at
+/// least as long as a voter's holds the voter's committed entries (docs/replication.md,
+/// invariant 3). An empty newcomer therefore never wins while previous replicas with data
+/// answer: they do not vote for it.
+///
+/// The winner is a qualified acceptor of `new`. Only when no replica of `new` can qualify any
+/// more (e.g. every replica replaced by empty newcomers) does a qualified previous replica win:
+/// promoted with the new list, it counts itself in its commit quorum (a majority of the new
+/// replicas and itself), which meets every majority of `new`; once its no-op is committed an
+/// election in `new` alone is safe.
+///
+/// - Any rejection carrying an epoch ≥ ours → [`Decision::Retry`] at 1 + the highest such epoch.
+/// - A winner: once the preferred replica (if in `new`) has answered, [`Decision::Promote`] the
+///   qualified one with the highest `(last_epoch, last_lsn)`; ties go to the preferred replica,
+///   then to the lowest name. Without `previous` this is the acceptor with the highest log, once
+///   `quorum` accepted.
+/// - Otherwise [`Decision::NeedMore`] while the unanswered replicas could still make a winner,
+///   else [`Decision::NoQuorum`].
+///
+/// Answers from servers in neither set are ignored; a later answer of a server replaces an
+/// earlier one; acceptances of another epoch do not count. Quorums are at least 1.
+pub fn decide_joint(
+    new: VoterSet<'_>,
+    previous: Option<VoterSet<'_>>,
+    epoch: u64,
+    answers: &[FenceAnswer],
+    preferred: Option<&str>,
+) -> Decision {
+    let sets: Vec<VoterSet<'_>> = std::iter::once(new).chain(previous).collect();
+    let members: BTreeSet<&str> = sets
+        .iter()
+        .flat_map(|s| s.replicas.iter().map(String::as_str))
+        .collect();
     let mut latest: BTreeMap<&str, &FenceAnswer> = BTreeMap::new();
     for a in answers {
         if members.contains(a.server()) {
@@ -241,7 +319,7 @@ pub fn decide(
             epoch: e.saturating_add(1),
         };
     }
-    let accepted: Vec<(&str, u64, u64)> = latest
+    let accepted: BTreeMap<&str, (u64, u64)> = latest
         .values()
         .filter_map(|a| match a {
             FenceAnswer::Accepted {
@@ -249,37 +327,80 @@ pub fn decide(
                 epoch: e,
                 last_epoch,
                 last_lsn,
-            } if *e == epoch => Some((server.as_str(), *last_epoch, *last_lsn)),
+            } if *e == epoch => Some((server.as_str(), (*last_epoch, *last_lsn))),
             _ => None,
         })
         .collect();
-    let quorum = quorum.max(1);
-    let pending = members.len() - latest.len();
-    if accepted.len() < quorum {
-        return if accepted.len() + pending >= quorum {
-            Decision::NeedMore
-        } else {
-            Decision::NoQuorum
+    // Votes of `set` for a log (`None`: longer than any), and its unanswered replicas.
+    let votes = |set: &VoterSet<'_>, log: Option<(u64, u64)>| {
+        set.replicas
+            .iter()
+            .filter(|r| {
+                accepted
+                    .get(r.as_str())
+                    .is_some_and(|l| log.is_none_or(|log| *l <= log))
+            })
+            .count()
+    };
+    let pending = |set: &VoterSet<'_>| {
+        set.replicas
+            .iter()
+            .filter(|r| !latest.contains_key(r.as_str()))
+            .count()
+    };
+    let in_new = |s: &str| new.replicas.iter().any(|r| r == s);
+    let qualifies = |log: (u64, u64)| {
+        sets.iter()
+            .all(|set| votes(set, Some(log)) >= set.quorum.max(1))
+    };
+    // Could a candidate with `log` (`None`: an unanswered one) still qualify?
+    let could = |log: Option<(u64, u64)>| {
+        sets.iter()
+            .all(|set| votes(set, log) + pending(set) >= set.quorum.max(1))
+    };
+    let best = |eligible: &dyn Fn(&str) -> bool| {
+        accepted
+            .iter()
+            .filter(|(s, log)| eligible(s) && qualifies(**log))
+            .max_by(|(a, la), (b, lb)| {
+                la.cmp(lb)
+                    .then_with(|| (Some(**a) == preferred).cmp(&(Some(**b) == preferred)))
+                    .then_with(|| b.cmp(a))
+            })
+            .map(|(s, _)| *s)
+    };
+    let winner = match best(&in_new) {
+        Some(w) => Some(w),
+        None => {
+            let new_possible = (pending(&new) > 0 && could(None))
+                || accepted
+                    .iter()
+                    .any(|(s, log)| in_new(s) && could(Some(*log)));
+            if new_possible {
+                return Decision::NeedMore;
+            }
+            // No new replica can win: a previous one bridges (see the doc above).
+            best(&|_| true)
+        }
+    };
+    if let Some(server) = winner {
+        if let Some(p) = preferred
+            && in_new(p)
+            && !latest.contains_key(p)
+        {
+            return Decision::NeedMore;
+        }
+        return Decision::Promote {
+            server: server.to_owned(),
+            epoch,
         };
     }
-    if let Some(p) = preferred
-        && members.contains(p)
-        && !latest.contains_key(p)
-    {
-        return Decision::NeedMore;
-    }
-    let best = accepted.iter().max_by(|a, b| {
-        (a.1, a.2)
-            .cmp(&(b.1, b.2))
-            .then_with(|| (Some(a.0) == preferred).cmp(&(Some(b.0) == preferred)))
-            .then_with(|| b.0.cmp(a.0))
-    });
-    match best {
-        Some((server, _, _)) => Decision::Promote {
-            server: (*server).to_owned(),
-            epoch,
-        },
-        None => Decision::NoQuorum,
+    let unanswered = sets.iter().any(|set| pending(set) > 0);
+    let possible = (unanswered && could(None)) || accepted.values().any(|log| could(Some(*log)));
+    if possible {
+        Decision::NeedMore
+    } else {
+        Decision::NoQuorum
     }
 }
 
@@ -327,8 +448,8 @@ pub enum Action {
         epoch: u64,
     },
     /// `POST /shards/{shard}/promote` on `server` with the shard's `replicas` (all of them, the
-    /// promoted one included) and write `quorum`; answer with
-    /// [`ShardController::on_promote_result`].
+    /// promoted one included unless it is a previous replica bridging a change: see
+    /// [`decide_joint`]) and write `quorum`; answer with [`ShardController::on_promote_result`].
     Promote {
         shard: String,
         server: String,
@@ -504,6 +625,22 @@ pub enum SwitchoverError {
     NotRunning,
 }
 
+/// Why a change of replica sets was refused; nothing changed then.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReconfigureError {
+    /// The new spec fails [`crate::runtime::ClusterSpec::validate`] (or a replica set is empty).
+    #[error("invalid cluster spec: {0}")]
+    Invalid(#[from] SpecError),
+    /// The write quorum is fixed for the control plane's lifetime.
+    #[error("the write quorum cannot change at runtime (from {from:?} to {to:?})")]
+    WriteQuorum { from: Quorum, to: Quorum },
+    /// The shard's previous change has not completed yet: retry later.
+    #[error("shard {shard:?} is still changing its replica set: try again later")]
+    Busy { shard: String },
+    #[error("the control plane is not running")]
+    NotRunning,
+}
+
 /// One replica as the control plane sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaInfo {
@@ -537,13 +674,31 @@ pub struct ShardInfo {
     pub epoch: u64,
     /// A write quorum of replicas answers heartbeats (a healthy primary can commit).
     pub quorum_reachable: bool,
+    /// The replica set (the new one during a change).
     pub replicas: Vec<ReplicaInfo>,
+    /// A replica-set change is under way: elections also need the previous set, and another
+    /// change is refused until the new primary has committed in the new set.
+    #[serde(default)]
+    pub reconfiguring: bool,
 }
 
 enum Assessment {
     Primary { server: String, epoch: u64 },
     Wait(String),
     Elect(String),
+}
+
+/// A replica-set change in progress: the joint configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Joint {
+    /// The replica set before the change.
+    previous: Vec<String>,
+    /// 1 + the highest epoch seen at the change: every later election picks at least this.
+    from_epoch: u64,
+    /// The election the change needs, until the next poll starts it: `(preferred, why)`.
+    due: Option<(Option<String>, String)>,
+    /// The latest promotion under the joint rule: its epoch and the LSN of its no-op.
+    noop: Option<(u64, u64)>,
 }
 
 /// The election state machine of one shard.
@@ -555,6 +710,7 @@ enum Assessment {
 pub struct ShardController {
     shard: String,
     replicas: Vec<String>,
+    joint: Option<Joint>,
     write_quorum: Quorum,
     fence_quorum: usize,
     cfg: ControllerConfig,
@@ -574,15 +730,12 @@ impl ShardController {
         write_quorum: Quorum,
         cfg: ControllerConfig,
     ) -> Self {
-        let mut seen = BTreeSet::new();
-        let replicas: Vec<String> = replicas
-            .into_iter()
-            .filter(|r| seen.insert(r.clone()))
-            .collect();
+        let replicas = dedup(replicas);
         Self {
             shard: shard.into(),
             fence_quorum: majority(replicas.len()),
             replicas,
+            joint: None,
             write_quorum,
             cfg,
             detector: FailureDetector::new(cfg.detector),
@@ -597,8 +750,34 @@ impl ShardController {
         &self.shard
     }
 
+    /// The replica set (the new one during a change).
     pub fn replicas(&self) -> &[String] {
         &self.replicas
+    }
+
+    /// The replica set before the change under way, if any.
+    pub fn previous(&self) -> Option<&[String]> {
+        self.joint.as_ref().map(|j| j.previous.as_slice())
+    }
+
+    /// Whether a replica-set change is under way.
+    pub fn reconfiguring(&self) -> bool {
+        self.joint.is_some()
+    }
+
+    /// The servers this controller polls and fences: the replicas, then the previous replicas
+    /// not among them while a change is under way.
+    pub fn members(&self) -> Vec<String> {
+        let mut members = self.replicas.clone();
+        if let Some(j) = &self.joint {
+            members.extend(
+                j.previous
+                    .iter()
+                    .filter(|p| !self.replicas.contains(p))
+                    .cloned(),
+            );
+        }
+        members
     }
 
     pub fn fence_quorum(&self) -> usize {
@@ -640,9 +819,18 @@ impl ShardController {
         self.replicas.iter().any(|r| r == server)
     }
 
-    /// A successful heartbeat: `server`'s status for this shard.
+    fn is_member(&self, server: &str) -> bool {
+        self.is_replica(server)
+            || self
+                .joint
+                .as_ref()
+                .is_some_and(|j| j.previous.iter().any(|p| p == server))
+    }
+
+    /// A successful heartbeat: `server`'s status for this shard. Ignored unless `server` is a
+    /// member (see [`Self::members`]).
     pub fn observe_status(&mut self, server: &str, status: &ShardStatus, now: Instant) {
-        if !self.is_replica(server) {
+        if !self.is_member(server) {
             return;
         }
         self.detector.record(server, Heartbeat::Ok, now);
@@ -652,7 +840,7 @@ impl ShardController {
 
     /// A failed heartbeat of `server` (`Failed` or `Refused`). The last report is kept.
     pub fn observe_failure(&mut self, server: &str, beat: Heartbeat, now: Instant) {
-        if !self.is_replica(server) {
+        if !self.is_member(server) {
             return;
         }
         let beat = if beat == Heartbeat::Ok {
@@ -749,6 +937,7 @@ impl ShardController {
                     now,
                     "promote answered 200",
                 );
+                self.settle_joint(server, epoch, true);
             }
             PromoteOutcome::Pending(msg) => {
                 *answered = true;
@@ -790,6 +979,57 @@ impl ShardController {
         }
     }
 
+    /// Changes the shard's replica set to `replicas` (duplicates are dropped). Unchanged (as a
+    /// set): nothing happens. Otherwise the new set applies at once (fence quorum: a majority of
+    /// it), the old one is kept as the previous set, and the next [`Self::poll`] starts an
+    /// election at a new epoch, whatever is under way, preferring the current primary if it
+    /// stays. Its promotion carries the new list: that is how the primary learns its peers.
+    ///
+    /// Until that election's primary is known to have committed its no-op (promote answered
+    /// 200, or its status shows its commit point at the no-op), every election also fences the
+    /// previous replicas and follows the joint rule of [`decide_joint`]; then the previous set
+    /// and what was known of the servers that left are dropped. One change at a time: a change
+    /// while another is under way is refused with [`ReconfigureError::Busy`] (retry later).
+    pub fn reconfigure(&mut self, replicas: Vec<String>) -> Result<(), ReconfigureError> {
+        let replicas = dedup(replicas);
+        if replicas.is_empty() {
+            return Err(SpecError::NoReplicas(self.shard.clone()).into());
+        }
+        if replicas.len() == self.replicas.len() && replicas.iter().all(|r| self.is_replica(r)) {
+            return Ok(());
+        }
+        if self.joint.is_some() {
+            return Err(ReconfigureError::Busy {
+                shard: self.shard.clone(),
+            });
+        }
+        let preferred = match &self.state {
+            ShardState::Healthy { primary, .. } => Some(primary.clone()),
+            ShardState::SteppingDown { to, .. } => Some(to.clone()),
+            ShardState::Electing { preferred, .. }
+            | ShardState::Promoting { preferred, .. }
+            | ShardState::NoQuorum { preferred, .. } => preferred.clone(),
+            ShardState::Starting => None,
+        }
+        .filter(|p| replicas.contains(p));
+        let why = format!(
+            "replica set changed from [{}] to [{}]",
+            self.replicas.join(", "),
+            replicas.join(", ")
+        );
+        info!(shard = %self.shard, %why, preferred = preferred.as_deref().unwrap_or("-"),
+            "replica set change");
+        let previous = std::mem::replace(&mut self.replicas, replicas);
+        self.fence_quorum = majority(self.replicas.len());
+        self.joint = Some(Joint {
+            previous,
+            from_epoch: self.max_epoch_seen.saturating_add(1),
+            due: Some((preferred, why)),
+            noop: None,
+        });
+        Ok(())
+    }
+
     /// Starts a planned switchover of a healthy shard to `to`. The next [`Self::poll`] emits the
     /// step-down; the election after it prefers `to`.
     pub fn request_switchover(&mut self, to: &str, now: Instant) -> Result<(), SwitchoverError> {
@@ -826,6 +1066,9 @@ impl ShardController {
 
     /// Advances the state machine at `now` and returns the actions to execute.
     pub fn poll(&mut self, now: Instant) -> Vec<Action> {
+        if let Some((preferred, why)) = self.joint.as_mut().and_then(|j| j.due.take()) {
+            return self.start_election(now, preferred, &why, None);
+        }
         match self.state.clone() {
             ShardState::Starting | ShardState::Healthy { .. } => self.check_primary(now, None),
             ShardState::NoQuorum {
@@ -893,9 +1136,12 @@ impl ShardController {
                     );
                     return self.start_election(now, preferred, &why, Some(started));
                 }
-                let decision = decide(
-                    &self.replicas,
-                    self.fence_quorum,
+                let decision = decide_joint(
+                    VoterSet {
+                        replicas: &self.replicas,
+                        quorum: self.fence_quorum,
+                    },
+                    self.joint.as_ref().map(|j| VoterSet::majority(&j.previous)),
                     epoch,
                     &answers,
                     preferred.as_deref(),
@@ -919,21 +1165,7 @@ impl ShardController {
                         self.start_election(now, preferred, &why, Some(started))
                     }
                     Decision::NoQuorum => {
-                        let accepted = answers
-                            .iter()
-                            .filter(|a| matches!(a, FenceAnswer::Accepted { .. }))
-                            .count();
-                        let unreachable: Vec<&str> = answers
-                            .iter()
-                            .filter(|a| !matches!(a, FenceAnswer::Accepted { .. }))
-                            .map(FenceAnswer::server)
-                            .collect();
-                        let reason = format!(
-                            "{accepted} of {} replicas accepted epoch {epoch}, a fence quorum needs {} (no answer from {})",
-                            self.replicas.len(),
-                            self.fence_quorum,
-                            unreachable.join(", ")
-                        );
+                        let reason = self.no_quorum_reason(epoch, &answers);
                         self.enter_no_quorum(now, reason, true, preferred);
                         Vec::new()
                     }
@@ -947,11 +1179,20 @@ impl ShardController {
                             return Vec::new();
                         }
                         let winner = answers.iter().find(|a| a.server() == server);
+                        if let Some(j) = &mut self.joint
+                            && let Some(FenceAnswer::Accepted { last_lsn, .. }) = winner
+                        {
+                            j.noop = Some((epoch, last_lsn.saturating_add(1)));
+                        }
                         info!(
                             shard = %self.shard, epoch, winner = %server,
                             preferred = preferred.as_deref().unwrap_or("-"),
                             answers = ?answers,
-                            why = "highest (last_epoch, last_lsn) of the fence quorum",
+                            why = if self.joint.is_some() {
+                                "highest (last_epoch, last_lsn) with a joint quorum of votes, a new replica if one has"
+                            } else {
+                                "highest (last_epoch, last_lsn) of the fence quorum"
+                            },
                             ?winner,
                             "promoting"
                         );
@@ -984,8 +1225,19 @@ impl ShardController {
                 failed,
             } => {
                 let report = self.reports.get(&server);
-                if report.is_some_and(|r| r.role == Role::Primary && r.epoch == epoch) {
-                    self.complete(server, epoch, started, now, "server reports itself primary");
+                // A previous replica bridging a change is done once its no-op is committed.
+                let bridge = !self.is_replica(&server);
+                if report.is_some_and(|r| r.role == Role::Primary && r.epoch == epoch)
+                    && (!bridge || self.noop_reported(&server, epoch))
+                {
+                    self.complete(
+                        server.clone(),
+                        epoch,
+                        started,
+                        now,
+                        "server reports itself primary",
+                    );
+                    self.settle_joint(&server, epoch, false);
                     return self.check_primary(now, None);
                 }
                 let why = if let Some(f) = failed {
@@ -1070,6 +1322,7 @@ impl ShardController {
             epoch,
             quorum_reachable: reachable >= self.write_quorum.size(self.replicas.len()),
             replicas,
+            reconfiguring: self.joint.is_some(),
         }
     }
 
@@ -1134,6 +1387,19 @@ impl ShardController {
     fn check_primary(&mut self, now: Instant, retry_at: Option<Instant>) -> Vec<Action> {
         match self.assess(now) {
             Assessment::Primary { server, epoch } => {
+                if let Some(j) = &self.joint
+                    && epoch < j.from_epoch
+                {
+                    // A primary of the old set: it must learn the new one from a promotion.
+                    if retry_at.is_some_and(|t| now < t) {
+                        return Vec::new();
+                    }
+                    let why = format!(
+                        "primary {server} of epoch {epoch} was promoted before the replica set changed"
+                    );
+                    return self.start_election(now, Some(server), &why, None);
+                }
+                self.settle_joint(&server, epoch, false);
                 let changed = !matches!(&self.state,
                     ShardState::Healthy { primary, epoch: e } if *primary == server && *e == epoch);
                 if changed {
@@ -1160,8 +1426,8 @@ impl ShardController {
     }
 
     /// Starts an election (or, with `started`, a new round of the current one) at
-    /// 1 + the highest epoch seen, fencing every replica; or enters `NoQuorum` when fewer than a
-    /// fence quorum of replicas answer heartbeats.
+    /// 1 + the highest epoch seen, fencing every member; or enters `NoQuorum` when fewer than a
+    /// fence quorum of replicas (during a change: of each set) answer heartbeats.
     fn start_election(
         &mut self,
         now: Instant,
@@ -1169,24 +1435,40 @@ impl ShardController {
         why: &str,
         started: Option<Instant>,
     ) -> Vec<Action> {
-        let reachable = self
-            .replicas
-            .iter()
-            .filter(|r| self.detector.reachable(r))
-            .count();
-        if reachable < self.fence_quorum {
-            let down: Vec<&str> = self
-                .replicas
-                .iter()
-                .filter(|r| !self.detector.reachable(r))
-                .map(String::as_str)
-                .collect();
-            let reason = format!(
-                "{why}, but only {reachable} of {} replicas answer heartbeats and a fence quorum needs {} (down: {})",
-                self.replicas.len(),
-                self.fence_quorum,
-                down.join(", ")
-            );
+        let reachable = |set: &[String]| set.iter().filter(|r| self.detector.reachable(r)).count();
+        let down: Vec<String> = self
+            .members()
+            .into_iter()
+            .filter(|r| !self.detector.reachable(r))
+            .collect();
+        let short = match &self.joint {
+            None => (reachable(&self.replicas) < self.fence_quorum).then(|| {
+                format!(
+                    "only {} of {} replicas answer heartbeats and a fence quorum needs {}",
+                    reachable(&self.replicas),
+                    self.replicas.len(),
+                    self.fence_quorum
+                )
+            }),
+            Some(j) => {
+                let prev_quorum = majority(j.previous.len());
+                (reachable(&self.replicas) < self.fence_quorum
+                    || reachable(&j.previous) < prev_quorum)
+                    .then(|| {
+                        format!(
+                            "a joint fence quorum during the replica set change needs {} of the {} new replicas and {} of the {} previous ones, and {} and {} answer heartbeats",
+                            self.fence_quorum,
+                            self.replicas.len(),
+                            prev_quorum,
+                            j.previous.len(),
+                            reachable(&self.replicas),
+                            reachable(&j.previous)
+                        )
+                    })
+            }
+        };
+        if let Some(short) = short {
+            let reason = format!("{why}, but {short} (down: {})", down.join(", "));
             self.enter_no_quorum(now, reason, false, preferred);
             return Vec::new();
         }
@@ -1204,8 +1486,8 @@ impl ShardController {
             info!(shard = %self.shard, epoch, why, preferred = preferred.as_deref().unwrap_or("-"),
                 "election retried at a higher epoch");
         }
-        let awaited = self
-            .replicas
+        let members = self.members();
+        let awaited = members
             .iter()
             .filter(|r| self.detector.reachable(r))
             .cloned()
@@ -1218,14 +1500,87 @@ impl ShardController {
             round_started: now,
             awaited,
         };
-        self.replicas
-            .iter()
+        members
+            .into_iter()
             .map(|server| Action::Fence {
                 shard: self.shard.clone(),
-                server: server.clone(),
+                server,
                 epoch,
             })
             .collect()
+    }
+
+    /// Why the fence round at `epoch` cannot elect anyone, from its `answers`.
+    fn no_quorum_reason(&self, epoch: u64, answers: &[FenceAnswer]) -> String {
+        let accepted = |r: &String| {
+            answers.iter().any(|a| {
+                matches!(a, FenceAnswer::Accepted { server, epoch: e, .. } if server == r && *e == epoch)
+            })
+        };
+        let accepted_by = |set: &[String]| set.iter().filter(|r| accepted(r)).count();
+        let others: Vec<String> = self
+            .members()
+            .into_iter()
+            .filter(|r| !accepted(r))
+            .collect();
+        match &self.joint {
+            None => format!(
+                "{} of {} replicas accepted epoch {epoch}, a fence quorum needs {} (no answer from {})",
+                accepted_by(&self.replicas),
+                self.replicas.len(),
+                self.fence_quorum,
+                others.join(", ")
+            ),
+            Some(j) => format!(
+                "during the replica set change a new replica needs the votes of {} of the {} new replicas and {} of the {} previous ones (acceptors whose log is not longer than its own); {} new and {} previous accepted epoch {epoch} (no acceptance from {})",
+                self.fence_quorum,
+                self.replicas.len(),
+                majority(j.previous.len()),
+                j.previous.len(),
+                accepted_by(&self.replicas),
+                accepted_by(&j.previous),
+                others.join(", ")
+            ),
+        }
+    }
+
+    /// Whether `server`'s status shows it primary of `epoch` with the no-op of the joint
+    /// promotion at `epoch` committed.
+    fn noop_reported(&self, server: &str, epoch: u64) -> bool {
+        self.joint
+            .as_ref()
+            .and_then(|j| j.noop)
+            .is_some_and(|(e, lsn)| {
+                e == epoch
+                    && self.reports.get(server).is_some_and(|r| {
+                        r.role == Role::Primary && r.epoch == epoch && r.commit_lsn >= lsn
+                    })
+            })
+    }
+
+    /// Ends the replica-set change once `server`, primary of `epoch`, is known to have committed
+    /// its no-op in the new set: `committed` (promote answered 200) or its status report shows
+    /// the commit point at the no-op of the joint promotion. Then the previous set, and what is
+    /// known of the servers that left, is dropped.
+    fn settle_joint(&mut self, server: &str, epoch: u64, committed: bool) {
+        let Some(j) = &self.joint else {
+            return;
+        };
+        if epoch < j.from_epoch {
+            return;
+        }
+        if !committed && !self.noop_reported(server, epoch) {
+            return;
+        }
+        info!(shard = %self.shard, primary = server, epoch, replicas = ?self.replicas,
+            "replica set change completed");
+        let Some(j) = self.joint.take() else {
+            return;
+        };
+        for gone in j.previous.iter().filter(|p| !self.replicas.contains(p)) {
+            self.reports.remove(gone);
+            self.detector.forget(gone);
+        }
     }
 
     fn enter_no_quorum(
@@ -1286,6 +1641,15 @@ impl ShardController {
             epoch,
         };
     }
+}
+
+/// `replicas` without repeats, in order.
+fn dedup(replicas: Vec<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    replicas
+        .into_iter()
+        .filter(|r| seen.insert(r.clone()))
+        .collect()
 }
 
 #[cfg(test)]

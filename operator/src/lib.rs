@@ -13,8 +13,8 @@ pub mod wire;
 
 pub use election::{
     Action, ControllerConfig, ControllerEvent, Decision, DetectorConfig, FailureDetector,
-    FenceAnswer, Heartbeat, Phase, PromoteOutcome, ReplicaInfo, ShardController, ShardInfo,
-    ShardState, SwitchoverError, decide,
+    FenceAnswer, Heartbeat, Phase, PromoteOutcome, ReconfigureError, ReplicaInfo, ShardController,
+    ShardInfo, ShardState, SwitchoverError, VoterSet, decide, decide_joint,
 };
 pub use placement::{Placement, PlacementError, compute_placement, validate_placement};
 pub use runtime::{

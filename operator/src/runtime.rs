@@ -4,8 +4,8 @@
 //! [`ShardController`]s, executes the actions they emit concurrently (as tasks, so a slow agent
 //! never stalls the loop for longer than [`ControlPlaneConfig::action_wait`]), feeds the answers
 //! back and repeats until the controllers are settled. [`ControlPlane::run`] ticks every heartbeat
-//! interval until shut down; a [`ControlHandle`] reads the [`Topology`] and requests switchovers
-//! while it runs.
+//! interval until shut down; a [`ControlHandle`] reads the [`Topology`], requests switchovers and
+//! changes the cluster ([`ControlPlane::reconfigure`]) while it runs.
 //!
 //! The agents are reached through [`AgentApi`]; [`HttpAgentApi`] is the real one
 //! (docs/replication.md's endpoints and JSON), [`crate::sim::SimAgentApi`] an in-memory one.
@@ -26,11 +26,11 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::election::{
     Action, ControllerConfig, ControllerEvent, FailureDetector, FenceAnswer, Heartbeat, Phase,
-    PromoteOutcome, ShardController, ShardInfo, SwitchoverError,
+    PromoteOutcome, ReconfigureError, ShardController, ShardInfo, SwitchoverError,
 };
 use crate::placement::Placement;
 use crate::wire::{
@@ -577,6 +577,31 @@ impl OperatorMetrics {
         }
     }
 
+    /// Drops the series of a removed shard.
+    fn forget_shard(&self, shard: &str, replicas: &[String]) {
+        let labels = shard_labels(shard);
+        self.shard_epoch.remove(&labels);
+        self.shard_has_primary.remove(&labels);
+        for server in replicas {
+            self.forget_replica(shard, server);
+        }
+    }
+
+    /// Drops the series of a replica that left its shard.
+    fn forget_replica(&self, shard: &str, server: &str) {
+        self.replica_lag.remove(&ReplicaLabels {
+            shard: shard.to_owned(),
+            server: server.to_owned(),
+        });
+    }
+
+    /// Drops the series of a removed server.
+    fn forget_server(&self, server: &str) {
+        self.server_up.remove(&ServerLabels {
+            server: server.to_owned(),
+        });
+    }
+
     fn update(&self, topology: &Topology) {
         for (shard, info) in &topology.shards {
             let labels = shard_labels(shard);
@@ -694,9 +719,14 @@ enum Command {
         to: String,
         reply: oneshot::Sender<Result<(), SwitchoverError>>,
     },
+    Reconfigure {
+        spec: ClusterSpec,
+        reply: oneshot::Sender<Result<(), ReconfigureError>>,
+    },
 }
 
-/// A cheap, cloneable handle to a running [`ControlPlane`]: topology snapshots and switchovers.
+/// A cheap, cloneable handle to a running [`ControlPlane`]: topology snapshots, switchovers and
+/// cluster changes.
 #[derive(Debug, Clone)]
 pub struct ControlHandle {
     commands: mpsc::Sender<Command>,
@@ -711,6 +741,9 @@ impl std::fmt::Debug for Command {
                 .field("shard", shard)
                 .field("to", to)
                 .finish(),
+            Command::Reconfigure { spec, .. } => {
+                f.debug_struct("Reconfigure").field("spec", spec).finish()
+            }
         }
     }
 }
@@ -740,6 +773,18 @@ impl ControlHandle {
             .map_err(|_| SwitchoverError::NotRunning)?;
         answer.await.map_err(|_| SwitchoverError::NotRunning)?
     }
+
+    /// Asks the control plane to manage `spec` from now on (see [`ControlPlane::reconfigure`]);
+    /// answers once it is accepted, with the new topology published. Watch the topology for the
+    /// rest: a shard whose replica set changed shows `reconfiguring` until the change completes.
+    pub async fn reconfigure(&self, spec: ClusterSpec) -> Result<(), ReconfigureError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Reconfigure { spec, reply })
+            .await
+            .map_err(|_| ReconfigureError::NotRunning)?;
+        answer.await.map_err(|_| ReconfigureError::NotRunning)?
+    }
 }
 
 /// The control-plane loop over one cluster.
@@ -749,6 +794,8 @@ pub struct ControlPlane<A: AgentApi> {
     cfg: ControlPlaneConfig,
     controllers: BTreeMap<String, ShardController>,
     servers: FailureDetector,
+    /// Servers removed from the spec that a shard's change under way still fences (name → URL).
+    leaving: BTreeMap<String, String>,
     inflight: JoinSet<Completion>,
     inflight_by_shard: BTreeMap<String, usize>,
     metrics: OperatorMetrics,
@@ -789,6 +836,7 @@ impl<A: AgentApi> ControlPlane<A> {
             spec,
             cfg,
             controllers,
+            leaving: BTreeMap::new(),
             inflight: JoinSet::new(),
             inflight_by_shard: BTreeMap::new(),
             metrics: OperatorMetrics::new(registry),
@@ -814,7 +862,8 @@ impl<A: AgentApi> ControlPlane<A> {
         self.controllers.get(shard)
     }
 
-    /// A handle for readers of the topology and for switchover requests while [`Self::run`] runs.
+    /// A handle for readers of the topology, switchover and reconfiguration requests while
+    /// [`Self::run`] runs.
     pub fn handle(&self) -> ControlHandle {
         ControlHandle {
             commands: self.commands_tx.clone(),
@@ -833,6 +882,114 @@ impl<A: AgentApi> ControlPlane<A> {
             .get_mut(shard)
             .ok_or_else(|| SwitchoverError::UnknownShard(shard.to_owned()))?
             .request_switchover(to, now)
+    }
+
+    /// Manages `spec` from now on: servers (URLs may change), new shards, removed shards and
+    /// changed replica sets. All or nothing: on an error nothing changed.
+    ///
+    /// New shards get a controller (elected on the next tick); a shard whose replica set changed
+    /// runs a membership change ([`ShardController::reconfigure`]: an election under the joint
+    /// rule, the promotion carrying the new list); removed shards are dropped (late answers of
+    /// their calls are ignored), and so are removed servers, except that a server still in a
+    /// changing shard's previous set keeps being polled and fenced until the change completes.
+    /// The new topology is published at once.
+    ///
+    /// Refused with [`ReconfigureError::Busy`] while a shard whose set changes again is still
+    /// completing its previous change (retry later), [`ReconfigureError::Invalid`] for a spec
+    /// failing [`ClusterSpec::validate`], [`ReconfigureError::WriteQuorum`] when the write
+    /// quorum differs. The caller keeps the agents of removed replicas running until the
+    /// topology no longer shows their shards `reconfiguring`.
+    pub fn reconfigure(&mut self, spec: ClusterSpec, now: Instant) -> Result<(), ReconfigureError> {
+        spec.validate()?;
+        if spec.write_quorum != self.spec.write_quorum {
+            return Err(ReconfigureError::WriteQuorum {
+                from: self.spec.write_quorum,
+                to: spec.write_quorum,
+            });
+        }
+        // Built aside, so a refusal changes nothing.
+        let mut controllers = BTreeMap::new();
+        for (shard, replicas) in &spec.shards {
+            let c = match self.controllers.get(shard) {
+                Some(c) => {
+                    let mut c = c.clone();
+                    c.reconfigure(replicas.clone())?;
+                    c
+                }
+                None => {
+                    info!(shard = %shard, replicas = ?replicas, "shard added");
+                    ShardController::new(
+                        shard.clone(),
+                        replicas.clone(),
+                        spec.write_quorum,
+                        self.cfg.controller,
+                    )
+                }
+            };
+            controllers.insert(shard.clone(), c);
+        }
+        let old = std::mem::replace(&mut self.controllers, controllers);
+        for (shard, mut c) in old {
+            if self.controllers.contains_key(&shard) {
+                continue;
+            }
+            info!(shard = %shard, "shard removed");
+            for event in c.drain_events() {
+                self.metrics.record(&event);
+            }
+            self.inflight_by_shard.remove(&shard);
+            self.metrics.forget_shard(&shard, c.replicas());
+        }
+        let old = std::mem::replace(&mut self.spec, spec);
+        for (server, url) in old.servers {
+            if !self.spec.servers.contains_key(&server) {
+                info!(server = %server, "server removed");
+                self.leaving.insert(server, url);
+            }
+        }
+        self.leaving
+            .retain(|server, _| !self.spec.servers.contains_key(server));
+        self.prune_leaving();
+        for (shard, c) in &self.controllers {
+            for server in old.shards.get(shard).into_iter().flatten() {
+                if !c.replicas().contains(server) {
+                    self.metrics.forget_replica(shard, server);
+                }
+            }
+        }
+        self.topology.send_replace(self.topology(now));
+        Ok(())
+    }
+
+    /// Forgets the removed servers no shard needs any more.
+    fn prune_leaving(&mut self) {
+        let needed: std::collections::BTreeSet<String> = self
+            .controllers
+            .values()
+            .flat_map(ShardController::members)
+            .collect();
+        let gone: Vec<String> = self
+            .leaving
+            .keys()
+            .filter(|s| !needed.contains(*s))
+            .cloned()
+            .collect();
+        for server in gone {
+            debug!(server = %server, "removed server no longer polled");
+            self.leaving.remove(&server);
+            self.servers.forget(&server);
+            self.metrics.forget_server(&server);
+        }
+    }
+
+    /// A server of the spec, or one leaving.
+    fn server_ref(&self, name: &str) -> Option<ServerRef> {
+        self.spec.server_ref(name).or_else(|| {
+            self.leaving.get(name).map(|url| ServerRef {
+                name: name.to_owned(),
+                url: url.clone(),
+            })
+        })
     }
 
     /// The current view of every shard and server.
@@ -868,18 +1025,23 @@ impl<A: AgentApi> ControlPlane<A> {
         let at = move || now + t0.elapsed();
         let mut summary = TickSummary::default();
 
-        // 1. Heartbeats, all servers at once.
-        let polls = self.spec.servers.iter().map(|(name, url)| {
-            let api = Arc::clone(&self.api);
-            let server = ServerRef {
-                name: name.clone(),
-                url: url.clone(),
-            };
-            async move {
-                let result = api.status(&server).await;
-                (server.name, result)
-            }
-        });
+        // 1. Heartbeats, all servers (and leaving ones) at once.
+        let polls = self
+            .spec
+            .servers
+            .iter()
+            .chain(&self.leaving)
+            .map(|(name, url)| {
+                let api = Arc::clone(&self.api);
+                let server = ServerRef {
+                    name: name.clone(),
+                    url: url.clone(),
+                };
+                async move {
+                    let result = api.status(&server).await;
+                    (server.name, result)
+                }
+            });
         let results = futures::future::join_all(polls).await;
         let t = at();
         for (server, result) in results {
@@ -951,6 +1113,7 @@ impl<A: AgentApi> ControlPlane<A> {
         }
 
         // 3. Metrics and topology.
+        self.prune_leaving();
         let t = at();
         for c in self.controllers.values_mut() {
             for event in c.drain_events() {
@@ -994,13 +1157,18 @@ impl<A: AgentApi> ControlPlane<A> {
                 // The requester may have gone away; nothing to do then.
                 let _ = reply.send(result);
             }
+            Command::Reconfigure { spec, reply } => {
+                let result = self.reconfigure(spec, Instant::now());
+                // As above.
+                let _ = reply.send(result);
+            }
         }
     }
 
     /// Spawns the task that executes `action`.
     fn start(&mut self, action: Action) {
         let api = Arc::clone(&self.api);
-        let Some(server) = self.spec.server_ref(action.server()) else {
+        let Some(server) = self.server_ref(action.server()) else {
             error!(?action, "action on a server missing from the spec");
             return;
         };
@@ -1067,6 +1235,7 @@ impl<A: AgentApi> ControlPlane<A> {
         if let Some(n) = self.inflight_by_shard.get_mut(done.shard()) {
             *n = n.saturating_sub(1);
         }
+        // A shard removed by `reconfigure`: its late answers are dropped.
         let Some(c) = self.controllers.get_mut(done.shard()) else {
             return;
         };

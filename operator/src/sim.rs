@@ -112,17 +112,25 @@ impl SimCluster {
         let mut c = Self::default();
         for (shard, servers) in shards {
             for s in servers {
-                c.servers
-                    .entry(s.clone())
-                    .or_insert_with(|| SimServer {
-                        mode: Mode::Up,
-                        shards: BTreeMap::new(),
-                    })
-                    .shards
-                    .insert(shard.clone(), SimReplica::fresh());
+                c.add_replica(s, shard);
             }
         }
         c
+    }
+
+    /// Gives `server` a fresh replica of `shard` (fenced at epoch 0, empty), as a runtime does
+    /// before adding it to the shard's replica set; a new server starts up. An existing replica
+    /// is kept.
+    pub fn add_replica(&mut self, server: &str, shard: &str) {
+        self.servers
+            .entry(server.to_owned())
+            .or_insert_with(|| SimServer {
+                mode: Mode::Up,
+                shards: BTreeMap::new(),
+            })
+            .shards
+            .entry(shard.to_owned())
+            .or_insert_with(SimReplica::fresh);
     }
 
     pub fn replica(&self, server: &str, shard: &str) -> Option<&SimReplica> {
@@ -261,8 +269,11 @@ impl SimCluster {
             acks += 1;
         }
         let last = p.last_lsn();
+        // Like the agent: the quorum counts the primary and its peers, the primary once, whether
+        // or not the promote list names it (a previous replica bridging a change does not).
+        let voters = p.peers.iter().filter(|x| *x != primary).count() + 1;
         // The commit point only moves on an entry of the primary's own epoch (the no-op first).
-        let commit = if acks >= p.quorum.size(p.peers.len().max(1)) && p.last_epoch() == epoch {
+        let commit = if acks >= p.quorum.size(voters) && p.last_epoch() == epoch {
             last
         } else {
             p.commit_lsn

@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -345,6 +345,195 @@ proptest! {
                 prop_assert!(max_rejected.is_none());
                 prop_assert!(acc.len() < quorum || pref_member.is_some_and(|p| !latest.contains_key(p.as_str())));
             }
+        }
+    }
+}
+
+#[test]
+fn decide_joint_needs_votes_from_both_sets() {
+    // {S0, S1, S2} → {S0..S6}: S3..S6 are empty newcomers.
+    let previous = names(3);
+    let new = names(7);
+    let (new_set, prev_set) = (VoterSet::majority(&new), VoterSet::majority(&previous));
+    let newcomers: Vec<FenceAnswer> = (3..7)
+        .map(|i| accepted(&format!("S{i}"), 3, 0, 0))
+        .collect();
+    // Alone, the newcomers are a majority of the new set: the plain rule would elect an empty log.
+    assert_eq!(
+        decide(&new, 4, 3, &newcomers, None),
+        Decision::Promote {
+            server: "S3".into(),
+            epoch: 3
+        }
+    );
+    assert_eq!(
+        decide_joint(new_set, Some(prev_set), 3, &newcomers, None),
+        Decision::NeedMore
+    );
+    // One previous replica with data: it does not vote for an empty log, and alone it is no
+    // majority of the previous set.
+    let mut answers = newcomers.clone();
+    answers.push(accepted("S1", 3, 2, 9));
+    assert_eq!(
+        decide_joint(new_set, Some(prev_set), 3, &answers, None),
+        Decision::NeedMore
+    );
+    // A second one: S1 has the votes of S1 and S2 in the previous set.
+    answers.push(accepted("S2", 3, 2, 8));
+    assert_eq!(
+        decide_joint(new_set, Some(prev_set), 3, &answers, None),
+        Decision::Promote {
+            server: "S1".into(),
+            epoch: 3
+        }
+    );
+    // Two previous replicas down: never.
+    let mut answers = newcomers;
+    answers.push(accepted("S0", 3, 2, 9));
+    for s in ["S1", "S2"] {
+        answers.push(FenceAnswer::Unreachable { server: s.into() });
+    }
+    assert_eq!(
+        decide_joint(new_set, Some(prev_set), 3, &answers, None),
+        Decision::NoQuorum
+    );
+}
+
+#[test]
+fn decide_joint_prefers_new_replicas_and_bridges_a_full_replacement() {
+    // {S0, S1, S2} → {S1, S2}: the removed S0 has the longest log (an uncommitted tail).
+    let previous = names(3);
+    let new: Vec<String> = vec!["S1".into(), "S2".into()];
+    let (new_set, prev_set) = (VoterSet::majority(&new), VoterSet::majority(&previous));
+    let answers = [
+        accepted("S0", 4, 3, 9),
+        accepted("S1", 4, 3, 8),
+        accepted("S2", 4, 3, 7),
+    ];
+    assert_eq!(
+        decide_joint(new_set, Some(prev_set), 4, &answers, None),
+        Decision::Promote {
+            server: "S1".into(),
+            epoch: 4
+        }
+    );
+    // {S0, S1, S2} → {S0, S3, S4}, S1 and S2 holding more than S0: S0 may lack what they
+    // committed, and the newcomers are empty. No new replica can win: S1 bridges.
+    let new: Vec<String> = vec!["S0".into(), "S3".into(), "S4".into()];
+    let new_set = VoterSet::majority(&new);
+    let answers = [
+        accepted("S0", 4, 3, 5),
+        accepted("S1", 4, 3, 8),
+        accepted("S2", 4, 3, 8),
+        accepted("S3", 4, 0, 0),
+        accepted("S4", 4, 0, 0),
+    ];
+    assert_eq!(
+        decide_joint(new_set, Some(prev_set), 4, &answers, None),
+        Decision::Promote {
+            server: "S1".into(),
+            epoch: 4
+        }
+    );
+    // Not while a new replica might still win.
+    assert_eq!(
+        decide_joint(new_set, Some(prev_set), 4, &answers[..4], None),
+        Decision::NeedMore
+    );
+}
+
+fn log_strategy() -> impl Strategy<Value = (u64, u64)> {
+    (0u64..4, 0u64..6)
+}
+
+proptest! {
+    /// An entry committed on a majority of the previous set, and one committed on a majority of
+    /// the new set, are both in the winner's log; a previous replica wins only when no new one
+    /// qualifies; once every replica accepted, someone wins.
+    #[test]
+    fn decide_joint_keeps_committed_entries(
+        prev_mask in 1u8..128,
+        new_mask in 1u8..128,
+        logs in proptest::collection::vec(log_strategy(), 7),
+        kinds in proptest::collection::vec(0u8..4, 7),
+        committed_prev in log_strategy(),
+        committed_new in proptest::option::of(log_strategy()),
+        rotate in 0usize..7,
+        preferred in proptest::option::of(0usize..7),
+    ) {
+        let pick = |mask: u8| -> Vec<String> {
+            (0..7).filter(|i| mask & (1 << i) != 0).map(|i| format!("S{i}")).collect()
+        };
+        let (previous, new) = (pick(prev_mask), pick(new_mask));
+        let mut logs: BTreeMap<String, (u64, u64)> =
+            (0..7).map(|i| (format!("S{i}"), logs[i])).collect();
+        // A majority of each set holds its committed entry (a log at least that long).
+        let mut hold = |set: &[String], c: (u64, u64)| {
+            for i in 0..majority(set.len()) {
+                let s = &set[(rotate + i) % set.len()];
+                let l = logs.entry(s.clone()).or_default();
+                *l = (*l).max(c);
+            }
+        };
+        hold(&previous, committed_prev);
+        if let Some(c) = committed_new {
+            hold(&new, c);
+        }
+        let answers: Vec<FenceAnswer> = (0..7)
+            .filter_map(|i| {
+                let server = format!("S{i}");
+                match kinds[i] {
+                    0 | 1 => {
+                        let (le, ll) = logs[&server];
+                        Some(accepted(&server, 5, le, ll))
+                    }
+                    2 => Some(FenceAnswer::Unreachable { server }),
+                    _ => None,
+                }
+            })
+            .collect();
+        let preferred = preferred.map(|p| format!("S{p}"));
+        let d = decide_joint(
+            VoterSet::majority(&new),
+            Some(VoterSet::majority(&previous)),
+            5,
+            &answers,
+            preferred.as_deref(),
+        );
+        if let Decision::Promote { server, epoch } = &d {
+            prop_assert_eq!(*epoch, 5);
+            if !new.contains(server) {
+                let new_qualifies = new.iter().any(|n| {
+                    answers.iter().any(|a| matches!(a, FenceAnswer::Accepted { server: s, .. } if s == n))
+                        && [&previous, &new].iter().all(|set| {
+                            let votes = set
+                                .iter()
+                                .filter(|v| {
+                                    answers.iter().any(|a| matches!(a, FenceAnswer::Accepted { server: s, .. } if s == *v))
+                                        && logs[*v] <= logs[n]
+                                })
+                                .count();
+                            votes >= majority(set.len())
+                        })
+                });
+                prop_assert!(!new_qualifies, "{} bridges though a new replica qualifies", server);
+            }
+            let won_accepted = answers
+                .iter()
+                .any(|a| matches!(a, FenceAnswer::Accepted { server: s, .. } if s == server));
+            prop_assert!(won_accepted, "{} did not accept", server);
+            let won = logs[server];
+            prop_assert!(won >= committed_prev, "winner {:?} lacks {:?}", won, committed_prev);
+            if let Some(c) = committed_new {
+                prop_assert!(won >= c, "winner {:?} lacks {:?}", won, c);
+            }
+        }
+        let members: BTreeSet<&String> = previous.iter().chain(&new).collect();
+        let all_accepted = members.iter().all(|m| {
+            answers.iter().any(|a| matches!(a, FenceAnswer::Accepted { server, .. } if server == *m))
+        });
+        if all_accepted {
+            prop_assert!(matches!(d, Decision::Promote { .. }), "{:?}", d);
         }
     }
 }
@@ -944,4 +1133,452 @@ proptest! {
             prop_assert!(c.poll(now).is_empty(), "poll is idempotent");
         }
     }
+}
+
+// -- replica-set changes -------------------------------------------------------------------------
+
+fn started_reasons(c: &mut ShardController) -> Vec<(u64, String)> {
+    c.drain_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            ControllerEvent::ElectionStarted { epoch, reason, .. } => Some((epoch, reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn adding_a_replica_reelects_the_primary_with_the_new_list() {
+    let t0 = Instant::now();
+    let mut c = healthy(4, [12, 12, 11], t0);
+    let t = t0 + ms(200);
+    c.observe_status("S3", &ShardStatus::fresh(), t);
+    assert!(c.report("S3").is_none(), "not a replica yet: ignored");
+    assert_eq!(c.reconfigure(names(4)), Ok(()));
+    assert!(c.reconfiguring());
+    assert_eq!(c.previous(), Some(names(3).as_slice()));
+    assert_eq!(c.replicas(), names(4).as_slice());
+    assert_eq!(c.fence_quorum(), 3);
+    for (i, role) in [Role::Primary, Role::Secondary, Role::Secondary]
+        .iter()
+        .enumerate()
+    {
+        let lsn = [12, 12, 11][i];
+        c.observe_status(&format!("S{i}"), &status(*role, 4, Some("S0"), (4, lsn)), t);
+    }
+    c.observe_status("S3", &ShardStatus::fresh(), t);
+    let actions = c.poll(t);
+    assert_eq!(
+        fences(&actions),
+        (0..4).map(|i| (format!("S{i}"), 5)).collect::<Vec<_>>()
+    );
+    assert!(c.poll(t).is_empty(), "poll is idempotent");
+    assert!(matches!(c.state(), ShardState::Electing { preferred: Some(p), .. } if p == "S0"));
+    assert!(c.info(t).reconfiguring);
+    // S1 has the same log as S0 and a joint quorum answers without S0: the old primary is
+    // still waited for, and wins.
+    c.on_fence_answer(5, accepted("S1", 5, 4, 12));
+    c.on_fence_answer(5, accepted("S2", 5, 4, 11));
+    c.on_fence_answer(5, accepted("S3", 5, 0, 0));
+    assert!(c.poll(t + ms(300)).is_empty());
+    c.on_fence_answer(5, accepted("S0", 5, 4, 12));
+    assert_eq!(
+        c.poll(t + ms(301)),
+        vec![Action::Promote {
+            shard: "sh1".into(),
+            server: "S0".into(),
+            epoch: 5,
+            replicas: names(4),
+            quorum: Quorum::Majority,
+        }]
+    );
+    c.on_promote_result("S0", 5, PromoteOutcome::Done, t + ms(302));
+    assert_eq!(c.primary(), Some(("S0", 5)));
+    assert!(!c.reconfiguring());
+    assert_eq!(c.previous(), None);
+    let info = c.info(t + ms(302));
+    assert!(!info.reconfiguring);
+    assert_eq!(info.replicas.len(), 4);
+    let started = started_reasons(&mut c);
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0].0, 5);
+    assert!(started[0].1.contains("replica set changed"), "{started:?}");
+}
+
+#[test]
+fn joint_rule_never_promotes_an_empty_newcomer() {
+    let t0 = Instant::now();
+    let mut c = healthy(2, [9, 9, 8], t0);
+    c.reconfigure(names(7)).unwrap();
+    assert_eq!(c.fence_quorum(), 4);
+    for i in 3..7 {
+        c.observe_status(&format!("S{i}"), &ShardStatus::fresh(), t0);
+    }
+    let actions = c.poll(t0);
+    assert_eq!(fences(&actions).len(), 7);
+    assert!(fences(&actions).iter().all(|(_, e)| *e == 3));
+    // The old primary crashed meanwhile (so it is not waited for), and the four empty
+    // newcomers answer first: a majority of the new set.
+    c.on_fence_answer(
+        3,
+        FenceAnswer::Unreachable {
+            server: "S0".into(),
+        },
+    );
+    for i in 3..7 {
+        c.on_fence_answer(3, accepted(&format!("S{i}"), 3, 0, 0));
+    }
+    assert!(c.poll(t0 + ms(1)).is_empty());
+    assert!(
+        c.poll(t0 + ms(400)).is_empty(),
+        "not after the fence grace either"
+    );
+    // One previous replica with data: still no majority of the previous set.
+    c.on_fence_answer(3, accepted("S1", 3, 2, 9));
+    assert!(c.poll(t0 + ms(401)).is_empty());
+    assert_eq!(c.state().phase(), Phase::Electing);
+    // S2 answers: S1 has the votes of S1 and S2.
+    c.on_fence_answer(3, accepted("S2", 3, 2, 8));
+    let actions = c.poll(t0 + ms(402));
+    assert_eq!(
+        actions,
+        vec![Action::Promote {
+            shard: "sh1".into(),
+            server: "S1".into(),
+            epoch: 3,
+            replicas: names(7),
+            quorum: Quorum::Majority,
+        }]
+    );
+}
+
+#[test]
+fn joint_rule_without_a_previous_majority_is_no_quorum() {
+    let t0 = Instant::now();
+    let mut c = healthy(2, [9, 9, 8], t0);
+    c.reconfigure(names(7)).unwrap();
+    let t = t0 + ms(200);
+    for i in 3..7 {
+        c.observe_status(&format!("S{i}"), &ShardStatus::fresh(), t);
+    }
+    c.observe_failure("S1", Heartbeat::Refused, t);
+    c.observe_failure("S2", Heartbeat::Refused, t);
+    // 5 of 7 new replicas answer heartbeats, but only 1 of the 3 previous ones.
+    assert!(c.poll(t).is_empty(), "nothing is fenced");
+    assert_eq!(c.state().phase(), Phase::NoQuorum);
+    let info = c.info(t);
+    assert!(info.reconfiguring);
+    let reason = info.reason.unwrap_or_default();
+    assert!(reason.contains("joint fence quorum"), "{reason}");
+    assert!(reason.contains("2 of the 3 previous"), "{reason}");
+    // S0 stays primary of the old set meanwhile, and is elected again once S2 is back.
+    assert!(c.poll(t + ms(200)).is_empty());
+    let t = t + ms(400);
+    c.observe_status("S2", &status(Role::Secondary, 2, Some("S0"), (2, 8)), t);
+    let actions = c.poll(t);
+    assert_eq!(fences(&actions).len(), 7);
+    assert!(matches!(c.state(), ShardState::Electing { preferred: Some(p), .. } if p == "S0"));
+    // Fence answers may also make it impossible: S0 and S2 do not answer after all.
+    let epoch = fences(&actions)[0].1;
+    for (server, e) in fences(&actions) {
+        let answer = if server == "S0" || server == "S1" || server == "S2" {
+            FenceAnswer::Unreachable { server }
+        } else {
+            accepted(&server, e, 0, 0)
+        };
+        c.on_fence_answer(epoch, answer);
+    }
+    assert!(c.poll(t + ms(1)).is_empty());
+    let reason = c.info(t + ms(1)).reason.unwrap_or_default();
+    assert!(
+        reason.contains("during the replica set change") && reason.contains("0 previous"),
+        "{reason}"
+    );
+    assert_eq!(c.state().phase(), Phase::NoQuorum);
+}
+
+#[test]
+fn removing_a_secondary_keeps_the_primary() {
+    let t0 = Instant::now();
+    let mut c = healthy(3, [7, 7, 6], t0);
+    let kept: Vec<String> = vec!["S0".into(), "S1".into()];
+    c.reconfigure(kept.clone()).unwrap();
+    assert_eq!(c.fence_quorum(), 2);
+    assert_eq!(
+        c.members(),
+        names(3),
+        "S2 is fenced until the change completes"
+    );
+    let actions = c.poll(t0);
+    assert_eq!(
+        fences(&actions),
+        vec![("S0".into(), 4), ("S1".into(), 4), ("S2".into(), 4)]
+    );
+    let logs: BTreeMap<&str, (u64, u64)> = [("S0", (3, 7)), ("S1", (3, 7)), ("S2", (3, 6))].into();
+    accept_all(&mut c, &actions, &logs);
+    let actions = c.poll(t0 + ms(1));
+    assert!(
+        matches!(&actions[..], [Action::Promote { server, epoch: 4, replicas, .. }]
+        if server == "S0" && *replicas == kept)
+    );
+    c.on_promote_result("S0", 4, PromoteOutcome::Done, t0 + ms(2));
+    assert_eq!(c.primary(), Some(("S0", 4)));
+    assert!(!c.reconfiguring());
+    assert_eq!(c.members(), kept);
+    // What was known of S2 is gone, and its reports are ignored from now on.
+    assert!(c.report("S2").is_none());
+    assert!(!c.detector().observed("S2"));
+    c.observe_status(
+        "S2",
+        &status(Role::Primary, 9, Some("S2"), (9, 9)),
+        t0 + ms(200),
+    );
+    assert!(c.report("S2").is_none());
+    assert!(c.poll(t0 + ms(200)).is_empty());
+    assert_eq!(c.primary(), Some(("S0", 4)));
+    assert_eq!(c.info(t0 + ms(200)).replicas.len(), 2);
+}
+
+#[test]
+fn removing_the_primary_elects_the_longest_remaining_log() {
+    let t0 = Instant::now();
+    let mut c = healthy(3, [9, 8, 7], t0);
+    c.reconfigure(vec!["S1".into(), "S2".into(), "S3".into()])
+        .unwrap();
+    c.observe_status("S3", &ShardStatus::fresh(), t0);
+    let actions = c.poll(t0);
+    assert!(matches!(
+        c.state(),
+        ShardState::Electing {
+            preferred: None,
+            ..
+        }
+    ));
+    assert_eq!(
+        fences(&actions),
+        vec![
+            ("S1".into(), 4),
+            ("S2".into(), 4),
+            ("S3".into(), 4),
+            ("S0".into(), 4)
+        ]
+    );
+    // The removed primary has the longest log (a tail it never committed): it cannot win, and
+    // does not block S1.
+    let logs: BTreeMap<&str, (u64, u64)> = [("S0", (3, 9)), ("S1", (3, 8)), ("S2", (3, 7))].into();
+    accept_all(&mut c, &actions, &logs);
+    let actions = c.poll(t0 + ms(1));
+    assert!(
+        matches!(&actions[..], [Action::Promote { server, epoch: 4, replicas, .. }]
+        if server == "S1" && replicas.len() == 3 && !replicas.contains(&"S0".to_string()))
+    );
+    c.on_promote_result("S1", 4, PromoteOutcome::Done, t0 + ms(2));
+    assert_eq!(c.primary(), Some(("S1", 4)));
+    assert!(!c.reconfiguring());
+}
+
+#[test]
+fn one_replica_set_change_at_a_time() {
+    let t0 = Instant::now();
+    let mut c = healthy(2, [5, 5, 5], t0);
+    assert_eq!(c.reconfigure(names(3)), Ok(()), "unchanged: nothing to do");
+    let mut shuffled = names(3);
+    shuffled.reverse();
+    assert_eq!(c.reconfigure(shuffled), Ok(()), "the order does not matter");
+    assert!(!c.reconfiguring());
+    assert!(c.poll(t0).is_empty());
+    assert_eq!(
+        c.reconfigure(Vec::new()),
+        Err(ReconfigureError::Invalid(SpecError::NoReplicas(
+            "sh1".into()
+        )))
+    );
+    c.reconfigure(names(4)).unwrap();
+    assert_eq!(
+        c.reconfigure(names(4)),
+        Ok(()),
+        "the same change again is accepted"
+    );
+    assert_eq!(
+        c.reconfigure(names(5)),
+        Err(ReconfigureError::Busy {
+            shard: "sh1".into()
+        })
+    );
+    assert_eq!(
+        c.replicas(),
+        names(4).as_slice(),
+        "the refusal changed nothing"
+    );
+    c.observe_status("S3", &ShardStatus::fresh(), t0);
+    let actions = c.poll(t0);
+    accept_all(&mut c, &actions, &BTreeMap::new());
+    assert!(promote_of(&c.poll(t0 + ms(1))).is_some());
+    assert!(matches!(
+        c.reconfigure(names(5)),
+        Err(ReconfigureError::Busy { .. })
+    ));
+    c.on_promote_result("S0", 3, PromoteOutcome::Done, t0 + ms(2));
+    assert_eq!(c.reconfigure(names(5)), Ok(()), "the change completed");
+    assert_eq!(c.previous(), Some(names(4).as_slice()));
+}
+
+#[test]
+fn joint_configuration_ends_once_the_new_primary_commits_its_noop() {
+    let t0 = Instant::now();
+    let mut c = healthy(2, [5, 5, 5], t0);
+    c.reconfigure(names(4)).unwrap();
+    c.observe_status("S3", &ShardStatus::fresh(), t0);
+    let actions = c.poll(t0);
+    let logs: BTreeMap<&str, (u64, u64)> = [("S0", (2, 5)), ("S1", (2, 5)), ("S2", (2, 5))].into();
+    accept_all(&mut c, &actions, &logs);
+    assert_eq!(promote_of(&c.poll(t0 + ms(1))), Some(("S0".into(), 3)));
+    c.on_promote_result(
+        "S0",
+        3,
+        PromoteOutcome::Failed("timed out".into()),
+        t0 + ms(2),
+    );
+    // S0 reports itself primary of epoch 3, its no-op (LSN 6) not committed yet: healthy, but
+    // the change is not over (a failover now would still need the previous set).
+    let t = t0 + ms(200);
+    let mut p = status(Role::Primary, 3, Some("S0"), (3, 6));
+    p.commit_lsn = 5;
+    c.observe_status("S0", &p, t);
+    assert!(c.poll(t).is_empty());
+    assert_eq!(c.primary(), Some(("S0", 3)));
+    assert!(c.reconfiguring());
+    let t = t + ms(200);
+    p.commit_lsn = 6;
+    c.observe_status("S0", &p, t);
+    assert!(c.poll(t).is_empty());
+    assert!(!c.reconfiguring(), "the no-op is committed");
+    assert_eq!(c.previous(), None);
+    assert_eq!(c.primary(), Some(("S0", 3)));
+}
+
+#[test]
+fn primary_of_the_old_set_is_elected_again_with_the_new_list() {
+    let t0 = Instant::now();
+    let mut c = healthy(2, [5, 5, 5], t0);
+    let t = t0 + ms(200);
+    c.observe_failure("S0", Heartbeat::Refused, t);
+    c.observe_failure("S1", Heartbeat::Refused, t);
+    c.observe_status("S2", &status(Role::Secondary, 2, Some("S0"), (2, 5)), t);
+    assert!(c.poll(t).is_empty());
+    assert!(matches!(
+        c.state(),
+        ShardState::NoQuorum {
+            preferred: None,
+            ..
+        }
+    ));
+    c.reconfigure(names(4)).unwrap();
+    c.observe_status("S3", &ShardStatus::fresh(), t);
+    assert!(c.poll(t).is_empty(), "2 of 4 new replicas reachable");
+    // S0 was only cut off: it still reports itself primary of epoch 2, with the old list.
+    let t = t + ms(200);
+    c.observe_status("S0", &status(Role::Primary, 2, Some("S0"), (2, 5)), t);
+    c.observe_status("S1", &status(Role::Secondary, 2, Some("S0"), (2, 5)), t);
+    let actions = c.poll(t);
+    assert_eq!(fences(&actions).len(), 4);
+    assert!(fences(&actions).iter().all(|(_, e)| *e == 3));
+    assert!(matches!(c.state(), ShardState::Electing { preferred: Some(p), .. } if p == "S0"));
+    let logs: BTreeMap<&str, (u64, u64)> = [("S0", (2, 5)), ("S1", (2, 5)), ("S2", (2, 5))].into();
+    accept_all(&mut c, &actions, &logs);
+    assert!(
+        matches!(&c.poll(t + ms(1))[..], [Action::Promote { server, epoch: 3, replicas, .. }]
+        if server == "S0" && *replicas == names(4))
+    );
+}
+
+#[test]
+fn replacing_every_replica_bridges_through_a_previous_one() {
+    let t0 = Instant::now();
+    let mut c = ShardController::new(
+        "sh1",
+        vec!["S0".into()],
+        Quorum::Majority,
+        ControllerConfig::default(),
+    );
+    c.observe_status("S0", &status(Role::Primary, 1, Some("S0"), (1, 4)), t0);
+    assert!(c.poll(t0).is_empty());
+    assert_eq!(c.primary(), Some(("S0", 1)));
+    let only_s1: Vec<String> = vec!["S1".into()];
+    c.reconfigure(only_s1.clone()).unwrap();
+    c.observe_status("S1", &ShardStatus::fresh(), t0);
+    let actions = c.poll(t0);
+    assert_eq!(fences(&actions), vec![("S1".into(), 2), ("S0".into(), 2)]);
+    assert!(matches!(
+        c.state(),
+        ShardState::Electing {
+            preferred: None,
+            ..
+        }
+    ));
+    // The empty S1 never gets S0's vote: S0 is promoted with the new list and copies its log
+    // to S1 (its no-op commits on both).
+    c.on_fence_answer(2, accepted("S1", 2, 0, 0));
+    c.on_fence_answer(2, accepted("S0", 2, 1, 4));
+    assert_eq!(
+        c.poll(t0 + ms(1)),
+        vec![Action::Promote {
+            shard: "sh1".into(),
+            server: "S0".into(),
+            epoch: 2,
+            replicas: only_s1.clone(),
+            quorum: Quorum::Majority,
+        }]
+    );
+    c.on_promote_result("S0", 2, PromoteOutcome::Done, t0 + ms(2));
+    assert!(!c.reconfiguring());
+    assert_eq!(c.members(), only_s1);
+    // Then an election in the new set alone moves the primary there.
+    let actions = c.poll(t0 + ms(3));
+    assert_eq!(fences(&actions), vec![("S1".into(), 3)]);
+    c.on_fence_answer(3, accepted("S1", 3, 2, 5));
+    assert_eq!(promote_of(&c.poll(t0 + ms(4))), Some(("S1".into(), 3)));
+    c.on_promote_result("S1", 3, PromoteOutcome::Done, t0 + ms(5));
+    assert_eq!(c.primary(), Some(("S1", 3)));
+}
+
+#[test]
+fn bridging_primary_completes_from_status_only_once_its_noop_is_committed() {
+    let t0 = Instant::now();
+    let mut c = ShardController::new(
+        "sh1",
+        vec!["S0".into()],
+        Quorum::Majority,
+        ControllerConfig::default(),
+    );
+    c.observe_status("S0", &status(Role::Primary, 1, Some("S0"), (1, 4)), t0);
+    c.poll(t0);
+    c.reconfigure(vec!["S1".into()]).unwrap();
+    c.observe_status("S1", &ShardStatus::fresh(), t0);
+    c.poll(t0);
+    c.on_fence_answer(2, accepted("S1", 2, 0, 0));
+    c.on_fence_answer(2, accepted("S0", 2, 1, 4));
+    assert_eq!(promote_of(&c.poll(t0 + ms(1))), Some(("S0".into(), 2)));
+    c.on_promote_result(
+        "S0",
+        2,
+        PromoteOutcome::Failed("timed out".into()),
+        t0 + ms(2),
+    );
+    let t = t0 + ms(200);
+    let mut p = status(Role::Primary, 2, Some("S0"), (2, 5));
+    p.commit_lsn = 4;
+    c.observe_status("S0", &p, t);
+    assert!(
+        c.poll(t).is_empty(),
+        "no-op (LSN 5) not committed: keep waiting"
+    );
+    assert_eq!(c.state().phase(), Phase::Promoting);
+    assert!(c.reconfiguring());
+    let t = t + ms(200);
+    p.commit_lsn = 5;
+    c.observe_status("S0", &p, t);
+    let actions = c.poll(t);
+    assert!(!c.reconfiguring());
+    assert_eq!(fences(&actions), vec![("S1".into(), 3)]);
 }

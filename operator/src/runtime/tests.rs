@@ -36,7 +36,12 @@ struct Harness {
 
 impl Harness {
     fn new(spec: ClusterSpec) -> Self {
-        let api = SimAgentApi::new(SimCluster::new(&spec.shards));
+        let sim = SimCluster::new(&spec.shards);
+        Self::with_sim(spec, sim)
+    }
+
+    fn with_sim(spec: ClusterSpec, sim: SimCluster) -> Self {
+        let api = SimAgentApi::new(sim);
         let mut registry = Registry::default();
         let cp = ControlPlane::new(spec, api, ControlPlaneConfig::default(), &mut registry)
             .expect("valid spec");
@@ -371,6 +376,249 @@ async fn handle_reads_topology_and_requests_switchovers_while_running() {
     );
 }
 
+fn names(ids: &[usize]) -> Vec<String> {
+    ids.iter().map(|i| format!("S{i}")).collect()
+}
+
+/// The promote actions of a tick: `(shard, server, epoch, replicas)`.
+fn promotes(summary: &TickSummary) -> Vec<(String, String, u64, Vec<String>)> {
+    summary
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Promote {
+                shard,
+                server,
+                epoch,
+                replicas,
+                ..
+            } => Some((shard.clone(), server.clone(), *epoch, replicas.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn reconfigure_adds_servers_and_shards_then_removes_a_server() {
+    let mut h = Harness::new(spec(3, &[("sh1", &[0, 1, 2])]));
+    h.tick().await;
+    assert_eq!(h.primary("sh1"), Some(("S0".into(), 1)));
+    for _ in 0..3 {
+        assert_eq!(h.write("sh1", None), Some(true));
+    }
+    // /add: S3 joins, with a replica of sh1 and of a new shard sh2 on S1, S2, S3.
+    {
+        let mut sim = h.sim();
+        sim.add_replica("S3", "sh1");
+        for s in ["S3", "S1", "S2"] {
+            sim.add_replica(s, "sh2");
+        }
+    }
+    let grown = spec(4, &[("sh1", &[0, 1, 2, 3]), ("sh2", &[3, 1, 2])]);
+    h.cp.reconfigure(grown.clone(), h.now).unwrap();
+    let t = h.cp.handle().topology();
+    assert!(t.servers.contains_key("S3"), "published at once");
+    assert_eq!(t.shards["sh2"].state, Phase::Starting);
+    assert!(t.shards["sh1"].reconfiguring);
+    assert!(!t.shards["sh2"].reconfiguring);
+    assert_eq!(t.shards["sh1"].replicas.len(), 4);
+    assert_eq!(
+        h.cp.reconfigure(grown.clone(), h.now),
+        Ok(()),
+        "the same spec again"
+    );
+    let summary = h.tick().await;
+    let p = promotes(&summary);
+    assert!(
+        p.contains(&("sh1".into(), "S0".into(), 2, names(&[0, 1, 2, 3]))),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|(shard, _, epoch, r)| shard == "sh2" && *epoch == 1 && *r == names(&[3, 1, 2])),
+        "{p:?}"
+    );
+    assert_eq!(h.primary("sh1"), Some(("S0".into(), 2)));
+    assert!(h.primary("sh2").is_some());
+    let t = h.cp.topology(h.now);
+    assert!(!t.shards["sh1"].reconfiguring, "promote answered 200");
+    assert_eq!(
+        h.sim().replica("S0", "sh1").unwrap().peers,
+        names(&[0, 1, 2, 3])
+    );
+    // S3 got sh1's log from the new primary.
+    assert_eq!(h.write("sh1", None), Some(true));
+    let log = h.sim().replica("S0", "sh1").unwrap().log.clone();
+    assert_eq!(h.sim().replica("S3", "sh1").unwrap().log, log);
+    h.assert_safe();
+
+    // /rm S2: sh1 and sh2 lose their replica there.
+    let mut shrunk = grown.clone();
+    shrunk.servers.remove("S2");
+    shrunk.shards.insert("sh1".into(), names(&[0, 1, 3]));
+    shrunk.shards.insert("sh2".into(), names(&[3, 1]));
+    h.cp.reconfigure(shrunk.clone(), h.now).unwrap();
+    let t = h.cp.handle().topology();
+    assert!(!t.servers.contains_key("S2"));
+    assert!(t.shards["sh1"].reconfiguring && t.shards["sh2"].reconfiguring);
+    // A second change of sh1 before the first completes: refused, and nothing changes.
+    let mut again = shrunk.clone();
+    again.shards.insert("sh1".into(), names(&[0, 1]));
+    again.shards.insert("sh3".into(), names(&[0]));
+    assert_eq!(
+        h.cp.reconfigure(again, h.now),
+        Err(ReconfigureError::Busy {
+            shard: "sh1".into()
+        })
+    );
+    assert!(h.cp.controller("sh3").is_none());
+    assert_eq!(
+        h.cp.controller("sh1").unwrap().replicas(),
+        names(&[0, 1, 3])
+    );
+    let fenced = h.calls("fence").len();
+    let summary = h.tick().await;
+    // S2 is still polled and fenced while the changes are under way.
+    assert!(summary.reachable.contains(&"S2".to_string()));
+    assert!(
+        h.calls("fence")[fenced..]
+            .iter()
+            .any(|c| c.starts_with("fence S2 sh1 "))
+    );
+    let p = promotes(&summary);
+    assert!(
+        p.contains(&("sh1".into(), "S0".into(), 3, names(&[0, 1, 3]))),
+        "{p:?}"
+    );
+    assert!(
+        p.iter()
+            .any(|(shard, _, epoch, r)| shard == "sh2" && *epoch == 2 && *r == names(&[3, 1])),
+        "{p:?}"
+    );
+    let t = h.cp.topology(h.now);
+    assert!(!t.shards["sh1"].reconfiguring && !t.shards["sh2"].reconfiguring);
+    // Done: S2 is no longer polled, and the caller may stop it.
+    let polls = h.calls("status S2").len();
+    h.sim().crash("S2");
+    h.ticks(3).await;
+    assert_eq!(h.calls("status S2").len(), polls);
+    assert_eq!(h.primary("sh1"), Some(("S0".into(), 3)));
+    assert_eq!(h.write("sh1", None), Some(true));
+    assert_eq!(h.write("sh2", None), Some(true));
+    h.assert_safe();
+
+    // A shard removed: its controller and series go.
+    let mut fewer = shrunk.clone();
+    fewer.shards.remove("sh2");
+    h.cp.reconfigure(fewer, h.now).unwrap();
+    assert!(h.cp.controller("sh2").is_none());
+    assert!(!h.cp.handle().topology().shards.contains_key("sh2"));
+    h.tick().await;
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &h.registry).unwrap();
+    // Gauges of the removed shard and server go; counters stay.
+    assert!(!text.contains("shard_epoch{shard=\"sh2\"}"), "{text}");
+    assert!(!text.contains("server_up{server=\"S2\"}"), "{text}");
+    assert!(!text.contains("server=\"S2\""), "{text}");
+}
+
+#[tokio::test]
+async fn reconfigure_refuses_invalid_specs_and_quorum_changes() {
+    let mut h = Harness::new(spec(3, &[("sh1", &[0, 1, 2])]));
+    h.tick().await;
+    let before = h.cp.topology(h.now);
+    let bad = spec(3, &[("sh1", &[0, 1, 5])]);
+    assert!(matches!(
+        h.cp.reconfigure(bad, h.now),
+        Err(ReconfigureError::Invalid(SpecError::UnknownServer { .. }))
+    ));
+    let mut all = spec(3, &[("sh1", &[0, 1, 2])]);
+    all.write_quorum = Quorum::All;
+    assert_eq!(
+        h.cp.reconfigure(all, h.now),
+        Err(ReconfigureError::WriteQuorum {
+            from: Quorum::Majority,
+            to: Quorum::All
+        })
+    );
+    assert_eq!(h.cp.topology(h.now), before);
+}
+
+#[tokio::test]
+async fn replacing_every_replica_moves_the_data_and_the_primary() {
+    let mut h = Harness::new(spec(2, &[("sh1", &[0])]));
+    h.tick().await;
+    assert_eq!(h.primary("sh1"), Some(("S0".into(), 1)));
+    for _ in 0..3 {
+        assert_eq!(h.write("sh1", None), Some(true));
+    }
+    h.sim().add_replica("S1", "sh1");
+    let mut moved = spec(2, &[("sh1", &[1])]);
+    moved.servers.remove("S0");
+    h.cp.reconfigure(moved, h.now).unwrap();
+    let summary = h.tick().await;
+    // S0 bridges (promoted with the new list, it copies its log to S1), then S1 is elected.
+    let p = promotes(&summary);
+    assert_eq!(
+        p,
+        vec![
+            ("sh1".into(), "S0".into(), 2, names(&[1])),
+            ("sh1".into(), "S1".into(), 3, names(&[1]))
+        ]
+    );
+    assert_eq!(h.primary("sh1"), Some(("S1".into(), 3)));
+    assert_eq!(h.sim().committed("sh1").len(), 6, "3 writes and 3 no-ops");
+    assert_eq!(h.write("sh1", None), Some(true));
+    h.assert_safe();
+}
+
+#[tokio::test]
+async fn handle_reconfigures_a_running_control_plane() {
+    let start = spec(3, &[("sh1", &[0, 1, 2])]);
+    let mut sim = SimCluster::new(&start.shards);
+    for s in ["S1", "S2", "S3"] {
+        sim.add_replica(s, "sh2");
+    }
+    let api = SimAgentApi::new(sim);
+    let mut registry = Registry::default();
+    let mut cp =
+        ControlPlane::new(start, api, ControlPlaneConfig::default(), &mut registry).unwrap();
+    let handle = cp.handle();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        cp.run(Duration::from_millis(10), async {
+            let _ = stopped.await;
+        })
+        .await;
+        cp
+    });
+    let mut watch = handle.watch();
+    while watch.borrow_and_update().primary("sh1").is_none() {
+        watch.changed().await.unwrap();
+    }
+    let grown = spec(4, &[("sh1", &[0, 1, 2]), ("sh2", &[1, 2, 3])]);
+    handle.reconfigure(grown).await.unwrap();
+    assert!(
+        handle.topology().shards.contains_key("sh2"),
+        "published before the answer"
+    );
+    while watch.borrow_and_update().primary("sh2").is_none() {
+        watch.changed().await.unwrap();
+    }
+    assert!(matches!(
+        handle.reconfigure(spec(4, &[("sh1", &[0, 9])])).await,
+        Err(ReconfigureError::Invalid(_))
+    ));
+    stop.send(()).unwrap();
+    let cp = task.await.unwrap();
+    assert!(cp.api().cluster().violations().is_empty());
+    drop(cp);
+    assert_eq!(
+        handle.reconfigure(spec(1, &[])).await,
+        Err(ReconfigureError::NotRunning)
+    );
+}
+
 #[test]
 fn spec_validation() {
     let mut s = spec(2, &[("sh1", &[0, 1])]);
@@ -462,9 +710,13 @@ enum Fault {
     Hang(usize),
     Cut(usize),
     Restore(usize),
-    Write { partial: Option<usize> },
+    Write {
+        partial: Option<usize>,
+    },
     Tick,
     Switchover(usize),
+    /// Change sh1's replica set to the servers in the mask.
+    Reconfigure(u8),
 }
 
 fn fault() -> impl Strategy<Value = Fault> {
@@ -476,15 +728,16 @@ fn fault() -> impl Strategy<Value = Fault> {
         3 => proptest::option::of(0usize..5).prop_map(|partial| Fault::Write { partial }),
         5 => Just(Fault::Tick),
         1 => (0usize..5).prop_map(Fault::Switchover),
+        1 => (1u8..32).prop_map(Fault::Reconfigure),
     ]
 }
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
-    /// Crashes, freezes, cuts and restarts in any order: no committed entry is ever lost or
-    /// changed, no epoch has two primaries, epochs never go back, and once every server is back
-    /// the shard has exactly one primary at the highest epoch.
+    /// Crashes, freezes, cuts, restarts and replica-set changes in any order: no committed entry
+    /// is ever lost or changed, no epoch has two primaries, epochs never go back, and once every
+    /// server is back the shard has exactly one primary at the highest epoch.
     #[test]
     fn random_faults_never_lose_committed_writes(
         n in prop_oneof![Just(3usize), Just(5usize)],
@@ -493,7 +746,9 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let replicas: Vec<usize> = (0..n).collect();
-            let mut h = Harness::new(spec(n, &[("sh1", &replicas)]));
+            // Every server can hold sh1; it starts on the first three.
+            let sim = SimCluster::new(&spec(n, &[("sh1", &replicas)]).shards);
+            let mut h = Harness::with_sim(spec(n, &[("sh1", &[0, 1, 2])]), sim);
             let mut epoch = 0u64;
             for f in faults {
                 match f {
@@ -518,6 +773,13 @@ proptest! {
                     }
                     Fault::Switchover(i) => {
                         let _ = h.cp.request_switchover("sh1", &format!("S{}", i % n), h.now);
+                    }
+                    Fault::Reconfigure(mask) => {
+                        let set: Vec<usize> = (0..n).filter(|i| mask & (1 << i) != 0).collect();
+                        if !set.is_empty() {
+                            // Busy while the previous change is under way: fine.
+                            let _ = h.cp.reconfigure(spec(n, &[("sh1", &set)]), h.now);
+                        }
                     }
                 }
                 let v = h.sim().violations().to_vec();
