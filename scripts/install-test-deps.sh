@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine with Rust: MariaDB (server binaries only;
-# the tests start their own throwaway instances on loopback) and the rustfmt/clippy components.
+# the tests start their own throwaway instances on loopback), the DejaVu font (the benchmark
+# chart's labels) and the rustfmt/clippy components.
 set -euo pipefail
 
 need_root() {
@@ -21,6 +22,13 @@ if ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ]; then
   rm -f /usr/sbin/policy-rc.d
 fi
 echo "==> $(/usr/sbin/mariadbd --version)"
+
+if [ ! -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+  need_root fonts-dejavu-core
+  echo "==> installing fonts-dejavu-core (apt)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fonts-dejavu-core >/dev/null
+fi
 
 for component in rustfmt clippy; do
   if ! rustup component list --installed 2>/dev/null | grep -q "^${component}"; then

@@ -7,6 +7,8 @@
 
 pub mod envelope;
 pub mod ident;
+#[cfg(feature = "process")]
+pub mod process;
 pub mod replication;
 pub mod row;
 pub mod schema;

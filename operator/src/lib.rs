@@ -9,6 +9,7 @@ pub mod election;
 pub mod placement;
 pub mod runtime;
 pub mod sim;
+pub mod spec;
 pub mod wire;
 
 pub use election::{

@@ -7,9 +7,13 @@
 //! - [`hashing`]: consistent hashing of requests onto a shard's replicas.
 //! - [`routes`]: the routing view of a layout (server URLs, a hash ring per shard) and the
 //!   [`routes::Primaries`] source (the control plane's topology).
-//! - [`service`]: the data path over HTTP: `/read`, `/write`, `/update`, `/del`, `/status`,
-//!   `/metrics`.
+//! - [`service`]: the seed API over HTTP: the data path (`/read`, `/write`, `/update`, `/del`),
+//!   `/status`, `/metrics`, and `/init`, `/add`, `/rm` forwarded to the control plane.
+//! - [`fleet`]: the view of the fleet learned from the control plane, and its client.
+//! - [`cli`]: the command line of the router process.
 
+pub mod cli;
+pub mod fleet;
 pub mod hashing;
 pub mod layout;
 pub mod requests;

@@ -29,6 +29,8 @@ use serde_json::{Map, Value as Json_, json};
 use tracing::{debug, warn};
 use walshard_contract::{ApiError, Ident, KeyRange, Row, STATUS_SUCCESS};
 
+use crate::fleet::{self, ControlClient, FleetPrimaries};
+use crate::hashing::HashMode;
 use crate::requests::{self, Consistency};
 use crate::routes::{Primaries, Routes};
 
@@ -105,25 +107,64 @@ impl RouterMetrics {
     }
 }
 
+/// A control plane the router follows (see [`crate::fleet`]).
+struct Control {
+    client: ControlClient,
+    primaries: Arc<FleetPrimaries>,
+    mode: HashMode,
+}
+
 /// Shared state of the router service.
 pub struct RouterState {
-    routes: RwLock<Arc<Routes>>,
+    /// `None` until the fleet is configured (`/init`).
+    routes: RwLock<Option<Arc<Routes>>>,
     primaries: Arc<dyn Primaries>,
+    /// Carries out `/init`, `/add` and `/rm`; without one they answer 501.
+    control: Option<Control>,
+    /// If set, every endpoint but `/metrics` needs `Authorization: Bearer <api_token>`.
+    api_token: Option<String>,
     http: reqwest::Client,
     token: String,
     metrics: RouterMetrics,
 }
 
 impl RouterState {
-    /// `token` is the cluster token the agents require.
+    /// `token` is the cluster token the agents require; `routes` the configured layout, if any.
     pub fn new(
-        routes: Routes,
+        routes: Option<Routes>,
         primaries: Arc<dyn Primaries>,
         token: impl Into<String>,
     ) -> Arc<Self> {
-        Arc::new(Self {
-            routes: RwLock::new(Arc::new(routes)),
+        Arc::new(Self::build(routes, primaries, None, token))
+    }
+
+    /// A router whose routes and primaries come from a control plane (kept current by
+    /// [`fleet::follow`]), which also carries out `/init`, `/add` and `/rm`.
+    pub fn with_control(
+        client: ControlClient,
+        primaries: Arc<FleetPrimaries>,
+        mode: HashMode,
+        token: impl Into<String>,
+    ) -> Arc<Self> {
+        let control = Control {
+            client,
+            primaries: primaries.clone(),
+            mode,
+        };
+        Arc::new(Self::build(None, primaries, Some(control), token))
+    }
+
+    fn build(
+        routes: Option<Routes>,
+        primaries: Arc<dyn Primaries>,
+        control: Option<Control>,
+        token: impl Into<String>,
+    ) -> Self {
+        Self {
+            routes: RwLock::new(routes.map(Arc::new)),
             primaries,
+            control,
+            api_token: None,
             http: reqwest::Client::builder()
                 .timeout(CALL_TIMEOUT)
                 .tcp_nodelay(true)
@@ -132,21 +173,38 @@ impl RouterState {
                 .unwrap_or_default(),
             token: token.into(),
             metrics: RouterMetrics::new(),
-        })
+        }
+    }
+
+    /// Requires `Authorization: Bearer <token>` on the public API (all but `/metrics`). Call
+    /// before sharing the state.
+    pub fn require_api_token(self: &mut Arc<Self>, token: impl Into<String>) {
+        if let Some(state) = Arc::get_mut(self) {
+            state.api_token = Some(token.into());
+        }
     }
 
     /// Replaces the layout (after `/init`, `/add`, `/rm`).
-    pub fn set_routes(&self, routes: Routes) {
-        if let Ok(mut r) = self.routes.write() {
-            *r = Arc::new(routes);
+    pub fn set_routes(&self, routes: Option<Routes>) {
+        let routes = routes.map(Arc::new);
+        match self.routes.write() {
+            Ok(mut r) => *r = routes,
+            Err(poisoned) => *poisoned.into_inner() = routes,
         }
     }
 
-    fn routes(&self) -> Arc<Routes> {
-        match self.routes.read() {
+    /// The current routes, or the 400 a request gets before `/init`.
+    fn routes(&self) -> Result<Arc<Routes>, ApiError> {
+        let r = match self.routes.read() {
             Ok(r) => r.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        };
+        r.ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "the database is not configured yet: POST /init first",
+            )
+        })
     }
 
     /// One call to an agent: `(status, body)`, or the transport error.
@@ -191,7 +249,7 @@ impl RouterState {
             let primary = hint
                 .take()
                 .or_else(|| self.primaries.primary(shard.as_str()));
-            let routes = self.routes();
+            let routes = self.routes()?;
             let Some((server, url)) =
                 primary.and_then(|p| routes.url(&p).map(|u| (p.clone(), u.to_owned())))
             else {
@@ -249,7 +307,7 @@ impl RouterState {
         range: KeyRange,
         request_id: u64,
     ) -> Result<Vec<Json_>, ApiError> {
-        let routes = self.routes();
+        let routes = self.routes()?;
         let key = routes.layout.schema.key().to_string();
         let body = json!({"shard": shard.as_str(), key: {"low": range.low, "high": range.high}});
         let mut last_error = format!("shard {shard} has no replica");
@@ -273,7 +331,7 @@ impl RouterState {
     }
 
     async fn read_strong(&self, shard: &Ident, range: KeyRange) -> Result<Vec<Json_>, ApiError> {
-        let key = self.routes().layout.schema.key().to_string();
+        let key = self.routes()?.layout.schema.key().to_string();
         let body = json!({"shard": shard.as_str(), key: {"low": range.low, "high": range.high}, "consistency": "strong"});
         let v = self
             .to_primary(shard, reqwest::Method::POST, "/read", &body, None)
@@ -308,7 +366,15 @@ pub fn router(state: Arc<RouterState>, max_body_bytes: usize) -> Router {
         .route("/write", post(write))
         .route("/update", put(update))
         .route("/del", delete(del))
+        .route("/read/{server}", get(read_server))
         .route("/status", get(status))
+        .route("/init", post(init))
+        .route("/add", post(add))
+        .route("/rm", delete(rm))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_api_token,
+        ))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
         .method_not_allowed_fallback(|| async {
@@ -319,6 +385,33 @@ pub fn router(state: Arc<RouterState>, max_body_bytes: usize) -> Router {
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// Refuses requests without the public API token, when one is required.
+async fn check_api_token(
+    State(state): State<Arc<RouterState>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(token) = &state.api_token {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let ok = given.is_some_and(|g| {
+            use subtle::ConstantTimeEq;
+            g.as_bytes().ct_eq(token.as_bytes()).into()
+        });
+        if !ok {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token (Authorization: Bearer <token>)",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
 }
 
 /// Runs a handler body and records its outcome in the metrics.
@@ -341,7 +434,7 @@ async fn timed(
 
 async fn status(State(state): State<Arc<RouterState>>) -> Response {
     timed(&state, "/status", async {
-        let routes = state.routes();
+        let routes = state.routes()?;
         let mut v = routes
             .layout
             .to_json(|s| state.primaries.primary(s.as_str()));
@@ -369,7 +462,7 @@ async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
 async fn read(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
     timed(&state, "/read", async {
         let body = parse_json(&body)?;
-        let routes = state.routes();
+        let routes = state.routes()?;
         let (range, consistency) = requests::parse_read(&routes.layout, &body)?;
         let plan = routes.layout.plan_read(range);
         let request_id = uuid::Uuid::new_v4().as_u128() as u64;
@@ -397,7 +490,7 @@ async fn read(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
 async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
     timed(&state, "/write", async {
         let body = parse_json(&body)?;
-        let routes = state.routes();
+        let routes = state.routes()?;
         let schema = routes.layout.schema.clone();
         let groups = requests::parse_write(&routes.layout, &body)?;
         let total: usize = groups.values().map(Vec::len).sum();
@@ -462,7 +555,7 @@ async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
 async fn update(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
     timed(&state, "/update", async {
         let body = parse_json(&body)?;
-        let routes = state.routes();
+        let routes = state.routes()?;
         let (shard, key, row) = requests::parse_update(&routes.layout, &body)?;
         let key_name = routes.layout.schema.key().to_string();
         let data = Json_::Object(row.to_json(&routes.layout.schema));
@@ -484,7 +577,7 @@ async fn update(State(state): State<Arc<RouterState>>, body: Bytes) -> Response 
 async fn del(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
     timed(&state, "/del", async {
         let body = parse_json(&body)?;
-        let routes = state.routes();
+        let routes = state.routes()?;
         let (shard, key) = requests::parse_delete(&routes.layout, &body)?;
         let key_name = routes.layout.schema.key().to_string();
         let agent_body = json!({"shard": shard.as_str(), key_name: key});
@@ -500,4 +593,166 @@ async fn del(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
         Ok(json!({"message": message_of(&v), "status": STATUS_SUCCESS}))
     })
     .await
+}
+
+/// `GET /read/<server>`: every shard the server holds, `{"sh1": [...], ..., "status": "success"}`.
+async fn read_server(
+    State(state): State<Arc<RouterState>>,
+    axum::extract::Path(server): axum::extract::Path<String>,
+) -> Response {
+    timed(&state, "/read/{server}", async {
+        let routes = state.routes()?;
+        let name = Ident::new(&server)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("server name: {e}")))?;
+        let held = routes.layout.placement.get(&name).ok_or_else(|| {
+            ApiError::new(StatusCode::NOT_FOUND, format!("no server named {name}"))
+        })?;
+        let url = routes.url(name.as_str()).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{name} has no URL"),
+            )
+        })?;
+        let shards: Vec<&str> = held.iter().map(Ident::as_str).collect();
+        let (code, v) = state
+            .call(
+                url,
+                reqwest::Method::GET,
+                "/copy",
+                &json!({"shards": shards}),
+                None,
+            )
+            .await
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{name} unreachable: {e}"),
+                )
+            })?;
+        if code != 200 {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
+            return Err(ApiError::new(status, format!("{name}: {}", message_of(&v))));
+        }
+        let mut out = Map::new();
+        for shard in &shards {
+            out.insert((*shard).to_owned(), v[*shard].clone());
+        }
+        out.insert("status".into(), STATUS_SUCCESS.into());
+        Ok(Json_::Object(out))
+    })
+    .await
+}
+
+/// Forwards `/init`, `/add` or `/rm` to the control plane, then takes up the fleet view it
+/// produced before answering (so the next request sees the change).
+async fn administer(
+    state: &RouterState,
+    endpoint: &str,
+    method: reqwest::Method,
+    body: &[u8],
+) -> Response {
+    timed(state, endpoint, async {
+        let body = parse_json(body)?;
+        let control = state.control.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_IMPLEMENTED,
+                "this router has no control plane; the fleet is configured elsewhere",
+            )
+        })?;
+        let answer = control.client.admin(method, endpoint, &body).await?;
+        match control.client.fleet(0, Duration::ZERO).await {
+            Ok(view) => fleet::apply(state, &control.primaries, view, control.mode),
+            Err(e) => warn!(error = %e, "fleet view not refreshed after {endpoint}"),
+        }
+        Ok(answer)
+    })
+    .await
+}
+
+async fn init(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
+    administer(&state, "/init", reqwest::Method::POST, &body).await
+}
+
+async fn add(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
+    administer(&state, "/add", reqwest::Method::POST, &body).await
+}
+
+async fn rm(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
+    administer(&state, "/rm", reqwest::Method::DELETE, &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    struct NoPrimaries;
+
+    impl Primaries for NoPrimaries {
+        fn primary(&self, _shard: &str) -> Option<String> {
+            None
+        }
+    }
+
+    async fn call(app: &Router, method: &str, path: &str, bearer: Option<&str>) -> (u16, Json_) {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(t) = bearer {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let body = if method == "GET" {
+            Body::empty()
+        } else {
+            Body::from("{}")
+        };
+        let resp = app
+            .clone()
+            .oneshot(req.body(body).expect("request"))
+            .await
+            .expect("answer");
+        let status = resp.status().as_u16();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .expect("body")
+            .to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Json_::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_api_token_guards_everything_but_metrics() {
+        let mut state = RouterState::new(None, Arc::new(NoPrimaries), "agent-token");
+        state.require_api_token("s3cret");
+        let app = router(state, 1 << 20);
+        assert_eq!(call(&app, "GET", "/status", None).await.0, 401);
+        assert_eq!(call(&app, "GET", "/status", Some("wrong")).await.0, 401);
+        assert_eq!(call(&app, "POST", "/write", Some("wrong")).await.0, 401);
+        let (code, v) = call(&app, "GET", "/status", Some("s3cret")).await;
+        assert_eq!(code, 400, "not configured yet: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| m.contains("/init")),
+            "{v}"
+        );
+        assert_eq!(call(&app, "GET", "/metrics", None).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn without_a_control_plane_admin_requests_are_501_and_data_requests_400() {
+        let app = router(RouterState::new(None, Arc::new(NoPrimaries), "t"), 1 << 20);
+        for (method, path) in [("POST", "/init"), ("POST", "/add"), ("DELETE", "/rm")] {
+            let (code, v) = call(&app, method, path, None).await;
+            assert_eq!(code, 501, "{path}: {v}");
+            assert_eq!(v["status"], "failure");
+        }
+        for (method, path) in [
+            ("POST", "/read"),
+            ("POST", "/write"),
+            ("GET", "/read/Server0"),
+        ] {
+            assert_eq!(call(&app, method, path, None).await.0, 400, "{path}");
+        }
+    }
 }

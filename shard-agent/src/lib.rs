@@ -7,9 +7,11 @@
 //! - [`replication`]: the primary's streams to its secondaries and the quorum commit point.
 //! - [`agent`]: the server's shards and persisted configuration.
 //! - [`api`] and [`requests`]: the HTTP surface and its pure request validation.
+//! - [`cli`]: the command line of the agent process.
 
 pub mod agent;
 pub mod api;
+pub mod cli;
 pub mod metrics;
 pub mod ops;
 pub mod replication;

@@ -81,7 +81,7 @@ async fn seed_data_path_through_the_router_with_failover() {
     let layout = Layout::new(schema, specs, placement).expect("layout");
     let urls = agents.iter().map(|a| (ident(&a.name), a.base())).collect();
     let routes = Routes::new(layout, urls, HashMode::Default).expect("routes");
-    let state = RouterState::new(routes, Arc::new(handle.clone()), TOKEN);
+    let state = RouterState::new(Some(routes), Arc::new(handle.clone()), TOKEN);
     let port = free_port().expect("port");
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await

@@ -1,0 +1,8 @@
+//! The `walshard` CLI's library.
+//!
+//! - [`local`]: the local runtime: a fleet of MariaDB + agent processes per server, the control
+//!   plane and a router on this machine (`walshard up`, `status`, `down`).
+//! - [`bench`]: the seed's performance analysis against a local fleet (`walshard bench`).
+
+pub mod bench;
+pub mod local;

@@ -1,0 +1,116 @@
+//! The control API of a local fleet (loopback, bearer token = the cluster token):
+//!
+//! - `GET /v1/fleet?after=<version>&wait_ms=<ms>`: the [`FleetView`] routers follow (long poll:
+//!   answers when the version is newer than `after`, or after `wait_ms`, at most 30 s);
+//! - `GET /v1/servers`: each server's process ids and data dir;
+//! - `POST /v1/init`, `POST /v1/add`, `DELETE /v1/rm`: the seed's administrative requests,
+//!   forwarded by the router, with the seed's answers;
+//! - `GET /metrics`: the control plane's and the supervisor's Prometheus metrics (no token).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+use walshard_contract::ApiError;
+use walshard_router::fleet::FleetView;
+
+use super::fleet::Shared;
+
+/// The longest a `GET /v1/fleet` is held.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/v1/fleet", get(fleet))
+        .route("/v1/servers", get(servers))
+        .route("/v1/init", post(init))
+        .route("/v1/add", post(add))
+        .route("/v1/rm", delete(rm))
+        .layer(axum::middleware::from_fn_with_state(shared.clone(), auth))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .with_state(shared)
+}
+
+async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    use subtle::ConstantTimeEq;
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if bool::from(given.as_bytes().ct_eq(shared.token().as_bytes())) {
+        next.run(req).await
+    } else {
+        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct FleetQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+async fn fleet(State(shared): State<Arc<Shared>>, Query(q): Query<FleetQuery>) -> Json<FleetView> {
+    let mut views = shared.views();
+    let wait = Duration::from_millis(q.wait_ms).min(MAX_WAIT);
+    // A timeout just answers with the current view.
+    let _ = tokio::time::timeout(wait, views.wait_for(|v| v.version > q.after)).await;
+    let view = views.borrow().clone();
+    Json(view)
+}
+
+async fn servers(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    Json(shared.processes())
+}
+
+fn body_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
+}
+
+fn answer(result: Result<Value, ApiError>) -> Response {
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn init(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    answer(async { shared.init(&body_json(&body)?).await }.await)
+}
+
+async fn add(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    answer(async { shared.add(&body_json(&body)?).await }.await)
+}
+
+async fn rm(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    answer(async { shared.rm(&body_json(&body)?).await }.await)
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &shared.registry).is_err() {
+        out.clear();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}

@@ -1,0 +1,295 @@
+//! The local runtime: `walshard up`, `walshard status`, `walshard down`.
+//!
+//! - [`state`]: what a fleet keeps in its data dir.
+//! - [`server`]: one server's MariaDB and agent processes.
+//! - [`fleet`]: the fleet: servers, respawns, the control plane, the router, `/init` `/add` `/rm`.
+//! - [`control`]: the control API the router follows.
+
+mod control;
+pub mod fleet;
+pub mod server;
+pub mod state;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use walshard_contract::process::{LogFormat, init_tracing, shutdown_signal};
+use walshard_operator::spec::ShardedDatabaseDocument;
+use walshard_router::fleet::{ControlClient, FleetView};
+
+pub use fleet::{Fleet, FleetOptions};
+use state::DataDir;
+
+/// Errors of the local runtime.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} is unreadable: {reason}", path.display())]
+    Corrupt { path: PathBuf, reason: String },
+    #[error("{server}: {what} failed: {reason}")]
+    Process {
+        server: String,
+        what: &'static str,
+        reason: String,
+    },
+    #[error("the ShardedDatabase spec: {0}")]
+    Spec(walshard_operator::spec::SpecError),
+    #[error("control plane: {0}")]
+    Control(String),
+    #[error("timed out: {0}")]
+    Timeout(String),
+    #[error("another walshard up is running on {}{}", dir.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Busy { dir: PathBuf, pid: Option<u32> },
+    #[error("no fleet is running on {}", .0.display())]
+    NotRunning(PathBuf),
+    #[error("a lock was poisoned by a panic")]
+    Poisoned,
+}
+
+impl LocalError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        LocalError::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// `walshard up`.
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    /// Where the fleet keeps everything (MariaDB datadirs, WALs, logs, its configuration).
+    /// Running `up` again on it resumes the fleet with all its data.
+    #[arg(long, default_value = "walshard-data")]
+    pub data_dir: PathBuf,
+    /// The router's port (the seed API).
+    #[arg(long, default_value_t = 5000)]
+    pub port: u16,
+    /// A `ShardedDatabase` YAML (e.g. examples/seed-default.yaml) configuring a new fleet;
+    /// without it the router waits for the seed's `POST /init`.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// Log format of this process (the agents and the router log to files in the data dir).
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// `walshard status`.
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    #[arg(long, default_value = "walshard-data")]
+    pub data_dir: PathBuf,
+    /// Print the fleet view as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `walshard down`.
+#[derive(Args, Debug, Clone)]
+pub struct DownArgs {
+    #[arg(long, default_value = "walshard-data")]
+    pub data_dir: PathBuf,
+    /// How long to wait for the fleet to stop.
+    #[arg(long, default_value_t = 120)]
+    pub timeout_secs: u64,
+}
+
+/// Runs a fleet in the foreground until SIGINT or SIGTERM.
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    init_tracing(args.log_format, "warn");
+    let spec = match &args.file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let doc = ShardedDatabaseDocument::from_yaml(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            doc.spec
+                .resolve()
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            Some(doc.spec)
+        }
+        None => None,
+    };
+    let fleet = Fleet::start(FleetOptions {
+        data_dir: args.data_dir.clone(),
+        port: args.port,
+        spec,
+        progress: true,
+    })
+    .await?;
+    let url = fleet.router_url().to_owned();
+    let configured = !fleet.topology().shards.is_empty();
+    println!("walshard is up: router {url}");
+    println!("Try:");
+    if !configured {
+        println!(
+            r#"  curl -s -XPOST {url}/init -H 'content-type: application/json' -d '{{"N":3,"schema":{{"columns":["Stud_id","Stud_name","Stud_marks"],"dtypes":["Number","String","Number"]}},"shards":[{{"Stud_id_low":0,"Shard_id":"sh1","Shard_size":4096}},{{"Stud_id_low":4096,"Shard_id":"sh2","Shard_size":4096}}],"servers":{{"Server0":["sh1","sh2"],"Server1":["sh1","sh2"],"Server2":["sh1","sh2"]}}}}'"#
+        );
+    }
+    println!(
+        r#"  curl -s -XPOST {url}/write -H 'content-type: application/json' -d '{{"data":[{{"Stud_id":2255,"Stud_name":"GHI","Stud_marks":27}}]}}'"#
+    );
+    println!(
+        r#"  curl -s -XPOST {url}/read -H 'content-type: application/json' -d '{{"Stud_id":{{"low":2000,"high":2500}}}}'"#
+    );
+    println!("  curl -s {url}/status");
+    println!("  walshard status --data-dir {}", args.data_dir.display());
+    println!(
+        "Stop with Ctrl-C (data stays in {}).",
+        args.data_dir.display()
+    );
+    shutdown_signal().await;
+    eprintln!("walshard: stopping");
+    fleet.shutdown().await?;
+    Ok(())
+}
+
+/// Prints a running fleet's servers, shards, primaries, epochs and lag.
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let (view, running) = fetch_view(&args.data_dir).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+        return Ok(());
+    }
+    print!("{}", render_status(&view, running.pid, &running.router_url));
+    Ok(())
+}
+
+/// Stops the fleet running on a data dir (SIGTERM to its `walshard up`) and waits for it.
+pub async fn down(args: DownArgs) -> anyhow::Result<()> {
+    let dir = DataDir::new(&args.data_dir);
+    let running = dir
+        .load_running()?
+        .ok_or_else(|| LocalError::NotRunning(args.data_dir.clone()))?;
+    if !lock_held(&dir) {
+        dir.clear_running();
+        return Err(LocalError::NotRunning(args.data_dir.clone()).into());
+    }
+    let pid = nix::unistd::Pid::from_raw(running.pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+        .map_err(|e| anyhow::anyhow!("signalling walshard up (pid {pid}): {e}"))?;
+    eprint!("walshard: stopping the fleet (pid {pid})");
+    let deadline = Instant::now() + Duration::from_secs(args.timeout_secs);
+    while lock_held(&dir) {
+        if Instant::now() > deadline {
+            eprintln!();
+            anyhow::bail!("the fleet did not stop within {}s", args.timeout_secs);
+        }
+        eprint!(".");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!(" stopped");
+    Ok(())
+}
+
+/// Whether a `walshard up` holds the data dir's lock.
+fn lock_held(dir: &DataDir) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::File::open(dir.lock_file()) else {
+        return false;
+    };
+    // SAFETY: flock(2) on a descriptor we own; a successful probe lock is released on close.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    rc != 0
+}
+
+async fn fetch_view(data_dir: &std::path::Path) -> anyhow::Result<(FleetView, state::Running)> {
+    let dir = DataDir::new(data_dir);
+    let running = dir
+        .load_running()?
+        .ok_or_else(|| LocalError::NotRunning(data_dir.to_owned()))?;
+    let fleet = dir
+        .load_fleet()?
+        .ok_or_else(|| LocalError::NotRunning(data_dir.to_owned()))?;
+    let client = ControlClient::new(&running.control_url, &fleet.token);
+    let view = client
+        .fleet(0, Duration::ZERO)
+        .await
+        .map_err(|e| anyhow::anyhow!("the fleet's control API at {}: {e}", running.control_url))?;
+    Ok((view, running))
+}
+
+/// The `walshard status` text.
+pub fn render_status(view: &FleetView, pid: u32, router_url: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let t = &view.topology;
+    let _ = writeln!(
+        out,
+        "walshard fleet (pid {pid}): router {router_url}, {} servers, {} shards",
+        view.urls.len(),
+        t.shards.len()
+    );
+    let _ = writeln!(out, "\n{:<12} {:<26} STATE", "SERVER", "AGENT");
+    for (name, url) in &view.urls {
+        let state = match t.servers.get(name) {
+            Some(s) if s.suspected => "down (suspected)",
+            Some(s) if s.reachable => "up",
+            Some(_) => "unreachable",
+            None => "unknown",
+        };
+        let _ = writeln!(out, "{name:<12} {url:<26} {state}");
+    }
+    if view.config.is_none() {
+        let _ = writeln!(out, "\nnot configured yet: POST /init to the router");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<8} {:<10} {:<10} {:>6}  REPLICAS (role, applied lsn, lag)",
+        "SHARD", "STATE", "PRIMARY", "EPOCH"
+    );
+    for (id, s) in &t.shards {
+        let replicas: Vec<String> = s
+            .replicas
+            .iter()
+            .map(|r| {
+                let role = r.role.map_or("?".to_owned(), |r| r.to_string());
+                let applied = r.applied_lsn.map_or("?".to_owned(), |l| l.to_string());
+                let lag = r.lag.map_or("?".to_owned(), |l| l.to_string());
+                let down = if r.suspected { " DOWN" } else { "" };
+                format!("{} {role} {applied} lag {lag}{down}", r.server)
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "{id:<8} {:<10} {:<10} {:>6}  {}",
+            s.state.as_str(),
+            s.primary.as_deref().unwrap_or("-"),
+            s.epoch,
+            replicas.join(", ")
+        );
+        if let Some(reason) = &s.reason {
+            let _ = writeln!(out, "         {reason}");
+        }
+    }
+    out
+}
+
+/// Waits until the agent at `url` answers `GET /heartbeat`.
+pub(crate) async fn agent_ready(
+    http: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no answer yet");
+    while Instant::now() < deadline {
+        match http.get(format!("{url}/heartbeat")).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("heartbeat answered {}", r.status()),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(format!(
+        "no heartbeat from {url} within {}s: {last}",
+        timeout.as_secs()
+    ))
+}

@@ -1,0 +1,219 @@
+//! One server of a local fleet: a MariaDB process and an agent process (`walshard agent`), both
+//! children of `walshard up` (they die with it), with their data under `servers/<name>/`.
+//!
+//! Everything here blocks (process starts wait for readiness); callers run it on blocking threads.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use tracing::{info, warn};
+use walshard_operator::spec::WalFsync;
+use walshard_testkit::{ChildGuard, MariaDb, MariaDbOptions};
+
+use super::LocalError;
+use super::state::ServerPorts;
+
+/// How long an agent gets to stop after SIGTERM.
+const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What every server of a fleet is started with.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The `walshard` executable (it runs the agent as `walshard agent`).
+    pub exe: PathBuf,
+    pub token: String,
+    pub wal_fsync: WalFsync,
+}
+
+/// Which process of a server died and was started again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Respawned {
+    Mysql,
+    Agent,
+}
+
+impl Respawned {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Respawned::Mysql => "mysql",
+            Respawned::Agent => "agent",
+        }
+    }
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    name: String,
+    ports: ServerPorts,
+    dir: PathBuf,
+    mysql: MariaDb,
+    agent: Option<ChildGuard>,
+}
+
+impl Server {
+    /// Starts (or resumes) `name` under `dir`: MariaDB first (waiting until it accepts
+    /// connections), then the agent (not waited for: see [`super::agent_ready`]).
+    pub fn start(
+        launch: &Launch,
+        name: &str,
+        ports: ServerPorts,
+        dir: &Path,
+    ) -> Result<Server, LocalError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| LocalError::io(format!("creating {}", dir.display()), e))?;
+        let mysql =
+            MariaDb::open(&dir.join("mysql"), Some(ports.mysql), mysql_options()).map_err(|e| {
+                LocalError::Process {
+                    server: name.to_owned(),
+                    what: "MariaDB",
+                    reason: e.to_string(),
+                }
+            })?;
+        let mut server = Server {
+            name: name.to_owned(),
+            ports,
+            dir: dir.to_owned(),
+            mysql,
+            agent: None,
+        };
+        server.spawn_agent(launch)?;
+        Ok(server)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn agent_url(&self) -> String {
+        agent_url(self.ports)
+    }
+
+    pub fn mysql_pid(&self) -> Option<u32> {
+        self.mysql.pid()
+    }
+
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(ChildGuard::pid)
+    }
+
+    /// Starts again whatever died: MariaDB (crash recovery on the same datadir and port), then
+    /// the agent (which replays its WAL and is resynced by its shards' primaries).
+    pub fn respawn_dead(&mut self, launch: &Launch) -> Result<Vec<Respawned>, LocalError> {
+        let mut respawned = Vec::new();
+        if !self.mysql.is_running() {
+            let fail = |e: walshard_testkit::HarnessError| LocalError::Process {
+                server: self.name.clone(),
+                what: "MariaDB",
+                reason: e.to_string(),
+            };
+            if self.mysql.datadir().exists() {
+                warn!(server = %self.name, "MariaDB is gone; starting it again");
+                self.mysql.restart().map_err(fail)?;
+            } else {
+                // A lost volume: the server comes back empty and its shards are copied back.
+                warn!(server = %self.name, "MariaDB is gone with its data; starting an empty one");
+                if let Some(mut agent) = self.agent.take() {
+                    let _ = agent.kill9();
+                }
+                self.mysql = MariaDb::open(
+                    &self.dir.join("mysql"),
+                    Some(self.ports.mysql),
+                    mysql_options(),
+                )
+                .map_err(fail)?;
+            }
+            respawned.push(Respawned::Mysql);
+        }
+        let agent_alive = match self.agent.as_mut() {
+            Some(agent) => agent
+                .try_wait()
+                .map_err(|e| LocalError::Process {
+                    server: self.name.clone(),
+                    what: "agent",
+                    reason: e.to_string(),
+                })?
+                .is_none(),
+            None => false,
+        };
+        if !agent_alive {
+            warn!(server = %self.name, "agent is gone; starting it again");
+            self.spawn_agent(launch)?;
+            respawned.push(Respawned::Agent);
+        }
+        Ok(respawned)
+    }
+
+    /// Stops the agent (SIGTERM, then SIGKILL after a timeout) and MariaDB (clean shutdown).
+    pub fn stop(&mut self) {
+        if let Some(mut agent) = self.agent.take()
+            && let Err(e) = agent.terminate(AGENT_STOP_TIMEOUT)
+        {
+            warn!(server = %self.name, error = %e, "stopping the agent");
+        }
+        if let Err(e) = self.mysql.stop() {
+            warn!(server = %self.name, error = %e, "stopping MariaDB");
+        }
+        info!(server = %self.name, "stopped");
+    }
+
+    fn spawn_agent(&mut self, launch: &Launch) -> Result<(), LocalError> {
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| LocalError::io(format!("creating {}", self.dir.display()), e))?;
+        let log_path = self.dir.join("agent.log");
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| LocalError::io(format!("opening {}", log_path.display()), e))?;
+        let log2 = log
+            .try_clone()
+            .map_err(|e| LocalError::io(format!("opening {}", log_path.display()), e))?;
+        let mut cmd = Command::new(&launch.exe);
+        cmd.arg("agent")
+            .env("WALSHARD_LISTEN", format!("127.0.0.1:{}", self.ports.agent))
+            .env("WALSHARD_MYSQL_URL", self.mysql.url())
+            .env("WALSHARD_DATA_DIR", self.dir.join("agent"))
+            .env("WALSHARD_SERVER_NAME", &self.name)
+            .env("WALSHARD_TOKEN", &launch.token)
+            .env("WALSHARD_CONTROLLED", "true")
+            .env("WALSHARD_WAL_FSYNC", launch.wal_fsync.as_str())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2);
+        let agent = ChildGuard::spawn(cmd).map_err(|e| LocalError::Process {
+            server: self.name.clone(),
+            what: "agent",
+            reason: e.to_string(),
+        })?;
+        info!(server = %self.name, pid = agent.pid(), port = self.ports.agent, "agent started");
+        self.agent = Some(agent);
+        Ok(())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The agent first: it must not outlive its MariaDB by long (MariaDb's drop kills it).
+        if let Some(mut agent) = self.agent.take() {
+            let _ = agent.kill9();
+        }
+    }
+}
+
+/// An agent's base URL.
+pub fn agent_url(ports: ServerPorts) -> String {
+    format!("http://127.0.0.1:{}", ports.agent)
+}
+
+/// MariaDB settings of a local server: the WAL is the durable record (the agent replays it from
+/// `applied_lsn`), so InnoDB flushes its log once a second (`2`) instead of on every commit.
+fn mysql_options() -> MariaDbOptions {
+    MariaDbOptions {
+        flush_log_at_trx_commit: 2,
+        buffer_pool_mb: 64,
+        ..MariaDbOptions::default()
+    }
+}

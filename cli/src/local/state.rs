@@ -1,0 +1,180 @@
+//! What a local fleet keeps in its data dir:
+//!
+//! - `fleet.json`: the cluster token, the durability settings, the seed configuration (after
+//!   `/init`) and each server's ports. Written atomically after every change, so `walshard up`
+//!   resumes from it after a Ctrl-C or a crash.
+//! - `running.json`: the PID and URLs of the `walshard up` process while it runs (for
+//!   `walshard status` and `walshard down`).
+//! - `servers/<name>/`: one server: `mysql/` (MariaDB), `agent/` (WAL and agent state),
+//!   `agent.log`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use walshard_contract::Quorum;
+use walshard_operator::spec::WalFsync;
+
+use super::LocalError;
+
+/// One server's ports, kept across restarts (the agents' peers address each other by URL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerPorts {
+    pub mysql: u16,
+    pub agent: u16,
+}
+
+/// `fleet.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetState {
+    pub token: String,
+    #[serde(default)]
+    pub write_quorum: Quorum,
+    #[serde(default)]
+    pub wal_fsync: WalFsync,
+    /// The seed configuration (`/init` body shape); `None` until configured.
+    pub config: Option<Json>,
+    pub servers: BTreeMap<String, ServerPorts>,
+}
+
+impl FleetState {
+    pub fn new(token: String) -> Self {
+        Self {
+            token,
+            write_quorum: Quorum::default(),
+            wal_fsync: WalFsync::default(),
+            config: None,
+            servers: BTreeMap::new(),
+        }
+    }
+}
+
+/// `running.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Running {
+    pub pid: u32,
+    pub router_url: String,
+    pub control_url: String,
+}
+
+/// The files of one data dir.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn server(&self, name: &str) -> PathBuf {
+        self.root.join("servers").join(name)
+    }
+
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    fn fleet_file(&self) -> PathBuf {
+        self.root.join("fleet.json")
+    }
+
+    fn running_file(&self) -> PathBuf {
+        self.root.join("running.json")
+    }
+
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+
+    pub fn load_fleet(&self) -> Result<Option<FleetState>, LocalError> {
+        load(&self.fleet_file())
+    }
+
+    pub fn save_fleet(&self, state: &FleetState) -> Result<(), LocalError> {
+        save(&self.fleet_file(), state)
+    }
+
+    pub fn load_running(&self) -> Result<Option<Running>, LocalError> {
+        load(&self.running_file())
+    }
+
+    pub fn save_running(&self, running: &Running) -> Result<(), LocalError> {
+        save(&self.running_file(), running)
+    }
+
+    pub fn clear_running(&self) {
+        let _ = std::fs::remove_file(self.running_file());
+    }
+}
+
+fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, LocalError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| LocalError::Corrupt {
+                path: path.to_owned(),
+                reason: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(LocalError::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// Writes `value` to a temp file, fsyncs it and renames it over `path`.
+fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), LocalError> {
+    use std::io::Write;
+    let tmp = path.with_extension("json.tmp");
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| LocalError::Corrupt {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| LocalError::io(format!("writing {}", path.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fleet_state_round_trips_and_a_missing_file_is_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = DataDir::new(dir.path());
+        assert_eq!(d.load_fleet().expect("load"), None);
+        let mut s = FleetState::new("t0k".into());
+        s.servers.insert(
+            "Server0".into(),
+            ServerPorts {
+                mysql: 3307,
+                agent: 5001,
+            },
+        );
+        s.config = Some(serde_json::json!({"N": 1}));
+        d.save_fleet(&s).expect("save");
+        assert_eq!(d.load_fleet().expect("load"), Some(s));
+    }
+
+    #[test]
+    fn a_corrupt_file_is_a_clear_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("fleet.json"), b"{not json").expect("write");
+        let err = DataDir::new(dir.path()).load_fleet().expect_err("corrupt");
+        assert!(err.to_string().contains("fleet.json"), "{err}");
+    }
+}

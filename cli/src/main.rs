@@ -1,0 +1,46 @@
+//! `walshard`: the user CLI. `up` runs a whole fleet on this machine, `status` and `down` talk to
+//! a running one, `bench` reproduces the seed's analysis, and `agent` / `router` run those
+//! processes (the local fleet starts them through this same binary).
+
+use clap::{Parser, Subcommand};
+
+/// mimalloc: see the agent's binary (the same request path runs under `walshard agent`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a fleet on this machine (MariaDB + agent per server, control plane, router) in the
+    /// foreground until Ctrl-C; state persists in the data dir.
+    Up(walshard_cli::local::UpArgs),
+    /// Print servers, shards, primaries, epochs and lag of a running local fleet.
+    Status(walshard_cli::local::StatusArgs),
+    /// Stop a running local fleet.
+    Down(walshard_cli::local::DownArgs),
+    /// The seed's analysis (A-1..A-3): 10,000 writes and 10,000 reads per configuration,
+    /// against a direct-MariaDB baseline measured in the same run.
+    Bench(walshard_cli::bench::BenchArgs),
+    /// Run a shard agent (what `up` starts per server).
+    Agent(walshard_agent::cli::Args),
+    /// Run a router (what `up` starts).
+    Router(walshard_router::cli::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Up(args) => walshard_cli::local::up(args).await,
+        Command::Status(args) => walshard_cli::local::status(args).await,
+        Command::Down(args) => walshard_cli::local::down(args).await,
+        Command::Bench(args) => walshard_cli::bench::run(args).await,
+        Command::Agent(args) => walshard_agent::cli::run(args).await,
+        Command::Router(args) => walshard_router::cli::run(args).await,
+    }
+}

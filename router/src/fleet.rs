@@ -1,0 +1,241 @@
+//! The router's view of the fleet, learned from its control plane: the configuration (layout and
+//! server URLs) and the live topology (primaries and epochs).
+//!
+//! The control plane serves [`FleetView`] at `GET /v1/fleet?after=<version>` as a long poll: it
+//! answers at once when its version is newer than `after`, else when the fleet changes or after
+//! [`LONG_POLL`]. [`follow`] keeps a router's [`RouterState`] current from it; [`ControlClient`]
+//! also forwards the seed's `/init`, `/add` and `/rm`, which only the control plane may carry
+//! out.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+use tracing::{info, warn};
+use walshard_contract::{ApiError, Ident};
+use walshard_operator::runtime::Topology;
+
+use crate::hashing::HashMode;
+use crate::requests;
+use crate::routes::{Primaries, Routes};
+use crate::service::RouterState;
+
+/// How long the control plane holds a `GET /v1/fleet` without news.
+pub const LONG_POLL: Duration = Duration::from_secs(20);
+/// Timeout of the administrative calls (`/init` starts servers and waits for elections).
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What the control plane publishes to routers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FleetView {
+    /// Grows with every change of the configuration or the topology.
+    pub version: u64,
+    /// The seed configuration (`N`, `schema`, `shards`, `servers`), absent before `/init`.
+    pub config: Option<Json>,
+    /// Each server's agent base URL.
+    pub urls: BTreeMap<String, String>,
+    /// Primaries and epochs, from the control plane's last tick.
+    pub topology: Topology,
+}
+
+impl FleetView {
+    /// The routing view of the configuration, if configured.
+    pub fn routes(&self, mode: HashMode) -> Result<Option<Routes>, String> {
+        let Some(config) = &self.config else {
+            return Ok(None);
+        };
+        let layout = requests::parse_init(config).map_err(|e| format!("fleet config: {e}"))?;
+        let urls = self
+            .urls
+            .iter()
+            .filter_map(|(name, url)| Ident::new(name).ok().map(|n| (n, url.clone())))
+            .collect();
+        Routes::new(layout, urls, mode)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The primaries of the latest [`FleetView`].
+#[derive(Debug, Default)]
+pub struct FleetPrimaries(RwLock<Topology>);
+
+impl FleetPrimaries {
+    fn set(&self, topology: Topology) {
+        match self.0.write() {
+            Ok(mut t) => *t = topology,
+            Err(poisoned) => *poisoned.into_inner() = topology,
+        }
+    }
+}
+
+impl Primaries for FleetPrimaries {
+    fn primary(&self, shard: &str) -> Option<String> {
+        let t = match self.0.read() {
+            Ok(t) => t,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        t.primary(shard).map(str::to_owned)
+    }
+}
+
+/// HTTP client of the control plane's API.
+#[derive(Debug, Clone)]
+pub struct ControlClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ControlClient {
+    /// `base` is the control API's URL, e.g. `http://127.0.0.1:5900`; `token` its bearer token.
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            base: base.into().trim_end_matches('/').to_owned(),
+            token: token.into(),
+            http: reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The fleet view newer than `after`, waiting up to `wait` for one.
+    pub async fn fleet(&self, after: u64, wait: Duration) -> Result<FleetView, reqwest::Error> {
+        self.http
+            .get(format!(
+                "{}/v1/fleet?after={after}&wait_ms={}",
+                self.base,
+                wait.as_millis()
+            ))
+            .bearer_auth(&self.token)
+            .timeout(wait + Duration::from_secs(10))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await
+    }
+
+    /// Forwards an administrative seed request (`/init`, `/add`, `/rm`) and relays the answer.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Json,
+    ) -> Result<Json, ApiError> {
+        let resp = self
+            .http
+            .request(method, format!("{}/v1{path}", self.base))
+            .bearer_auth(&self.token)
+            .timeout(ADMIN_TIMEOUT)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| ApiError::new(503u16, format!("control plane unreachable: {e}")))?;
+        let status = resp.status().as_u16();
+        let value: Json = resp.json().await.unwrap_or(Json::Null);
+        if status == 200 {
+            return Ok(value);
+        }
+        let message = value["message"]
+            .as_str()
+            .map_or_else(|| value.to_string(), str::to_owned);
+        Err(ApiError::new(status, message))
+    }
+}
+
+/// Applies `view` to the router: routes and primaries.
+pub fn apply(state: &RouterState, primaries: &FleetPrimaries, view: FleetView, mode: HashMode) {
+    match view.routes(mode) {
+        Ok(routes) => state.set_routes(routes),
+        Err(e) => warn!(error = %e, version = view.version, "ignoring an unusable fleet view"),
+    }
+    primaries.set(view.topology);
+}
+
+/// Keeps `state` and `primaries` current from the control plane, forever.
+pub async fn follow(
+    client: ControlClient,
+    state: Arc<RouterState>,
+    primaries: Arc<FleetPrimaries>,
+    mode: HashMode,
+) {
+    let mut version = 0;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match client.fleet(version, LONG_POLL).await {
+            Ok(view) => {
+                if view.version != version {
+                    if version == 0 {
+                        info!(version = view.version, "fleet view received");
+                    }
+                    version = view.version;
+                    apply(&state, &primaries, view, mode);
+                }
+                pause = Duration::from_millis(50);
+            }
+            Err(e) => {
+                warn!(error = %e, "control plane unreachable; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config() -> Json {
+        json!({
+            "N": 2,
+            "schema": {"columns": ["Stud_id", "Stud_name"], "dtypes": ["Number", "String"]},
+            "shards": [{"Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 100, "primary": null}],
+            "servers": {"Server0": ["sh1"], "Server1": ["sh1"]}
+        })
+    }
+
+    fn urls() -> BTreeMap<String, String> {
+        [("Server0", 7000), ("Server1", 7001)]
+            .into_iter()
+            .map(|(s, p)| (s.to_owned(), format!("http://127.0.0.1:{p}")))
+            .collect()
+    }
+
+    #[test]
+    fn a_view_becomes_routes_once_configured() {
+        let mut view = FleetView {
+            version: 1,
+            config: None,
+            urls: urls(),
+            topology: Topology::default(),
+        };
+        assert!(matches!(view.routes(HashMode::Default), Ok(None)));
+        view.config = Some(config());
+        let routes = view
+            .routes(HashMode::Default)
+            .expect("valid")
+            .expect("configured");
+        assert_eq!(routes.url("Server1"), Some("http://127.0.0.1:7001"));
+        assert_eq!(routes.layout.shards().len(), 1);
+    }
+
+    #[test]
+    fn a_view_missing_a_server_url_is_refused() {
+        let mut urls = urls();
+        urls.remove("Server1");
+        let view = FleetView {
+            version: 1,
+            config: Some(config()),
+            urls,
+            topology: Topology::default(),
+        };
+        let err = view.routes(HashMode::Default).expect_err("no URL");
+        assert!(err.contains("Server1"), "{err}");
+    }
+}
