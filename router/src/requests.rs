@@ -198,7 +198,7 @@ pub fn parse_rm(current: &Layout, body: &Json) -> Result<(Layout, Vec<Ident>), R
     if let Some(orphan) = orphaned_shard(current, &placement) {
         return Err(invalid(format!(
             "removing {} would leave shard {orphan} without a replica",
-            join(&named)
+            join_names(&named)
         )));
     }
     let mut removed = named;
@@ -223,7 +223,8 @@ pub fn parse_rm(current: &Layout, body: &Json) -> Result<(Layout, Vec<Ident>), R
     Ok((layout, removed))
 }
 
-fn join(names: &[Ident]) -> String {
+/// `Server1, Server4`.
+pub fn join_names(names: &[Ident]) -> String {
     names
         .iter()
         .map(Ident::as_str)

@@ -452,7 +452,7 @@ impl Shared {
             next.servers
                 .insert(server.to_string(), new_ports().map_err(internal)?);
         }
-        self.say(format!("/add: starting {}", join(&added)));
+        self.say(format!("/add: starting {}", requests::join_names(&added)));
         self.apply(&mut state, next, &[]).await?;
         Ok(json!({
             "N": layout.placement.len(),
@@ -1021,14 +1021,6 @@ fn reassign_taken_ports(ports: &mut ServerPorts) -> Result<bool, LocalError> {
 
 fn new_token() -> String {
     format!("{:032x}", uuid::Uuid::new_v4().as_u128())
-}
-
-fn join(names: &[Ident]) -> String {
-    names
-        .iter()
-        .map(Ident::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn internal(e: LocalError) -> ApiError {
