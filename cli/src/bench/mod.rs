@@ -6,19 +6,19 @@
 //! the same statements directly, as the baseline. Results go to a table on stdout, a JSON file
 //! and a PNG chart.
 //!
-//! - [`scenario`]: the configurations and the targets measured.
-//! - [`keys`]: which keys are written and which ranges read.
-//! - [`driver`]: the closed-loop load driver and the seed-API requests.
-//! - [`baseline`]: the direct-MariaDB baseline.
-//! - [`stats`], [`report`], [`chart`]: figures, the table and JSON, the PNG.
+//! - `scenario`: the configurations and the targets measured.
+//! - `keys`: which keys are written and which ranges read.
+//! - `driver`: the closed-loop load driver and the seed-API requests.
+//! - `baseline`: the direct-MariaDB baseline.
+//! - `stats`, `report`, `chart`: figures, the table and JSON, the PNG.
 
-pub mod baseline;
-pub mod chart;
-pub mod driver;
-pub mod keys;
-pub mod report;
-pub mod scenario;
-pub mod stats;
+mod baseline;
+mod chart;
+mod driver;
+mod keys;
+mod report;
+mod scenario;
+mod stats;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -36,7 +36,8 @@ use crate::local::{Fleet, FleetOptions, LocalError};
 use driver::{SeedApi, drive};
 use keys::KeySpace;
 use report::{BaselineReport, Machine, Report, ScenarioReport, Targets};
-use scenario::{ScenarioId, Source, Target};
+pub use scenario::ScenarioId;
+use scenario::{Source, Target};
 use stats::{PhaseOutcome, PhaseSummary};
 
 /// Keys per read.
@@ -130,13 +131,13 @@ pub enum BenchError {
 }
 
 /// Progress bars on stderr, or none.
-pub struct Progress {
+struct Progress {
     visible: bool,
 }
 
 impl Progress {
     /// A bar for `n` requests labelled `label` (hidden when progress is off).
-    pub fn bar(&self, label: &str, n: usize) -> ProgressBar {
+    fn bar(&self, label: &str, n: usize) -> ProgressBar {
         if !self.visible {
             return ProgressBar::hidden();
         }
@@ -240,8 +241,10 @@ async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
         .unwrap_or_else(std::env::temp_dir)
         .join(format!("walshard-bench-{}", uuid::Uuid::new_v4().simple()));
     let mut scenarios = Vec::new();
-    for (target, schedule) in targets.iter().zip(&schedules) {
-        let measured = run_target(target, schedule, args, &run_dir, &progress, &mut stop).await;
+    for (i, (target, schedule)) in targets.iter().zip(&schedules).enumerate() {
+        // Numbered: a scenario named twice gets two fresh fleets.
+        let dir = run_dir.join(format!("{}-{}", i + 1, target.name));
+        let measured = run_target(target, schedule, args, dir, &progress, &mut stop).await;
         let (writes, reads) = match measured {
             Ok(m) => m,
             Err(e) => {
@@ -299,12 +302,12 @@ async fn plan(args: &BenchArgs) -> Result<Vec<Target>, BenchError> {
         .collect()
 }
 
-/// Runs one target's writes and reads; a fleet is started first and shut down after.
+/// Runs one target's writes and reads; a fleet is started in `dir` first and shut down after.
 async fn run_target(
     target: &Target,
     schedule: &Schedule,
     args: &BenchArgs,
-    run_dir: &Path,
+    dir: PathBuf,
     progress: &Progress,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(PhaseOutcome, PhaseOutcome), BenchError> {
@@ -322,7 +325,6 @@ async fn run_target(
             target.name, target.servers, target.shards, target.replicas
         );
     }
-    let dir = run_dir.join(&target.name);
     let fleet_error = |source| BenchError::Fleet {
         scenario: target.name.clone(),
         source,
