@@ -2,7 +2,7 @@
 //!
 //! - [`local`]: the local runtime: a fleet of MariaDB + agent processes per server, the control
 //!   plane and a router on this machine (`walshard up`, `status`, `down`).
-//! - [`bench`]: the seed's performance analysis against a local fleet (`walshard bench`).
+//! - [`mod@bench`]: the seed's performance analysis against a local fleet (`walshard bench`).
 
 pub mod bench;
 pub mod local;

@@ -594,7 +594,7 @@ impl Shard {
     }
 
     /// Become primary of `epoch` (fenced at exactly `epoch` first): commit a no-op in it, then
-    /// take writes. Answers once the no-op is committed, or 503 after [`PROMOTE_WAIT`] (it stays
+    /// take writes. Answers once the no-op is committed, or 503 after `PROMOTE_WAIT` (it stays
     /// primary and keeps trying).
     pub async fn promote(
         self: &Arc<Self>,

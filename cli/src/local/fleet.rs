@@ -3,8 +3,8 @@
 //! [`Fleet::start`] starts one MariaDB and one agent per server (respawning them when they die),
 //! the control plane (heartbeats, elections, switchovers: the same [`ControlPlane`] the Kubernetes
 //! operator runs), the control API routers follow, and one router process. `/init`, `/add` and
-//! `/rm` arrive through the router and are carried out by [`Fleet::init`], [`Fleet::add`] and
-//! [`Fleet::rm`], one at a time; every change is saved to `fleet.json` before it is answered.
+//! `/rm` arrive through the router and are carried out by the fleet's `init`, `add` and `rm`,
+//! one at a time; every change is saved to `fleet.json` before it is answered.
 
 use std::collections::BTreeMap;
 use std::fs::File;

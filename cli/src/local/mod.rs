@@ -3,7 +3,7 @@
 //! - [`state`]: what a fleet keeps in its data dir.
 //! - [`server`]: one server's MariaDB and agent processes.
 //! - [`fleet`]: the fleet: servers, respawns, the control plane, the router, `/init` `/add` `/rm`.
-//! - [`control`]: the control API the router follows.
+//! - `control`: the control API the router follows.
 
 mod control;
 pub mod fleet;

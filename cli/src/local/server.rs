@@ -55,7 +55,7 @@ pub struct Server {
 
 impl Server {
     /// Starts (or resumes) `name` under `dir`: MariaDB first (waiting until it accepts
-    /// connections), then the agent (not waited for: see [`super::agent_ready`]).
+    /// connections), then the agent (not waited for: the fleet waits for its heartbeat).
     pub fn start(
         launch: &Launch,
         name: &str,
