@@ -1,6 +1,6 @@
 //! `walshard`: the user CLI. `up` runs a whole fleet on this machine, `status` and `down` talk to
-//! a running one, `bench` reproduces the seed's analysis, and `agent` / `router` run those
-//! processes (the local fleet starts them through this same binary).
+//! a running one, `bench` reproduces the seed's analysis, `agent` / `router` run those
+//! processes (the local fleet starts them through this same binary), and `crd` prints the CRD.
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +31,8 @@ enum Command {
     Agent(walshard_agent::cli::Args),
     /// Run a router (what `up` starts).
     Router(walshard_router::cli::Args),
+    /// Print the ShardedDatabase CRD (YAML), as in crds/shardeddatabases.walshard.io.yaml.
+    Crd,
 }
 
 #[tokio::main]
@@ -42,5 +44,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => walshard_cli::bench::run(args).await,
         Command::Agent(args) => walshard_agent::cli::run(args).await,
         Command::Router(args) => walshard_router::cli::run(args).await,
+        Command::Crd => {
+            print!("{}", walshard_operator::spec::crd_yaml()?);
+            Ok(())
+        }
     }
 }

@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 /// Longest identifier we accept; leaves room for the `shard_` table prefix within MySQL's 64.
 pub const MAX_IDENT_LEN: usize = 48;
 
+/// The identifier rule as a regular expression (the length limit aside), for JSON schemas and CEL.
+pub const IDENT_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
+
 /// A validated identifier: `[A-Za-z_][A-Za-z0-9_]*`, 1 to 48 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]

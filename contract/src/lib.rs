@@ -7,6 +7,8 @@
 
 pub mod envelope;
 pub mod ident;
+#[cfg(feature = "schema")]
+mod json_schema;
 #[cfg(feature = "process")]
 pub mod process;
 pub mod replication;
@@ -17,7 +19,7 @@ pub mod shard;
 pub use envelope::{
     ApiError, Failure, RequestError, STATUS_FAILURE, STATUS_SUCCESS, STATUS_SUCCESSFUL,
 };
-pub use ident::{Ident, IdentError};
+pub use ident::{IDENT_PATTERN, Ident, IdentError, MAX_IDENT_LEN};
 pub use replication::{Quorum, ReplicaRef, majority};
 pub use row::{KeyRange, Row, RowError, RowsError, Value, duplicate_message, parse_rows};
 pub use schema::{Dtype, Schema, SchemaError};

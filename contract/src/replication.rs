@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 /// How many of a shard's replicas must hold an entry before it is committed; sent with
 /// `promote`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Quorum {
     /// A majority of the shard's replicas (the default).

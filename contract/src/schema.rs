@@ -6,6 +6,7 @@ use crate::ident::{Ident, IdentError};
 
 /// A column type. The seed has `Number` and `String`; `Float` and `Boolean` are extensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Dtype {
     /// A signed 64-bit integer (`BIGINT`).
     Number,

@@ -9,9 +9,14 @@ use crate::row::json_kind;
 
 /// One shard: its id and the half-open key range `[low, low + size)`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ShardSpec {
+    /// The shard id (`Shard_id`).
     pub id: Ident,
+    /// The first key of the shard.
     pub low: i64,
+    /// How many keys it covers: `[low, low + size)`.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1)))]
     pub size: i64,
 }
 

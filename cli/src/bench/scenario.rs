@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde_json::Value as Json;
 use walshard_contract::{Schema, ShardSpec};
-use walshard_operator::spec::{Durability, ServersSpec, ShardedDatabaseSpec, ShardsSpec};
+use walshard_operator::spec::{ServersSpec, ShardedDatabaseSpec, ShardsSpec};
 
 use super::BenchError;
 use super::keys::KeySpace;
@@ -36,7 +36,7 @@ impl ScenarioId {
     }
 
     /// `(servers, shards, replicas per shard)`.
-    fn shape(self) -> (usize, usize, usize) {
+    fn shape(self) -> (i32, i32, i32) {
         match self {
             ScenarioId::A1 => (6, 4, 3),
             ScenarioId::A2 => (7, 4, 7),
@@ -48,22 +48,12 @@ impl ScenarioId {
     /// default durability (majority quorum, WAL fsync on).
     pub fn spec(self) -> ShardedDatabaseSpec {
         let (servers, shards, replicas) = self.shape();
-        ShardedDatabaseSpec {
-            schema: Schema::seed_default(),
-            shards: ShardsSpec::Ranges {
-                count: shards,
-                size: SHARD_SIZE,
-                low: 0,
-            },
-            replicas_per_shard: replicas,
-            servers: ServersSpec::Count { count: servers },
-            durability: Durability::default(),
-            engine: None,
-            storage: None,
-            resources: None,
-            router: None,
-            paused: false,
-        }
+        ShardedDatabaseSpec::new(
+            Schema::seed_default(),
+            ShardsSpec::ranges(shards, SHARD_SIZE, 0),
+            replicas,
+            ServersSpec::count(servers),
+        )
     }
 }
 
@@ -160,14 +150,14 @@ fn max_replicas(placement: &BTreeMap<String, Vec<String>>) -> usize {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use walshard_operator::spec::ShardedDatabaseDocument;
+    use walshard_operator::spec::ShardedDatabase;
 
     use super::*;
 
     #[test]
     fn a1_is_the_seed_default_example() {
         let example = include_str!("../../../examples/seed-default.yaml");
-        let doc = ShardedDatabaseDocument::from_yaml(example).expect("example parses");
+        let doc = ShardedDatabase::from_yaml(example).expect("example parses");
         assert_eq!(ScenarioId::A1.spec(), doc.spec);
     }
 

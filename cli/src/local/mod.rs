@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use walshard_contract::process::{LogFormat, init_tracing, shutdown_signal};
-use walshard_operator::spec::ShardedDatabaseDocument;
+use walshard_operator::spec::ShardedDatabase;
 use walshard_router::fleet::{ControlClient, FleetView};
 
 pub use fleet::{Fleet, FleetOptions};
@@ -107,7 +107,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-            let doc = ShardedDatabaseDocument::from_yaml(&text)
+            let doc = ShardedDatabase::from_yaml(&text)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
             doc.spec
                 .resolve()
