@@ -14,3 +14,6 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> cargo test (unit, integration, crash and doc tests; benchmarks are scripts/bench.sh)"
 cargo test --workspace --locked -- --nocapture
+
+echo "==> the Helm chart, Dockerfiles and shell scripts (scripts/validate-chart.sh)"
+bash scripts/validate-chart.sh
