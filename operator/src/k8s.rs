@@ -1,0 +1,4 @@
+//! The Kubernetes runtime of the control plane: object names, the desired objects of a
+//! `ShardedDatabase` (pure), the reconciler and the per-database control plane.
+
+pub mod names;
