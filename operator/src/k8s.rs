@@ -2,3 +2,4 @@
 //! `ShardedDatabase` (pure), the reconciler and the per-database control plane.
 
 pub mod names;
+pub mod objects;

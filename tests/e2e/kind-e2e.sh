@@ -22,8 +22,8 @@
 #   SHARD_INDEX         which shard of status.shards loses its primary (default 0)
 #
 # Naming conventions assumed (adapt here if the operator names things differently):
-#   - the pod of server <Server> of database <db> is "<db>-<server lowercased>" (one pod per
-#     server); with one StatefulSet per server named that way, set SERVER_POD_FORMAT='%s-%s-0';
+#   - the pod of server <Server> of database <db> is "<db>-<server lowercased>-0", the one pod
+#     of its StatefulSet (operator/src/k8s/names.rs; SERVER_POD_FORMAT, default '%s-%s-0');
 #   - the router Service is "<db>-router", port 5000 (the seed API);
 #   - status.shards[i].primary is the server name (e.g. Server3) of shard i's primary.
 set -euo pipefail
@@ -44,7 +44,7 @@ ready_timeout=${READY_TIMEOUT:-15m}
 failover_timeout=${FAILOVER_TIMEOUT:-180}
 local_port=${ROUTER_LOCAL_PORT:-15000}
 shard_index=${SHARD_INDEX:-0}
-server_pod_format=${SERVER_POD_FORMAT:-%s-%s}
+server_pod_format=${SERVER_POD_FORMAT:-%s-%s-0}
 key_space=16384 # examples/seed-default.yaml: 4 shards x 4096 keys, Stud_id 0..16383
 
 log() { printf '==> [%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
