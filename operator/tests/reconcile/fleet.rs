@@ -1,0 +1,94 @@
+//! A test double of the per-database control planes: records every call, answers drains and
+//! shows a topology as the test sets them.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use walshard_operator::Topology;
+use walshard_operator::k8s::reconcile::{Fleet, FleetError};
+use walshard_operator::spec::ShardedDatabase;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    /// `ensure` with the database's name, the token and the servers of its resolved spec.
+    Ensure {
+        name: String,
+        token: String,
+        servers: Vec<String>,
+        shards: usize,
+    },
+    Remove {
+        namespace: String,
+        name: String,
+    },
+    Drain {
+        name: String,
+        server: String,
+    },
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    topology: Option<Topology>,
+    /// Answers of the next drains; `Ok(true)` once empty.
+    drains: VecDeque<Result<bool, String>>,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeFleet(Arc<Mutex<State>>);
+
+impl FakeFleet {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.0.lock().expect("fake fleet lock")
+    }
+
+    pub fn calls(&self) -> Vec<Call> {
+        self.state().calls.clone()
+    }
+
+    pub fn set_topology(&self, topology: Option<Topology>) {
+        self.state().topology = topology;
+    }
+
+    pub fn answer_drains(&self, answers: impl IntoIterator<Item = Result<bool, String>>) {
+        self.state().drains.extend(answers);
+    }
+}
+
+impl Fleet for FakeFleet {
+    async fn ensure(&self, db: &ShardedDatabase, token: &str) -> Result<(), FleetError> {
+        let resolved = db.spec.resolve().map_err(FleetError::new)?;
+        self.state().calls.push(Call::Ensure {
+            name: db.metadata.name.clone().unwrap_or_default(),
+            token: token.to_owned(),
+            servers: resolved.placement.keys().cloned().collect(),
+            shards: resolved.shards.len(),
+        });
+        Ok(())
+    }
+
+    async fn remove(&self, namespace: &str, name: &str) {
+        self.state().calls.push(Call::Remove {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        });
+    }
+
+    fn topology(&self, _namespace: &str, _name: &str) -> Option<Topology> {
+        self.state().topology.clone()
+    }
+
+    async fn drain(&self, _namespace: &str, name: &str, server: &str) -> Result<bool, FleetError> {
+        let mut state = self.state();
+        state.calls.push(Call::Drain {
+            name: name.to_owned(),
+            server: server.to_owned(),
+        });
+        state
+            .drains
+            .pop_front()
+            .unwrap_or(Ok(true))
+            .map_err(FleetError::new)
+    }
+}
