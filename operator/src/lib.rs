@@ -6,6 +6,7 @@
 //! [`runtime::ControlPlane`]; the failover algorithm exists once, in [`election`].
 
 pub mod election;
+pub mod fleet_ops;
 pub mod k8s;
 pub mod placement;
 pub mod runtime;

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -484,27 +484,53 @@ pub struct ServerLabels {
     pub server: String,
 }
 
-/// The control plane's Prometheus metrics (prefix `walshard_operator_`). Handles share state.
+/// The `database` label of a control plane that shares its metrics with others (the Kubernetes
+/// operator runs one per `ShardedDatabase`); no label for a lone control plane.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+pub struct Scope(Option<String>);
+
+impl Scope {
+    /// The series of the database `name`.
+    pub fn database(name: impl Into<String>) -> Self {
+        Self(Some(name.into()))
+    }
+}
+
+impl EncodeLabelSet for Scope {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        match &self.0 {
+            Some(db) => [("database", db.as_str())].encode(encoder),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The control plane's Prometheus metrics (prefix `walshard_operator_`). Handles share state;
+/// [`Self::scoped`] handles share the families and label their series with a database.
 #[derive(Clone, Debug)]
 pub struct OperatorMetrics {
-    pub elections_started: Family<ShardLabels, Counter>,
-    pub elections_completed: Family<ShardLabels, Counter>,
-    pub elections_no_quorum: Family<ShardLabels, Counter>,
-    pub election_seconds: Histogram,
-    pub shard_epoch: Family<ShardLabels, Gauge>,
-    pub shard_has_primary: Family<ShardLabels, Gauge>,
-    pub replica_lag: Family<ReplicaLabels, Gauge>,
-    pub server_up: Family<ServerLabels, Gauge>,
+    scope: Scope,
+    pub elections_started: Family<(Scope, ShardLabels), Counter>,
+    pub elections_completed: Family<(Scope, ShardLabels), Counter>,
+    pub elections_no_quorum: Family<(Scope, ShardLabels), Counter>,
+    pub election_seconds: Family<Scope, Histogram>,
+    pub shard_epoch: Family<(Scope, ShardLabels), Gauge>,
+    pub shard_has_primary: Family<(Scope, ShardLabels), Gauge>,
+    pub replica_lag: Family<(Scope, ReplicaLabels), Gauge>,
+    pub server_up: Family<(Scope, ServerLabels), Gauge>,
 }
 
 impl OperatorMetrics {
     /// Creates the metrics and registers them into `registry` under `walshard_operator`.
     pub fn new(registry: &mut Registry) -> Self {
         let m = Self {
+            scope: Scope::default(),
             elections_started: Family::default(),
             elections_completed: Family::default(),
             elections_no_quorum: Family::default(),
-            election_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 12)),
+            election_seconds: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.01, 2.0, 12))
+            }),
             shard_epoch: Family::default(),
             shard_has_primary: Family::default(),
             replica_lag: Family::default(),
@@ -554,24 +580,64 @@ impl OperatorMetrics {
         m
     }
 
+    /// A handle on the same families whose series carry `scope` (one registry, many clusters:
+    /// registering the families once per cluster would repeat their names, which Prometheus
+    /// refuses).
+    pub fn scoped(&self, scope: Scope) -> Self {
+        Self {
+            scope,
+            ..self.clone()
+        }
+    }
+
+    fn shard(&self, shard: &str) -> (Scope, ShardLabels) {
+        (
+            self.scope.clone(),
+            ShardLabels {
+                shard: shard.to_owned(),
+            },
+        )
+    }
+
+    fn replica(&self, shard: &str, server: &str) -> (Scope, ReplicaLabels) {
+        (
+            self.scope.clone(),
+            ReplicaLabels {
+                shard: shard.to_owned(),
+                server: server.to_owned(),
+            },
+        )
+    }
+
+    fn server(&self, server: &str) -> (Scope, ServerLabels) {
+        (
+            self.scope.clone(),
+            ServerLabels {
+                server: server.to_owned(),
+            },
+        )
+    }
+
     fn record(&self, event: &ControllerEvent) {
         match event {
             ControllerEvent::ElectionStarted { shard, .. } => {
                 self.elections_started
-                    .get_or_create(&shard_labels(shard))
+                    .get_or_create(&self.shard(shard))
                     .inc();
             }
             ControllerEvent::ElectionCompleted {
                 shard, duration, ..
             } => {
                 self.elections_completed
-                    .get_or_create(&shard_labels(shard))
+                    .get_or_create(&self.shard(shard))
                     .inc();
-                self.election_seconds.observe(duration.as_secs_f64());
+                self.election_seconds
+                    .get_or_create(&self.scope)
+                    .observe(duration.as_secs_f64());
             }
             ControllerEvent::NoQuorum { shard, .. } => {
                 self.elections_no_quorum
-                    .get_or_create(&shard_labels(shard))
+                    .get_or_create(&self.shard(shard))
                     .inc();
             }
         }
@@ -579,7 +645,7 @@ impl OperatorMetrics {
 
     /// Drops the series of a removed shard.
     fn forget_shard(&self, shard: &str, replicas: &[String]) {
-        let labels = shard_labels(shard);
+        let labels = self.shard(shard);
         self.shard_epoch.remove(&labels);
         self.shard_has_primary.remove(&labels);
         for server in replicas {
@@ -589,22 +655,36 @@ impl OperatorMetrics {
 
     /// Drops the series of a replica that left its shard.
     fn forget_replica(&self, shard: &str, server: &str) {
-        self.replica_lag.remove(&ReplicaLabels {
-            shard: shard.to_owned(),
-            server: server.to_owned(),
-        });
+        self.replica_lag.remove(&self.replica(shard, server));
     }
 
     /// Drops the series of a removed server.
     fn forget_server(&self, server: &str) {
-        self.server_up.remove(&ServerLabels {
-            server: server.to_owned(),
-        });
+        self.server_up.remove(&self.server(server));
+    }
+
+    /// Drops every series of a cluster that is gone (counters too), for a scoped handle.
+    fn forget_cluster<'a>(
+        &self,
+        shards: impl IntoIterator<Item = (&'a String, &'a [String])>,
+        servers: impl IntoIterator<Item = &'a String>,
+    ) {
+        for (shard, replicas) in shards {
+            self.forget_shard(shard, replicas);
+            let labels = self.shard(shard);
+            self.elections_started.remove(&labels);
+            self.elections_completed.remove(&labels);
+            self.elections_no_quorum.remove(&labels);
+        }
+        for server in servers {
+            self.forget_server(server);
+        }
+        self.election_seconds.remove(&self.scope);
     }
 
     fn update(&self, topology: &Topology) {
         for (shard, info) in &topology.shards {
-            let labels = shard_labels(shard);
+            let labels = self.shard(shard);
             self.shard_epoch
                 .get_or_create(&labels)
                 .set(i64::try_from(info.epoch).unwrap_or(i64::MAX));
@@ -614,27 +694,16 @@ impl OperatorMetrics {
             for r in &info.replicas {
                 if let Some(lag) = r.lag {
                     self.replica_lag
-                        .get_or_create(&ReplicaLabels {
-                            shard: shard.clone(),
-                            server: r.server.clone(),
-                        })
+                        .get_or_create(&self.replica(shard, &r.server))
                         .set(i64::try_from(lag).unwrap_or(i64::MAX));
                 }
             }
         }
         for (server, info) in &topology.servers {
             self.server_up
-                .get_or_create(&ServerLabels {
-                    server: server.clone(),
-                })
+                .get_or_create(&self.server(server))
                 .set(i64::from(info.reachable));
         }
-    }
-}
-
-fn shard_labels(shard: &str) -> ShardLabels {
-    ShardLabels {
-        shard: shard.to_owned(),
     }
 }
 
@@ -813,6 +882,17 @@ impl<A: AgentApi> ControlPlane<A> {
         cfg: ControlPlaneConfig,
         registry: &mut Registry,
     ) -> Result<Self, SpecError> {
+        Self::with_metrics(spec, api, cfg, OperatorMetrics::new(registry))
+    }
+
+    /// As [`Self::new`], recording into `metrics` (registered already, e.g. a
+    /// [`OperatorMetrics::scoped`] handle shared by several control planes).
+    pub fn with_metrics(
+        spec: ClusterSpec,
+        api: A,
+        cfg: ControlPlaneConfig,
+        metrics: OperatorMetrics,
+    ) -> Result<Self, SpecError> {
         spec.validate()?;
         let controllers = spec
             .shards
@@ -839,7 +919,7 @@ impl<A: AgentApi> ControlPlane<A> {
             leaving: BTreeMap::new(),
             inflight: JoinSet::new(),
             inflight_by_shard: BTreeMap::new(),
-            metrics: OperatorMetrics::new(registry),
+            metrics,
             topology: watch::Sender::new(Topology::default()),
             commands_tx,
             commands,
@@ -860,6 +940,17 @@ impl<A: AgentApi> ControlPlane<A> {
 
     pub fn controller(&self, shard: &str) -> Option<&ShardController> {
         self.controllers.get(shard)
+    }
+
+    /// Drops every series this control plane recorded (its cluster is gone; a scoped metrics
+    /// handle outlives it).
+    pub fn forget_metrics(&self) {
+        let shards = self
+            .controllers
+            .iter()
+            .map(|(shard, c)| (shard, c.replicas()));
+        let servers = self.spec.servers.keys().chain(self.leaving.keys());
+        self.metrics.forget_cluster(shards, servers);
     }
 
     /// A handle for readers of the topology, switchover and reconfiguration requests while

@@ -22,6 +22,8 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use walshard_contract::{ApiError, Ident, RequestError, STATUS_SUCCESS, STATUS_SUCCESSFUL};
 use walshard_operator::election::Phase;
+use walshard_operator::fleet_ops;
+use walshard_operator::placement::{Placement, ShardReplicas};
 use walshard_operator::runtime::{
     ClusterSpec, ControlHandle, ControlPlane, ControlPlaneConfig, HttpAgentApi, HttpTimeouts,
     Topology,
@@ -488,27 +490,14 @@ impl Shared {
         leaving: &[String],
     ) -> Result<(), ApiError> {
         let topology = self.control.topology();
-        for (shard, info) in &topology.shards {
-            let Some(primary) = info.primary.as_deref() else {
-                continue;
-            };
-            if !leaving.iter().any(|s| s == primary) {
-                continue;
-            }
-            let Ok(id) = Ident::new(shard) else { continue };
-            let staying: Vec<String> = next.replicas(&id).iter().map(|s| s.to_string()).collect();
-            let target = info
-                .replicas
-                .iter()
-                .filter(|r| staying.contains(&r.server) && r.reachable && !r.suspected)
-                .max_by_key(|r| (r.last_epoch, r.last_lsn))
-                .map(|r| r.server.clone())
-                .ok_or_else(|| {
-                    ApiError::new(
-                        503u16,
-                        format!("shard {shard}: no reachable replica to take over from {primary}"),
-                    )
-                })?;
+        for h in fleet_ops::handovers(&topology, leaving, &shard_replicas(next)) {
+            let (shard, primary) = (&h.shard, &h.from);
+            let target = h.to.ok_or_else(|| {
+                ApiError::new(
+                    503u16,
+                    format!("shard {shard}: no reachable replica to take over from {primary}"),
+                )
+            })?;
             self.say(format!("switching {shard} over from {primary} to {target}"));
             self.control
                 .switchover(shard, &target)
@@ -639,33 +628,16 @@ impl Shared {
         let Some(held) = Ident::new(name).ok().and_then(|n| layout.placement.get(&n)) else {
             return Ok(());
         };
-        if held.is_empty() {
+        let Some(body) = fleet_ops::agent_config(
+            &layout.schema,
+            layout.shards(),
+            held.iter().map(Ident::as_str),
+        ) else {
             return Ok(());
-        }
-        let key = layout.schema.key().as_str();
-        let shards: Vec<Json> = held
-            .iter()
-            .filter_map(|id| layout.shard(id))
-            .map(|s| Json::Object(s.to_json(key)))
-            .collect();
-        let body = json!({"schema": layout.schema, "shards": shards});
-        let token = self.launch.token.clone();
-        let resp = self
-            .http
-            .post(format!("{url}/config"))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
+        };
+        fleet_ops::configure_agent(&self.http, &url, &self.launch.token, &body)
             .await
-            .map_err(|e| LocalError::Control(format!("{name}: /config: {e}")))?;
-        if !resp.status().is_success() {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            return Err(LocalError::Control(format!(
-                "{name}: /config answered {status}: {text}"
-            )));
-        }
-        Ok(())
+            .map_err(|e| LocalError::Control(format!("{name}: {e}")))
     }
 
     /// Waits until every shard of the configuration is healthy with its configured replicas and
@@ -674,38 +646,10 @@ impl Shared {
         let Some(config) = &state.config else {
             return Ok(());
         };
-        let layout = parse_layout(config)?;
-        let expected: BTreeMap<String, Vec<String>> = layout
-            .shards()
-            .iter()
-            .map(|s| {
-                let mut r: Vec<String> = layout
-                    .replicas(&s.id)
-                    .iter()
-                    .map(|r| r.to_string())
-                    .collect();
-                r.sort();
-                (s.id.to_string(), r)
-            })
-            .collect();
+        let expected = shard_replicas(&parse_layout(config)?);
         let total = expected.len();
         let mut reported = usize::MAX;
-        let healthy = |t: &Topology| {
-            expected
-                .iter()
-                .filter(|(shard, replicas)| {
-                    t.shards.get(*shard).is_some_and(|info| {
-                        let mut have: Vec<String> =
-                            info.replicas.iter().map(|r| r.server.clone()).collect();
-                        have.sort();
-                        info.state == Phase::Healthy
-                            && info.primary.is_some()
-                            && !info.reconfiguring
-                            && have == **replicas
-                    })
-                })
-                .count()
-        };
+        let healthy = |t: &Topology| fleet_ops::settled_shards(t, &expected);
         let deadline = Instant::now() + SETTLE_TIMEOUT;
         let mut rx = self.control.watch();
         loop {
@@ -971,26 +915,35 @@ fn spawn_router(shared: &Shared, port: u16, control_url: &str) -> Result<ChildGu
 
 /// The control plane's view of `state`.
 fn cluster_spec(state: &FleetState, layout: Option<&Layout>) -> ClusterSpec {
-    let shards = layout
-        .map(|l| {
-            l.shards()
-                .iter()
-                .map(|s| {
-                    let replicas = l.replicas(&s.id).iter().map(|r| r.to_string()).collect();
-                    (s.id.to_string(), replicas)
-                })
-                .collect()
+    let servers = state
+        .servers
+        .iter()
+        .map(|(name, ports)| (name.clone(), agent_url(*ports)))
+        .collect();
+    ClusterSpec::from_placement(
+        servers,
+        &layout.map(placement).unwrap_or_default(),
+        state.write_quorum,
+    )
+}
+
+/// The layout's placement in the control plane's terms.
+fn placement(layout: &Layout) -> Placement {
+    layout
+        .placement
+        .iter()
+        .map(|(server, held)| {
+            (
+                server.to_string(),
+                held.iter().map(Ident::to_string).collect(),
+            )
         })
-        .unwrap_or_default();
-    ClusterSpec {
-        servers: state
-            .servers
-            .iter()
-            .map(|(name, ports)| (name.clone(), agent_url(*ports)))
-            .collect(),
-        shards,
-        write_quorum: state.write_quorum,
-    }
+        .collect()
+}
+
+/// Shard → the servers holding it.
+fn shard_replicas(layout: &Layout) -> ShardReplicas {
+    walshard_operator::placement::shard_replicas(&placement(layout))
 }
 
 fn parse_layout(config: &Json) -> Result<Layout, LocalError> {

@@ -135,7 +135,7 @@ async fn first_start_elects_one_primary_per_shard() {
     prometheus_client::encoding::text::encode(&mut text, &h.registry).unwrap();
     assert!(text.contains("walshard_operator_elections_completed_total{shard=\"sh1\"} 1"));
     assert!(text.contains("walshard_operator_shard_epoch{shard=\"sh2\"} 1"));
-    assert!(text.contains("walshard_operator_election_duration_seconds_count 2"));
+    assert!(text.contains("walshard_operator_election_duration_seconds_count{} 2"));
     assert!(text.contains("walshard_operator_server_up{server=\"S0\"} 1"));
 }
 
