@@ -74,50 +74,65 @@ The watched namespaces, validated: unique DNS-1123 labels. Empty list = cluster-
 
 {{/*
 The operator's permissions in a namespace it manages (a ClusterRole's rules when it manages all).
-Least privilege: exactly the verbs the reconciler uses.
-  - get/list/watch: the Controller watches its ShardedDatabases and every kind it owns, and the
-    control plane reads pod status;
-  - create: generated Secrets are created once and never overwritten (create, AlreadyExists = keep);
-    the other kinds are written with server-side apply (patch), create is kept for the first write;
-  - patch: server-side apply with one field manager, and finalizers on ShardedDatabases;
-  - delete: orphan cleanup (a removed server's pod/StatefulSet, Services, PDB; its PVC when the
-    retention policy says so), and replacing a failed server's pod.
-  - no update, deletecollection, escalate, bind or impersonate anywhere, except `update` on
-    ShardedDatabases (the router's Role includes it: see below), on shardeddatabases/finalizers (an
-    owner reference with blockOwnerDeletion needs it) and on Leases (renewing a lease is a
-    replace with resourceVersion).
-The operator creates the router's Role, and Kubernetes lets a subject create a Role (or bind it)
-only when it holds every permission in it: the router's Role (watch its ShardedDatabase, read it,
-turn /init, /add, /rm into spec patches or updates: shardeddatabases get/list/watch/patch/update)
-must stay a subset of these rules.
+Least privilege: exactly the verbs the operator's code uses (operator/README.md, "Operator binary"):
+  - list/watch: the Controller watches ShardedDatabases and the kinds it owns (StatefulSets,
+    Services, Deployments, PodDisruptionBudgets, ConfigMaps, Secrets);
+  - create + patch: every other object is written by server-side apply, and an apply that creates
+    the object needs create as well as patch;
+  - shardeddatabases patch: the finalizer (JSON patch) and the control plane's settled-replicas
+    annotation (apply); shardeddatabases/status patch: both field managers' status applies;
+  - shardeddatabases get: not used by the operator itself, but held so that it may create the
+    router's Role (get, list, watch, patch on its ShardedDatabase): Kubernetes lets a subject
+    create a Role or bind it only when it holds every permission in it, so the router's Role must
+    stay a subset of these rules;
+  - shardeddatabases/finalizers update: owner references with blockOwnerDeletion;
+  - secrets get + create, never patch or delete: the generated Secret is create-only; user
+    Secrets named in credentials refs are read;
+  - statefulsets delete: a drained server's StatefulSet; statefulsets patch also switches a
+    removed server's claim retention to Retain before that;
+  - pods delete: rolling an updated template out, one server at a time (OnDelete StatefulSets);
+  - persistentvolumeclaims get + delete: a removed server's claim is checked (Retain) or deleted
+    (Delete), and every claim when the database goes with retention.whenDeleted: Delete;
+  - events.k8s.io events create + patch: the Event recorder (a repeat patches the series).
+No update, deletecollection, escalate, bind or impersonate, apart from the finalizers' update.
+Leader election has its own Role in the release namespace (rbac.yaml).
 */}}
 {{- define "walshard.operatorRules" -}}
 - apiGroups: ["walshard.io"]
   resources: ["shardeddatabases"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["walshard.io"]
   resources: ["shardeddatabases/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
 - apiGroups: ["walshard.io"]
   resources: ["shardeddatabases/finalizers"]
   verbs: ["update"]
 - apiGroups: [""]
-  resources: ["pods", "services", "configmaps", "secrets", "persistentvolumeclaims", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  resources: ["secrets"]
+  verbs: ["get", "list", "watch", "create"]
+- apiGroups: [""]
+  resources: ["services", "configmaps"]
+  verbs: ["list", "watch", "create", "patch"]
+- apiGroups: [""]
+  resources: ["serviceaccounts"]
+  verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["delete"]
+- apiGroups: [""]
+  resources: ["persistentvolumeclaims"]
+  verbs: ["get", "delete"]
 - apiGroups: ["apps"]
-  resources: ["deployments", "statefulsets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  resources: ["statefulsets"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: ["apps"]
+  resources: ["deployments"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "patch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: ["coordination.k8s.io"]
-  resources: ["leases"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-- apiGroups: [""]
-  resources: ["events"]
   verbs: ["create", "patch"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]

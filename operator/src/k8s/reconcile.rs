@@ -42,7 +42,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, PropagationPolicy,
 };
-use kube::runtime::controller::{Action, Config as ControllerConfig, Controller};
+use kube::runtime::controller::{
+    Action, Config as ControllerConfig, Controller, Error as ControllerError,
+};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{self, Event as Finalized, finalizer};
 use kube::runtime::watcher;
@@ -231,6 +233,7 @@ impl<F: Fleet> Context<F> {
         }
         lock(&self.draining).clear();
         lock(&self.failures).clear();
+        lock(&self.restarts).clear();
     }
 }
 
@@ -325,7 +328,11 @@ pub async fn run<F: Fleet>(
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => debug!(%object, "reconciled"),
-                Err(error) => debug!(%error, "controller"),
+                // Logged by `error_policy`, or benign (the object was deleted meanwhile).
+                Err(ControllerError::ReconcilerFailed(..) | ControllerError::ObjectNotFound(_)) => {
+                }
+                // Watch failures (RBAC, API server); the watchers retry with backoff.
+                Err(error) => warn!(%error, "controller"),
             }
         })
         .await;
@@ -999,16 +1006,18 @@ fn observed_current(set: &StatefulSet) -> bool {
     set.status.as_ref().and_then(|s| s.observed_generation) >= set.metadata.generation
 }
 
-/// The set's pod runs an older template. With `OnDelete`, `currentRevision` never catches up
-/// with `updateRevision`, so count the pods at the update revision instead.
+/// The set's pod runs an older template: the StatefulSet controller has seen the latest spec and
+/// made the pod, which is not at the update revision. (Under `OnDelete`, `currentRevision` never
+/// catches up with `updateRevision`, so count the pods at the update revision instead.)
 fn outdated(set: &StatefulSet) -> bool {
     let wanted = set.spec.replicas.unwrap_or(1);
-    let updated = set
-        .status
-        .as_ref()
-        .and_then(|s| s.updated_replicas)
-        .unwrap_or(0);
-    observed_current(set) && updated < wanted
+    let Some(status) = set.status.as_ref() else {
+        return false;
+    };
+    status.observed_generation.is_some()
+        && observed_current(set)
+        && status.replicas >= wanted
+        && status.updated_replicas.unwrap_or(0) < wanted
 }
 
 fn router_state(deployments: &[Deployment], db: &str) -> RouterState {
@@ -1032,3 +1041,6 @@ fn router_state(deployments: &[Deployment], db: &str) -> RouterState {
 fn random_secret() -> String {
     Alphanumeric.sample_string(&mut rand::rng(), GENERATED_SECRET_LEN)
 }
+
+#[cfg(test)]
+mod tests;

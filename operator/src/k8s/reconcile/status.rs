@@ -1,6 +1,7 @@
 //! The reconciler's part of the `ShardedDatabase` status, computed purely from what it observed:
-//! `observedGeneration`, the `Ready`/`Progressing`/`Degraded` conditions, `shardCount`, `servers`,
-//! `serversReady` and `routerReady`. The control plane owns `shards` and `primaries`.
+//! `observedGeneration`, the `Ready`/`Progressing`/`Degraded` conditions, `servers`,
+//! `serversReady` and `routerReady`. The control plane owns `shards`, `shardCount` and
+//! `primaries` (its own field manager).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -91,7 +92,6 @@ pub struct OwnedStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     pub conditions: Vec<Condition>,
-    pub shard_count: i32,
     pub servers: i32,
     pub servers_ready: i32,
     pub router_ready: i32,
@@ -266,7 +266,6 @@ pub fn observed(
     OwnedStatus {
         observed_generation: o.generation,
         conditions: conditions(&verdicts(o), o.generation, current, now),
-        shard_count: count(o.shards.len()),
         servers: count(o.servers.len()),
         servers_ready: count(servers_ready),
         router_ready: o.router.ready,
@@ -314,7 +313,6 @@ fn kept(
     OwnedStatus {
         observed_generation: generation,
         conditions: conditions(&verdicts, generation, current, now),
-        shard_count: c.shard_count,
         servers: c.servers,
         servers_ready: c.servers_ready,
         router_ready: c.router_ready,
@@ -425,7 +423,6 @@ impl OwnedStatus {
                 .all(|mine| c.conditions.iter().any(|theirs| theirs == mine));
         same_conditions
             && self.observed_generation == c.observed_generation
-            && self.shard_count == c.shard_count
             && self.servers == c.servers
             && self.servers_ready == c.servers_ready
             && self.router_ready == c.router_ready

@@ -160,13 +160,11 @@ fn transition_times_move_only_when_a_status_flips_and_unchanged_status_needs_no_
     let o = ready_observation();
     let first = observed(&o, None, at(100));
     assert!(first.is_ready());
-    assert_eq!(first.shard_count, 2);
     assert_eq!(first.servers_ready, 2);
     assert_eq!(first.router_ready, 2);
     let current = ShardedDatabaseStatus {
         observed_generation: first.observed_generation,
         conditions: first.conditions.clone(),
-        shard_count: 2,
         servers: 2,
         servers_ready: 2,
         router_ready: 2,
@@ -207,7 +205,6 @@ fn paused_keeps_ready_degraded_and_the_counters() {
     let current = ShardedDatabaseStatus {
         observed_generation: Some(3),
         conditions: before.conditions.clone(),
-        shard_count: 2,
         servers: 2,
         servers_ready: 2,
         router_ready: 2,
