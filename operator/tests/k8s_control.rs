@@ -529,7 +529,11 @@ async fn control_planes_elect_publish_hand_over_and_drain() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let t = again.topology("ns", "db").unwrap();
     for shard in ["sh1", "sh2"] {
-        assert_eq!(t.epoch(shard), before.epoch(shard), "no new election of {shard}");
+        assert_eq!(
+            t.epoch(shard),
+            before.epoch(shard),
+            "no new election of {shard}"
+        );
         assert!(!t.shards[shard].reconfiguring);
     }
     again.shutdown().await;

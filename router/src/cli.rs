@@ -3,14 +3,16 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use tracing::info;
 use walshard_contract::process::{LogFormat, init_tracing, shutdown_signal};
 
-use crate::fleet::{self, ControlClient, FleetPrimaries};
+use crate::fleet::{self, Control, ControlClient, FleetPrimaries};
 use crate::hashing::HashMode;
+use crate::kube_mode::KubeControl;
 use crate::service::{self, RouterState};
 
 /// The walshard router: the seed's load-balancer API over the fleet's shards and replicas.
@@ -20,10 +22,27 @@ pub struct Args {
     /// Address and port to listen on.
     #[arg(long, env = "WALSHARD_LISTEN", default_value = "127.0.0.1:5000")]
     pub listen: SocketAddr,
-    /// The control plane's API, e.g. http://127.0.0.1:5900: the fleet's layout and primaries
-    /// come from it, and it carries out `/init`, `/add` and `/rm`.
-    #[arg(long, env = "WALSHARD_CONTROL_URL")]
-    pub control_url: String,
+    /// The control plane's API, e.g. http://127.0.0.1:5900 (local mode): the fleet's layout and
+    /// primaries come from it, and it carries out `/init`, `/add` and `/rm`.
+    #[arg(
+        long,
+        env = "WALSHARD_CONTROL_URL",
+        required_unless_present = "kube_database",
+        conflicts_with = "kube_database"
+    )]
+    pub control_url: Option<String>,
+    /// Kubernetes mode, instead of `--control-url`: the `ShardedDatabase` this router serves.
+    /// Its spec and status give the layout and primaries; `/init`, `/add` and `/rm` patch its
+    /// spec.
+    #[arg(long, env = "WALSHARD_KUBE_DATABASE")]
+    pub kube_database: Option<String>,
+    /// The `ShardedDatabase`'s namespace; default: the kube config's (a pod's own namespace).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub kube_namespace: Option<String>,
+    /// Kubernetes mode: how long `/init`, `/add` and `/rm` wait for the status to show the
+    /// change before answering (the change proceeds either way).
+    #[arg(long, env = "WALSHARD_KUBE_SETTLE_SECONDS", default_value_t = 120)]
+    pub kube_settle_seconds: u64,
     /// The cluster token: sent to the agents and to the control plane.
     #[arg(long, env = "WALSHARD_TOKEN", hide_env_values = true)]
     pub token: String,
@@ -48,10 +67,35 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.token.is_empty() {
         anyhow::bail!("WALSHARD_TOKEN must not be empty");
     }
-    let client = ControlClient::new(&args.control_url, &args.token);
+    let (control, source, watch): (Arc<dyn Control>, String, _) =
+        match (&args.control_url, &args.kube_database) {
+            (Some(url), _) => (
+                Arc::new(ControlClient::new(url, &args.token)),
+                url.clone(),
+                None,
+            ),
+            (None, Some(db)) => {
+                let client = kube::Client::try_default()
+                    .await
+                    .context("connecting to the Kubernetes API")?;
+                let namespace = args
+                    .kube_namespace
+                    .clone()
+                    .filter(|n| !n.trim().is_empty())
+                    .unwrap_or_else(|| client.default_namespace().to_owned());
+                let settle = Duration::from_secs(args.kube_settle_seconds);
+                let (control, task) = KubeControl::start(client, &namespace, db, settle);
+                (
+                    control as Arc<dyn Control>,
+                    format!("ShardedDatabase {namespace}/{db}"),
+                    Some(task),
+                )
+            }
+            (None, None) => anyhow::bail!("set --control-url or --kube-database"),
+        };
     let primaries = Arc::new(FleetPrimaries::default());
     let mut state = RouterState::with_control(
-        client.clone(),
+        control.clone(),
         primaries.clone(),
         args.hash_mode,
         args.token.clone(),
@@ -60,7 +104,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         state.require_api_token(t.clone());
     }
     let follower = tokio::spawn(fleet::follow(
-        client,
+        control,
         state.clone(),
         primaries,
         args.hash_mode,
@@ -68,12 +112,39 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    info!(listen = %args.listen, control = %args.control_url, hash = %args.hash_mode, "serving");
+    info!(listen = %args.listen, control = %source, hash = %args.hash_mode, "serving");
     axum::serve(listener, service::router(state, args.max_body_bytes))
         .with_graceful_shutdown(shutdown_signal())
         .await
         .context("serving HTTP")?;
     follower.abort();
+    if let Some(task) = watch {
+        task.abort();
+    }
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(["walshard-router", "--token", "t"].iter().chain(args))
+    }
+
+    #[test]
+    fn one_control_plane_is_required() {
+        let local = parse(&["--control-url", "http://127.0.0.1:5900"]).expect("local mode");
+        assert_eq!(local.control_url.as_deref(), Some("http://127.0.0.1:5900"));
+        let kube = parse(&["--kube-database", "studt", "--kube-namespace", "db"]).expect("kube");
+        assert_eq!(kube.kube_database.as_deref(), Some("studt"));
+        assert_eq!(kube.kube_namespace.as_deref(), Some("db"));
+        assert_eq!(kube.kube_settle_seconds, 120);
+        assert!(parse(&[]).is_err(), "neither");
+        assert!(
+            parse(&["--control-url", "http://x", "--kube-database", "studt"]).is_err(),
+            "both"
+        );
+    }
 }

@@ -1,18 +1,21 @@
 //! The router's view of the fleet, learned from its control plane: the configuration (layout and
 //! server URLs) and the live topology (primaries and epochs).
 //!
-//! The control plane serves [`FleetView`] at `GET /v1/fleet?after=<version>` as a long poll: it
-//! answers at once when its version is newer than `after`, else when the fleet changes or after
-//! [`LONG_POLL`]. [`follow`] keeps a router's [`RouterState`] current from it; [`ControlClient`]
-//! also forwards the seed's `/init`, `/add` and `/rm`, which only the control plane may carry
-//! out.
+//! A [`Control`] publishes [`FleetView`]s and carries out the seed's `/init`, `/add` and `/rm`,
+//! which only the control plane may do; [`follow`] keeps a router's [`RouterState`] current from
+//! one. Two implementations: [`ControlClient`], the local fleet's control API (`GET
+//! /v1/fleet?after=<version>` as a long poll: it answers at once when its version is newer than
+//! `after`, else when the fleet changes or after [`LONG_POLL`]), and
+//! [`crate::kube_mode::KubeControl`], a `ShardedDatabase` on Kubernetes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use thiserror::Error;
 use tracing::{info, warn};
 use walshard_contract::{ApiError, Ident};
 use walshard_operator::runtime::Topology;
@@ -81,6 +84,56 @@ impl Primaries for FleetPrimaries {
     }
 }
 
+/// The seed's administrative requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admin {
+    /// `POST /init`.
+    Init,
+    /// `POST /add`.
+    Add,
+    /// `DELETE /rm`.
+    Rm,
+}
+
+impl Admin {
+    /// The seed API's path.
+    pub fn path(self) -> &'static str {
+        match self {
+            Admin::Init => "/init",
+            Admin::Add => "/add",
+            Admin::Rm => "/rm",
+        }
+    }
+
+    /// The seed API's method.
+    pub fn method(self) -> reqwest::Method {
+        match self {
+            Admin::Init | Admin::Add => reqwest::Method::POST,
+            Admin::Rm => reqwest::Method::DELETE,
+        }
+    }
+}
+
+/// Why a fleet view could not be had.
+#[derive(Debug, Error)]
+pub enum FleetError {
+    #[error("control plane unreachable: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// The control plane a router follows: it publishes the fleet view and carries out `/init`,
+/// `/add` and `/rm`.
+pub trait Control: Send + Sync + 'static {
+    /// The fleet view newer than `after`, waiting up to `wait` for one; the current one after
+    /// that.
+    fn view(&self, after: u64, wait: Duration) -> BoxFuture<'_, Result<FleetView, FleetError>>;
+
+    /// Carries out `request` (its body as the client sent it) and answers as the seed does, once
+    /// [`Self::view`] shows the change.
+    fn admin<'a>(&'a self, request: Admin, body: &'a Json)
+    -> BoxFuture<'a, Result<Json, ApiError>>;
+}
+
 /// HTTP client of the control plane's API.
 #[derive(Debug, Clone)]
 pub struct ControlClient {
@@ -147,6 +200,25 @@ impl ControlClient {
     }
 }
 
+impl Control for ControlClient {
+    fn view(&self, after: u64, wait: Duration) -> BoxFuture<'_, Result<FleetView, FleetError>> {
+        Box::pin(async move { Ok(self.fleet(after, wait).await?) })
+    }
+
+    fn admin<'a>(
+        &'a self,
+        request: Admin,
+        body: &'a Json,
+    ) -> BoxFuture<'a, Result<Json, ApiError>> {
+        Box::pin(ControlClient::admin(
+            self,
+            request.method(),
+            request.path(),
+            body,
+        ))
+    }
+}
+
 /// Applies `view` to the router: routes and primaries.
 pub fn apply(state: &RouterState, primaries: &FleetPrimaries, view: FleetView, mode: HashMode) {
     match view.routes(mode) {
@@ -158,7 +230,7 @@ pub fn apply(state: &RouterState, primaries: &FleetPrimaries, view: FleetView, m
 
 /// Keeps `state` and `primaries` current from the control plane, forever.
 pub async fn follow(
-    client: ControlClient,
+    control: Arc<dyn Control>,
     state: Arc<RouterState>,
     primaries: Arc<FleetPrimaries>,
     mode: HashMode,
@@ -166,7 +238,7 @@ pub async fn follow(
     let mut version = 0;
     let mut pause = Duration::from_millis(50);
     loop {
-        match client.fleet(version, LONG_POLL).await {
+        match control.view(version, LONG_POLL).await {
             Ok(view) => {
                 if view.version != version {
                     if version == 0 {

@@ -9,12 +9,15 @@
 //!   [`routes::Primaries`] source (the control plane's topology).
 //! - [`service`]: the seed API over HTTP: the data path (`/read`, `/write`, `/update`, `/del`),
 //!   `/status`, `/metrics`, and `/init`, `/add`, `/rm` forwarded to the control plane.
-//! - [`fleet`]: the view of the fleet learned from the control plane, and its client.
+//! - [`fleet`]: the view of the fleet learned from the control plane, the [`fleet::Control`]
+//!   abstraction and the local control API's client.
+//! - [`kube_mode`]: the control plane on Kubernetes: a watched `ShardedDatabase`, spec patches.
 //! - [`cli`]: the command line of the router process.
 
 pub mod cli;
 pub mod fleet;
 pub mod hashing;
+pub mod kube_mode;
 pub mod layout;
 pub mod requests;
 pub mod routes;

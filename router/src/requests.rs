@@ -8,7 +8,8 @@ use serde_json::Value as Json;
 pub use walshard_contract::RequestError;
 use walshard_contract::row::{json_kind, parse_key};
 use walshard_contract::{
-    Ident, KeyRange, Row, RowsError, Schema, ShardSpec, duplicate_message, parse_rows,
+    Ident, KeyRange, Row, RowsError, STATUS_SUCCESS, STATUS_SUCCESSFUL, Schema, ShardSpec,
+    duplicate_message, parse_rows,
 };
 
 use crate::layout::{Layout, LayoutError, Placement};
@@ -221,6 +222,40 @@ pub fn parse_rm(current: &Layout, body: &Json) -> Result<(Layout, Vec<Ident>), R
     }
     let layout = Layout::new(current.schema.clone(), current.shards().to_vec(), placement)?;
     Ok((layout, removed))
+}
+
+/// `/init` of a database configured already: the same layout again is fine (idempotent),
+/// another one is a 409 (change it with `/add` and `/rm`).
+pub fn check_reinit(current: &Layout, wanted: &Layout) -> Result<(), RequestError> {
+    if current == wanted {
+        return Ok(());
+    }
+    Err(RequestError::Conflict(
+        "the database is already configured with another layout; change it with /add and /rm"
+            .into(),
+    ))
+}
+
+/// The seed's `/init` answer.
+pub fn init_answer() -> Json {
+    serde_json::json!({"message": "Configured Database", "status": STATUS_SUCCESS})
+}
+
+/// The seed's `/add` answer: `{"N": 5, "message": "Add Server:4 and Server:5", "status": "successful"}`.
+pub fn add_answer(layout: &Layout, added: &[Ident]) -> Json {
+    serde_json::json!({
+        "N": layout.placement.len(),
+        "message": add_message(added),
+        "status": STATUS_SUCCESSFUL,
+    })
+}
+
+/// The seed's `/rm` answer: `{"message": {"N": 3, "servers": ["Server4"]}, "status": "successful"}`.
+pub fn rm_answer(layout: &Layout, removed: &[Ident]) -> Json {
+    serde_json::json!({
+        "message": {"N": layout.placement.len(), "servers": removed},
+        "status": STATUS_SUCCESSFUL,
+    })
 }
 
 /// `Server1, Server4`.

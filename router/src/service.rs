@@ -29,7 +29,7 @@ use serde_json::{Map, Value as Json_, json};
 use tracing::{debug, warn};
 use walshard_contract::{ApiError, Ident, KeyRange, Row, STATUS_SUCCESS};
 
-use crate::fleet::{self, ControlClient, FleetPrimaries};
+use crate::fleet::{self, Admin, FleetPrimaries};
 use crate::hashing::HashMode;
 use crate::requests::{self, Consistency};
 use crate::routes::{Primaries, Routes};
@@ -107,9 +107,9 @@ impl RouterMetrics {
     }
 }
 
-/// A control plane the router follows (see [`crate::fleet`]).
+/// The control plane the router follows (see [`crate::fleet`]).
 struct Control {
-    client: ControlClient,
+    plane: Arc<dyn fleet::Control>,
     primaries: Arc<FleetPrimaries>,
     mode: HashMode,
 }
@@ -141,13 +141,13 @@ impl RouterState {
     /// A router whose routes and primaries come from a control plane (kept current by
     /// [`fleet::follow`]), which also carries out `/init`, `/add` and `/rm`.
     pub fn with_control(
-        client: ControlClient,
+        plane: Arc<dyn fleet::Control>,
         primaries: Arc<FleetPrimaries>,
         mode: HashMode,
         token: impl Into<String>,
     ) -> Arc<Self> {
         let control = Control {
-            client,
+            plane,
             primaries: primaries.clone(),
             mode,
         };
@@ -643,14 +643,10 @@ async fn read_server(
     .await
 }
 
-/// Forwards `/init`, `/add` or `/rm` to the control plane, then takes up the fleet view it
+/// Has the control plane carry out `/init`, `/add` or `/rm`, then takes up the fleet view it
 /// produced before answering (so the next request sees the change).
-async fn administer(
-    state: &RouterState,
-    endpoint: &str,
-    method: reqwest::Method,
-    body: &[u8],
-) -> Response {
+async fn administer(state: &RouterState, request: Admin, body: &[u8]) -> Response {
+    let endpoint = request.path();
     timed(state, endpoint, async {
         let body = parse_json(body)?;
         let control = state.control.as_ref().ok_or_else(|| {
@@ -659,8 +655,8 @@ async fn administer(
                 "this router has no control plane; the fleet is configured elsewhere",
             )
         })?;
-        let answer = control.client.admin(method, endpoint, &body).await?;
-        match control.client.fleet(0, Duration::ZERO).await {
+        let answer = control.plane.admin(request, &body).await?;
+        match control.plane.view(0, Duration::ZERO).await {
             Ok(view) => fleet::apply(state, &control.primaries, view, control.mode),
             Err(e) => warn!(error = %e, "fleet view not refreshed after {endpoint}"),
         }
@@ -670,15 +666,15 @@ async fn administer(
 }
 
 async fn init(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
-    administer(&state, "/init", reqwest::Method::POST, &body).await
+    administer(&state, Admin::Init, &body).await
 }
 
 async fn add(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
-    administer(&state, "/add", reqwest::Method::POST, &body).await
+    administer(&state, Admin::Add, &body).await
 }
 
 async fn rm(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
-    administer(&state, "/rm", reqwest::Method::DELETE, &body).await
+    administer(&state, Admin::Rm, &body).await
 }
 
 #[cfg(test)]

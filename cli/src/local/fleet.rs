@@ -20,7 +20,7 @@ use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
-use walshard_contract::{ApiError, Ident, RequestError, STATUS_SUCCESS, STATUS_SUCCESSFUL};
+use walshard_contract::{ApiError, Ident};
 use walshard_operator::election::Phase;
 use walshard_operator::fleet_ops;
 use walshard_operator::placement::{Placement, ShardReplicas};
@@ -421,13 +421,8 @@ impl Shared {
         let mut state = self.state.lock().await;
         if let Some(config) = &state.config {
             let current = parse_layout(config).map_err(|e| ApiError::new(500u16, e.to_string()))?;
-            if current == layout {
-                return Ok(json!({"message": "Configured Database", "status": STATUS_SUCCESS}));
-            }
-            return Err(RequestError::Conflict(
-                "the database is already configured with another layout; change it with /add and /rm".into(),
-            )
-            .into());
+            requests::check_reinit(&current, &layout)?;
+            return Ok(requests::init_answer());
         }
         let mut next = state.clone();
         next.config = Some(layout.to_json(|_| None));
@@ -440,7 +435,7 @@ impl Shared {
             layout.placement.len()
         ));
         self.apply(&mut state, next, &[]).await?;
-        Ok(json!({"message": "Configured Database", "status": STATUS_SUCCESS}))
+        Ok(requests::init_answer())
     }
 
     /// `/add`: new servers (and shards); existing shards placed on new servers gain replicas.
@@ -456,19 +451,15 @@ impl Shared {
         }
         self.say(format!("/add: starting {}", requests::join_names(&added)));
         self.apply(&mut state, next, &[]).await?;
-        Ok(json!({
-            "N": layout.placement.len(),
-            "message": requests::add_message(&added),
-            "status": STATUS_SUCCESSFUL,
-        }))
+        Ok(requests::add_answer(&layout, &added))
     }
 
     /// `/rm`: removes servers; a removed server's primaries are switched over first.
     pub(crate) async fn rm(&self, body: &Json) -> Result<Json, ApiError> {
         let mut state = self.state.lock().await;
         let current = Self::layout(&state)?;
-        let (layout, removed) = requests::parse_rm(&current, body)?;
-        let removed: Vec<String> = removed.iter().map(Ident::to_string).collect();
+        let (layout, removed_ids) = requests::parse_rm(&current, body)?;
+        let removed: Vec<String> = removed_ids.iter().map(Ident::to_string).collect();
         self.say(format!("/rm: removing {}", removed.join(", ")));
         self.switch_primaries_away(&layout, &removed).await?;
         let mut next = state.clone();
@@ -477,10 +468,7 @@ impl Shared {
             next.servers.remove(server);
         }
         self.apply(&mut state, next, &removed).await?;
-        Ok(json!({
-            "message": {"N": layout.placement.len(), "servers": removed},
-            "status": STATUS_SUCCESSFUL,
-        }))
+        Ok(requests::rm_answer(&layout, &removed_ids))
     }
 
     /// Moves every shard whose primary is on `leaving` to a staying replica, and waits for it.

@@ -1,0 +1,271 @@
+use serde_json::json;
+use walshard_operator::spec::{ShardSummary, ShardedDatabaseStatus};
+
+use super::*;
+
+const SEED_DEFAULT: &str = include_str!("../../../examples/seed-default.yaml");
+
+fn database() -> ShardedDatabase {
+    let mut db = ShardedDatabase::from_yaml(SEED_DEFAULT).expect("parses");
+    db.metadata.namespace = Some("db".to_owned());
+    db.metadata.generation = Some(3);
+    db
+}
+
+fn summary(id: &str, primary: Option<&str>, epoch: i64) -> ShardSummary {
+    ShardSummary {
+        id: id.to_owned(),
+        primary: primary.map(str::to_owned),
+        epoch,
+        ready_replicas: 3,
+        replicas: 3,
+    }
+}
+
+fn with_status(
+    mut db: ShardedDatabase,
+    observed: i64,
+    shards: Vec<ShardSummary>,
+) -> ShardedDatabase {
+    db.status = Some(ShardedDatabaseStatus {
+        observed_generation: Some(observed),
+        shards,
+        ..ShardedDatabaseStatus::default()
+    });
+    db
+}
+
+#[test]
+fn a_database_becomes_a_fleet_view() {
+    let db = with_status(
+        database(),
+        3,
+        vec![
+            summary("sh1", Some("Server0"), 2),
+            summary("sh2", None, 1),
+            // Being drained: no longer in the placement, still a primary.
+            summary("sh3", Some("Server9"), 4),
+        ],
+    );
+    let view = fleet_view(&db).expect("resolves");
+    assert_eq!(
+        view.config,
+        Some(db.spec.resolve().expect("resolves").init_body())
+    );
+    assert_eq!(view.urls.len(), 7, "six servers and the draining primary");
+    assert_eq!(
+        view.urls["Server0"],
+        "http://studt-server0-0.studt-servers.db.svc:5001"
+    );
+    assert_eq!(
+        view.urls["Server9"],
+        names::agent_url("studt", "db", "Server9")
+    );
+    assert_eq!(view.topology.primary("sh1"), Some("Server0"));
+    assert_eq!(view.topology.epoch("sh1"), Some(2));
+    assert_eq!(view.topology.primary("sh2"), None);
+    assert_eq!(view.topology.primary("sh3"), Some("Server9"));
+    assert!(
+        view.topology.primary("sh4").is_none(),
+        "not in the status yet"
+    );
+    let routes = view
+        .routes(crate::hashing::HashMode::Default)
+        .expect("usable")
+        .expect("configured");
+    assert_eq!(routes.layout.shards().len(), 4);
+
+    let mut bad = database();
+    bad.spec.replicas_per_shard = 9;
+    assert_eq!(fleet_view(&bad).expect_err("unresolvable").status, 500);
+}
+
+#[test]
+fn add_becomes_an_explicit_spec_patch() {
+    let db = database();
+    let body = json!({
+        "n": 1,
+        "new_shards": [{"Stud_id_low": 16384, "Shard_id": "sh5", "Shard_size": 4096}],
+        "servers": {"Server6": ["sh5", "sh1"]},
+    });
+    let change = plan(Admin::Add, &db.spec, &body).expect("valid");
+    assert_eq!(
+        change.answer,
+        json!({"N": 7, "message": "Add Server:6", "status": "successful"})
+    );
+    assert!(change.removed.is_empty());
+    let spec = change.spec.expect("a change");
+    let resolved = spec.resolve().expect("resolves");
+    assert_eq!(resolved.shards.len(), 5);
+    assert_eq!(resolved.placement.len(), 7);
+    assert_eq!(
+        resolved.placement["Server6"],
+        ["sh5", "sh1"],
+        "as the request listed them"
+    );
+    let before = db.spec.resolve().expect("resolves");
+    for (server, held) in &before.placement {
+        assert_eq!(
+            &resolved.placement[server], held,
+            "{server} keeps its shards"
+        );
+    }
+
+    let patch = spec_patch(&spec, Some("41"));
+    assert_eq!(patch["metadata"], json!({"resourceVersion": "41"}));
+    let shards = &patch["spec"]["shards"];
+    assert_eq!(shards["count"], Json::Null);
+    assert!(shards.as_object().is_some_and(|o| o.contains_key("count")
+        && o.contains_key("size")
+        && o.contains_key("low")));
+    assert_eq!(
+        shards["list"][4],
+        json!({"id": "sh5", "low": 16384, "size": 4096})
+    );
+    assert_eq!(patch["spec"]["servers"]["count"], Json::Null);
+    assert_eq!(
+        patch["spec"]["servers"]["placement"][6],
+        json!({"name": "Server6", "shards": ["sh5", "sh1"]})
+    );
+    let fields: Vec<&String> = patch["spec"]
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(
+        fields,
+        ["shards", "servers"],
+        "nothing else of the spec is touched"
+    );
+}
+
+#[test]
+fn rm_becomes_a_patch_without_the_servers() {
+    let db = database();
+    let change = plan(
+        Admin::Rm,
+        &db.spec,
+        &json!({"n": 2, "servers": ["Server1"]}),
+    )
+    .expect("valid");
+    assert_eq!(
+        change.answer,
+        json!({"message": {"N": 4, "servers": ["Server1", "Server5"]}, "status": "successful"})
+    );
+    assert_eq!(change.removed, ["Server1", "Server5"]);
+    let resolved = change.spec.expect("a change").resolve().expect("resolves");
+    let servers: Vec<&str> = resolved.placement.keys().map(String::as_str).collect();
+    assert_eq!(servers, ["Server0", "Server2", "Server3", "Server4"]);
+}
+
+#[test]
+fn init_is_idempotent_and_refuses_another_layout() {
+    let db = database();
+    let same = db.spec.resolve().expect("resolves").init_body();
+    let change = plan(Admin::Init, &db.spec, &same).expect("the same layout");
+    assert_eq!(change.spec, None);
+    assert_eq!(
+        change.answer,
+        json!({"message": "Configured Database", "status": "success"})
+    );
+    let mut other = same.clone();
+    other["shards"][0]["Shard_size"] = json!(100);
+    let err = plan(Admin::Init, &db.spec, &other).expect_err("another layout");
+    assert_eq!(err.status, 409);
+    assert!(err.message.contains("/add and /rm"), "{}", err.message);
+}
+
+#[test]
+fn invalid_requests_get_the_seed_apis_errors() {
+    let db = database();
+    let cases = [
+        (
+            Admin::Add,
+            json!({"n": 1, "servers": {"Server0": ["sh1"]}}),
+            409,
+        ),
+        (
+            Admin::Add,
+            json!({"n": 2, "servers": {"Server7": ["sh1"]}}),
+            400,
+        ),
+        (
+            Admin::Add,
+            json!({"n": 1, "servers": {"Server7": ["sh9"]}}),
+            400,
+        ),
+        (Admin::Rm, json!({"n": 0}), 400),
+        (Admin::Rm, json!({"n": 1, "servers": ["Server9"]}), 404),
+        (Admin::Rm, json!({"n": 6}), 400),
+        (Admin::Init, json!({"N": 1}), 400),
+    ];
+    for (request, body, status) in cases {
+        let err = plan(request, &db.spec, &body).expect_err("invalid");
+        assert_eq!(err.status, status, "{request:?} {body}: {}", err.message);
+    }
+}
+
+#[test]
+fn a_change_shows_once_observed_with_primaries_off_the_removed_servers() {
+    let shards = |p: Option<&str>| {
+        (1..=4)
+            .map(|i| summary(&format!("sh{i}"), p, 1))
+            .collect::<Vec<_>>()
+    };
+    let removed = ["Server5".to_owned()];
+    assert!(!shows(&database(), 3, &removed), "no status");
+    assert!(!shows(
+        &with_status(database(), 2, shards(Some("Server0"))),
+        3,
+        &removed
+    ));
+    assert!(shows(
+        &with_status(database(), 3, shards(Some("Server0"))),
+        3,
+        &removed
+    ));
+    assert!(!shows(
+        &with_status(database(), 3, shards(None)),
+        3,
+        &removed
+    ));
+    assert!(!shows(
+        &with_status(database(), 3, shards(Some("Server5"))),
+        3,
+        &removed
+    ));
+    let mut missing = shards(Some("Server0"));
+    missing.pop();
+    assert!(!shows(&with_status(database(), 3, missing), 3, &removed));
+}
+
+#[test]
+fn views_are_numbered_on_change_and_older_generations_ignored() {
+    let views = Views {
+        latest: watch::Sender::new(None),
+        views: watch::Sender::new(FleetView::default()),
+    };
+    let db = with_status(database(), 3, vec![summary("sh1", Some("Server0"), 1)]);
+    views.accept(db.clone());
+    assert_eq!(views.views.borrow().version, 1);
+    views.accept(db.clone());
+    assert_eq!(views.views.borrow().version, 1, "nothing changed");
+    let moved = with_status(database(), 3, vec![summary("sh1", Some("Server1"), 2)]);
+    views.accept(moved);
+    assert_eq!(views.views.borrow().version, 2);
+    assert_eq!(
+        views.views.borrow().topology.primary("sh1"),
+        Some("Server1")
+    );
+    let mut older = db;
+    older.metadata.generation = Some(2);
+    views.accept(older);
+    assert_eq!(
+        views.views.borrow().version,
+        2,
+        "an older generation is ignored"
+    );
+    assert_eq!(
+        views.views.borrow().topology.primary("sh1"),
+        Some("Server1")
+    );
+}
