@@ -5,7 +5,7 @@
 //! then drained), two databases in one metrics registry, and removal.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -13,7 +13,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, patch, post};
+use axum::routing::patch;
 use prometheus_client::registry::Registry;
 use serde_json::{Value, json};
 use walshard_operator::k8s::control::{
@@ -21,170 +21,9 @@ use walshard_operator::k8s::control::{
 };
 use walshard_operator::sim::SimCluster;
 use walshard_operator::spec::ShardedDatabase;
-use walshard_operator::wire::{FenceRequest, PromoteRequest, StepDownRequest};
-use walshard_operator::{ApiError, FenceReply};
 
-const TOKEN: &str = "t0ken";
-
-// ---------------------------------------------------------------------------------------------
-// Simulated agents over HTTP
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Clone)]
-struct Agent {
-    name: String,
-    sim: Arc<Mutex<SimCluster>>,
-}
-
-impl Agent {
-    fn sim(&self) -> MutexGuard<'_, SimCluster> {
-        self.sim.lock().unwrap()
-    }
-}
-
-type Answer = (StatusCode, Json<Value>);
-
-fn failure(e: ApiError) -> Answer {
-    match e {
-        ApiError::Conflict {
-            epoch,
-            primary,
-            message,
-        } => (
-            StatusCode::CONFLICT,
-            Json(
-                json!({"message": message, "status": "failure", "epoch": epoch, "primary": primary}),
-            ),
-        ),
-        ApiError::Status { status, message } => (
-            StatusCode::from_u16(status).unwrap(),
-            Json(json!({"message": message, "status": "failure"})),
-        ),
-        ApiError::Unavailable(m) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"message": m, "status": "failure"})),
-        ),
-        other => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"message": other.to_string(), "status": "failure"})),
-        ),
-    }
-}
-
-fn authorized(headers: &HeaderMap) -> bool {
-    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {TOKEN}"))
-}
-
-fn unauthorized() -> Answer {
-    (
-        StatusCode::UNAUTHORIZED,
-        Json(json!({"message": "token", "status": "failure"})),
-    )
-}
-
-async fn status(State(a): State<Agent>, headers: HeaderMap) -> Answer {
-    if !authorized(&headers) {
-        return unauthorized();
-    }
-    let mut sim = a.sim();
-    if sim.mode(&a.name).is_none() {
-        // A new agent: up, not configured.
-        return (
-            StatusCode::OK,
-            Json(json!({"server": a.name, "shards": {}})),
-        );
-    }
-    match sim.status(&a.name) {
-        Ok(s) => (StatusCode::OK, Json(serde_json::to_value(s).unwrap())),
-        Err(e) => failure(e),
-    }
-}
-
-async fn config(State(a): State<Agent>, headers: HeaderMap, Json(body): Json<Value>) -> Answer {
-    if !authorized(&headers) {
-        return unauthorized();
-    }
-    let mut sim = a.sim();
-    for shard in body["shards"].as_array().into_iter().flatten() {
-        if let Some(id) = shard["Shard_id"].as_str() {
-            sim.add_replica(&a.name, id);
-        }
-    }
-    (StatusCode::OK, Json(json!({"status": "success"})))
-}
-
-async fn fence(
-    State(a): State<Agent>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Json(body): Json<FenceRequest>,
-) -> Answer {
-    if !authorized(&headers) {
-        return unauthorized();
-    }
-    let result = a.sim().fence(&a.name, &id, body.epoch);
-    match result {
-        Ok(FenceReply::Accepted(acc)) => (StatusCode::OK, Json(serde_json::to_value(acc).unwrap())),
-        Ok(FenceReply::Rejected { epoch, primary }) => failure(ApiError::Conflict {
-            epoch,
-            primary,
-            message: "epoch already promised".into(),
-        }),
-        Err(e) => failure(e),
-    }
-}
-
-async fn promote(
-    State(a): State<Agent>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Json(body): Json<PromoteRequest>,
-) -> Answer {
-    if !authorized(&headers) {
-        return unauthorized();
-    }
-    let result = a
-        .sim()
-        .promote(&a.name, &id, body.epoch, &body.replicas, body.quorum);
-    match result {
-        Ok(()) => (StatusCode::OK, Json(json!({"status": "success"}))),
-        Err(e) => failure(e),
-    }
-}
-
-async fn step_down(
-    State(a): State<Agent>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Json(body): Json<StepDownRequest>,
-) -> Answer {
-    if !authorized(&headers) {
-        return unauthorized();
-    }
-    let result = a.sim().step_down(&a.name, &id, &body.to);
-    match result {
-        Ok(last_lsn) => (StatusCode::OK, Json(json!({"last_lsn": last_lsn}))),
-        Err(e) => failure(e),
-    }
-}
-
-async fn serve_agent(agent: Agent) -> String {
-    let app = Router::new()
-        .route("/status", get(status))
-        .route("/config", post(config))
-        .route("/shards/{id}/fence", post(fence))
-        .route("/shards/{id}/promote", post(promote))
-        .route("/shards/{id}/step-down", post(step_down))
-        .with_state(agent);
-    serve(app).await
-}
-
-async fn serve(app: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    format!("http://{addr}")
-}
+mod common;
+use common::sim_agents::{Agent, TOKEN, serve, serve_agent};
 
 // ---------------------------------------------------------------------------------------------
 // A fake Kubernetes API: the ShardedDatabase objects, their patches recorded

@@ -1,0 +1,3 @@
+//! Shared pieces of the operator's integration tests.
+
+pub mod sim_agents;
