@@ -3,16 +3,16 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Service,
-    ServiceAccount, ServicePort, ServiceSpec, WeightedPodAffinityTerm,
+    Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Service, ServiceAccount, ServicePort,
+    ServiceSpec,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::server::match_labels;
+use super::server::{match_labels, spread};
 use super::{
     COMPONENT_ROUTER, Ctx, NONROOT_UID, cluster_token_ref, env, env_secret, key_selector, labels,
     restricted, runtime_default_seccomp, selector_labels,
@@ -42,7 +42,7 @@ pub(super) fn deployment(ctx: &Ctx<'_>) -> Deployment {
                         seccomp_profile: Some(runtime_default_seccomp()),
                         ..PodSecurityContext::default()
                     }),
-                    affinity: Some(spread(ctx)),
+                    affinity: Some(spread(ctx.db, COMPONENT_ROUTER)),
                     enable_service_links: Some(false),
                     ..PodSpec::default()
                 }),
@@ -115,29 +115,6 @@ fn container(ctx: &Ctx<'_>) -> Container {
         resources: router.resources.clone(),
         security_context: Some(restricted(NONROOT_UID, true)),
         ..Container::default()
-    }
-}
-
-/// Prefer router replicas on different nodes.
-fn spread(ctx: &Ctx<'_>) -> Affinity {
-    Affinity {
-        pod_anti_affinity: Some(PodAntiAffinity {
-            preferred_during_scheduling_ignored_during_execution: Some(vec![
-                WeightedPodAffinityTerm {
-                    weight: 100,
-                    pod_affinity_term: PodAffinityTerm {
-                        label_selector: Some(match_labels(selector_labels(
-                            ctx.db,
-                            COMPONENT_ROUTER,
-                        ))),
-                        topology_key: "kubernetes.io/hostname".to_owned(),
-                        ..PodAffinityTerm::default()
-                    },
-                },
-            ]),
-            ..PodAntiAffinity::default()
-        }),
-        ..Affinity::default()
     }
 }
 

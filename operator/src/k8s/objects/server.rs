@@ -220,7 +220,7 @@ fn pod_spec(ctx: &Ctx<'_>, server: &str) -> PodSpec {
             seccomp_profile: Some(runtime_default_seccomp()),
             ..PodSecurityContext::default()
         }),
-        affinity: Some(spread_servers(ctx)),
+        affinity: Some(spread(ctx.db, COMPONENT_SERVER)),
         termination_grace_period_seconds: Some(30),
         // Server pods never call the Kubernetes API.
         automount_service_account_token: Some(false),
@@ -229,20 +229,17 @@ fn pod_spec(ctx: &Ctx<'_>, server: &str) -> PodSpec {
     }
 }
 
-/// Prefer one server of this database per node. A shard's replicas sit on distinct servers by
-/// placement, so spreading the servers spreads every shard's replicas; preferred, not required,
-/// so a database with more servers than nodes still schedules.
-fn spread_servers(ctx: &Ctx<'_>) -> Affinity {
+/// Prefer one pod of `component` of this database per node. A shard's replicas sit on distinct
+/// servers by placement, so spreading the servers spreads every shard's replicas; preferred, not
+/// required, so a database with more pods than nodes still schedules.
+pub(super) fn spread(db: &str, component: &str) -> Affinity {
     Affinity {
         pod_anti_affinity: Some(PodAntiAffinity {
             preferred_during_scheduling_ignored_during_execution: Some(vec![
                 WeightedPodAffinityTerm {
                     weight: 100,
                     pod_affinity_term: PodAffinityTerm {
-                        label_selector: Some(match_labels(selector_labels(
-                            ctx.db,
-                            COMPONENT_SERVER,
-                        ))),
+                        label_selector: Some(match_labels(selector_labels(db, component))),
                         topology_key: "kubernetes.io/hostname".to_owned(),
                         ..PodAffinityTerm::default()
                     },
