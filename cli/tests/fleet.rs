@@ -103,6 +103,17 @@ fn seed_api_add_rm_and_restarts_through_the_router() {
         keys(&up.rows(0, 8191, None)) == [10, 20, 4100, 4200, 8191]
     });
 
+    // `walshard status` shows the live topology: the primaries have applied the writes.
+    eventually("walshard status shows applied writes", || {
+        let v = up.status_json();
+        let sh1 = &v["topology"]["shards"]["sh1"];
+        let primary = sh1["primary"].as_str().unwrap_or_default().to_owned();
+        sh1["replicas"].as_array().is_some_and(|rs| {
+            rs.iter()
+                .any(|r| r["server"] == primary.as_str() && r["applied_lsn"].as_u64() >= Some(2))
+        })
+    });
+
     // /read: fan-out and the shards queried; strong reads; bad ranges.
     let v = up.ok(
         "POST",

@@ -68,7 +68,10 @@ async fn fleet(State(shared): State<Arc<Shared>>, Query(q): Query<FleetQuery>) -
     let wait = Duration::from_millis(q.wait_ms).min(MAX_WAIT);
     // A timeout just answers with the current view.
     let _ = tokio::time::timeout(wait, views.wait_for(|v| v.version > q.after)).await;
-    let view = views.borrow().clone();
+    let mut view = views.borrow().clone();
+    // The version moves with what routers depend on (layout, URLs, primaries); the rest of the
+    // topology (lag, roles, reachability) is answered as it is now.
+    view.topology = shared.topology();
     Json(view)
 }
 

@@ -725,6 +725,11 @@ impl Shared {
     pub(crate) fn token(&self) -> &str {
         &self.launch.token
     }
+
+    /// The control plane's latest topology.
+    pub(crate) fn topology(&self) -> Topology {
+        self.control.topology()
+    }
 }
 
 /// Publishes a new [`FleetView`] whenever the configuration, the URLs or a primary changes.

@@ -142,6 +142,23 @@ impl Up {
             .expect("json")
     }
 
+    /// `walshard status --json`: the fleet view with the live topology.
+    pub fn status_json(&self) -> Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_walshard"))
+            .arg("status")
+            .arg("--json")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .output()
+            .expect("walshard status");
+        assert!(
+            out.status.success(),
+            "walshard status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+
     /// The current primary of `shard` per `/status`.
     pub fn primary(&self, shard: &str) -> Option<String> {
         let status = self.ok("GET", "/status", None);
