@@ -5,6 +5,8 @@
 //! the schema (the key column, e.g. `Stud_id`, and `<key>_low` in shard specs) are resolved here, so
 //! callers never build them by hand.
 
+pub mod body;
+pub mod coerce;
 pub mod envelope;
 pub mod ident;
 #[cfg(feature = "schema")]
@@ -16,11 +18,12 @@ pub mod row;
 pub mod schema;
 pub mod shard;
 
+pub use body::OnDuplicate;
 pub use envelope::{
     ApiError, Failure, RequestError, STATUS_FAILURE, STATUS_SUCCESS, STATUS_SUCCESSFUL,
 };
 pub use ident::{IDENT_PATTERN, Ident, IdentError, MAX_IDENT_LEN};
 pub use replication::{Quorum, ReplicaRef, majority};
-pub use row::{KeyRange, Row, RowError, RowsError, Value, duplicate_message, parse_rows};
+pub use row::{KeyRange, Patch, Row, RowError, RowsError, Value, duplicate_message, parse_rows};
 pub use schema::{Dtype, Schema, SchemaError};
 pub use shard::{ShardError, ShardSpec, validate_layout};

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};
 
+use crate::coerce::{self, NotCoercible};
 use crate::schema::{Dtype, Schema};
 
 /// One cell. Serialises as the plain JSON value.
@@ -44,16 +45,16 @@ pub enum RowError {
     WrongType {
         column: String,
         expected: Dtype,
-        got: &'static str,
+        got: NotCoercible,
     },
     #[error("key column {0:?} must be an integer, not null")]
     NullKey(String),
-    #[error("{0:?} must be an integer")]
-    KeyNotInteger(String),
-    #[error("range needs integer \"low\" and \"high\", got {0}")]
+    #[error("{name:?} must be an integer, got {got}")]
+    KeyNotInteger { name: String, got: NotCoercible },
+    #[error("range needs \"low\" and \"high\", got {0}")]
     BadRange(String),
-    #[error("range low {low} is above high {high}")]
-    EmptyRange { low: i64, high: i64 },
+    #[error("the key of a row cannot change: {name} is {key} but data.{name} is {got}")]
+    KeyChanged { name: String, key: i64, got: i64 },
 }
 
 /// JSON kind name for error messages.
@@ -70,25 +71,20 @@ pub fn json_kind(v: &Json) -> &'static str {
 }
 
 fn cell(column: &str, dtype: Dtype, v: &Json) -> Result<Value, RowError> {
-    let wrong = || RowError::WrongType {
+    coerce::cell(dtype, v).map_err(|got| RowError::WrongType {
         column: column.to_owned(),
         expected: dtype,
-        got: json_kind(v),
-    };
-    Ok(match (dtype, v) {
-        (_, Json::Null) => Value::Null,
-        (Dtype::Number, Json::Number(n)) => Value::Int(n.as_i64().ok_or_else(wrong)?),
-        (Dtype::Float, Json::Number(n)) => Value::Float(n.as_f64().ok_or_else(wrong)?),
-        (Dtype::String, Json::String(s)) => Value::Str(s.clone()),
-        (Dtype::Boolean, Json::Bool(b)) => Value::Bool(*b),
-        _ => return Err(wrong()),
+        got,
     })
 }
 
-/// Reads an integer key value (e.g. the `Stud_id` of `/update` or `/del`).
+/// Reads an integer key value (e.g. the `Stud_id` of `/update` or `/del`, a range bound): a JSON
+/// integer, an integral float or a string of an integer ([`coerce::integer`]).
 pub fn parse_key(name: &str, v: &Json) -> Result<i64, RowError> {
-    v.as_i64()
-        .ok_or_else(|| RowError::KeyNotInteger(name.to_owned()))
+    coerce::integer(v).map_err(|got| RowError::KeyNotInteger {
+        name: name.to_owned(),
+        got,
+    })
 }
 
 impl Row {
@@ -145,17 +141,14 @@ pub enum RowsError {
     Duplicate(Vec<i64>),
 }
 
-/// Parses a non-empty `"data"` array of rows against the schema; a key given twice is refused
-/// (nothing of such a batch may be written).
+/// Parses a `"data"` array of rows against the schema (an empty array is a batch of nothing); a
+/// key given twice is refused (nothing of such a batch may be written).
 pub fn parse_rows(schema: &Schema, data: &Json) -> Result<Vec<Row>, RowsError> {
     let Some(items) = data.as_array() else {
         return Err(RowsError::Invalid(
             "\"data\" must be an array of rows".into(),
         ));
     };
-    if items.is_empty() {
-        return Err(RowsError::Invalid("\"data\" must not be empty".into()));
-    }
     let mut rows = Vec::with_capacity(items.len());
     let mut seen = std::collections::BTreeSet::new();
     let mut repeated = std::collections::BTreeSet::new();
@@ -183,7 +176,8 @@ pub fn duplicate_message(key: &str, keys: &[i64], why: &str) -> String {
     )
 }
 
-/// An inclusive key range `{"low": .., "high": ..}`, as the seed's `/read` takes it.
+/// An inclusive key range `{"low": .., "high": ..}`, as the seed's `/read` takes it. `low > high`
+/// is an empty range (the seed answers it with no rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRange {
     pub low: i64,
@@ -191,17 +185,89 @@ pub struct KeyRange {
 }
 
 impl KeyRange {
+    /// The bounds may be sent as any integer form [`parse_key`] takes.
     pub fn from_json(v: &Json) -> Result<KeyRange, RowError> {
-        let get = |name: &str| v.get(name).and_then(Json::as_i64);
-        match (get("low"), get("high")) {
-            (Some(low), Some(high)) if low <= high => Ok(KeyRange { low, high }),
-            (Some(low), Some(high)) => Err(RowError::EmptyRange { low, high }),
-            _ => Err(RowError::BadRange(v.to_string())),
+        if !v.is_object() {
+            return Err(RowError::BadRange(json_kind(v).to_owned()));
         }
+        let bound = |name: &str| match v.get(name) {
+            Some(b) => parse_key(name, b),
+            None => Err(RowError::BadRange(format!("no {name:?} in {v}"))),
+        };
+        Ok(KeyRange {
+            low: bound("low")?,
+            high: bound("high")?,
+        })
     }
 
     pub fn contains(&self, key: i64) -> bool {
         self.low <= key && key <= self.high
+    }
+
+    /// No key is inside (`low > high`).
+    pub fn is_empty(&self) -> bool {
+        self.low > self.high
+    }
+}
+
+/// The columns an `/update` sets: the seed takes a partial row (only the columns to change), with
+/// or without the key inside it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Patch {
+    /// `(column position in the schema, new value)`, in schema order, never the key column.
+    pub cells: Vec<(usize, Value)>,
+}
+
+impl Patch {
+    /// Reads `data` of an update of the row with key `key`: known columns only, each coerced to
+    /// its type; the key column may be present but must not change.
+    pub fn from_json(schema: &Schema, key: i64, data: &Json) -> Result<Patch, RowError> {
+        let Json::Object(obj) = data else {
+            return Err(RowError::NotObject(json_kind(data)));
+        };
+        if let Some(unknown) = obj.keys().find(|k| schema.position(k).is_none()) {
+            return Err(RowError::UnknownColumn(unknown.clone()));
+        }
+        let key_name = schema.key().as_str();
+        if let Some(raw) = obj.get(key_name) {
+            if raw.is_null() {
+                return Err(RowError::NullKey(key_name.to_owned()));
+            }
+            let got = parse_key(key_name, raw)?;
+            if got != key {
+                return Err(RowError::KeyChanged {
+                    name: key_name.to_owned(),
+                    key,
+                    got,
+                });
+            }
+        }
+        let mut cells = Vec::new();
+        for (i, (column, dtype)) in schema.iter().enumerate().skip(1) {
+            if let Some(raw) = obj.get(column.as_str()) {
+                cells.push((i, cell(column.as_str(), dtype, raw)?));
+            }
+        }
+        Ok(Patch { cells })
+    }
+
+    /// Every non-key column of `row`: a whole-row update.
+    pub fn whole(row: &Row) -> Patch {
+        Patch {
+            cells: row.0.iter().cloned().enumerate().skip(1).collect(),
+        }
+    }
+
+    /// The patch as a JSON object with the key, in schema order (what a router forwards).
+    pub fn to_json(&self, schema: &Schema, key: i64) -> Map<String, Json> {
+        let mut out = Map::new();
+        out.insert(schema.key().to_string(), Json::from(key));
+        for (i, v) in &self.cells {
+            if let Some(column) = schema.columns().get(*i) {
+                out.insert(column.to_string(), v.to_json());
+            }
+        }
+        out
     }
 }
 
@@ -239,15 +305,15 @@ mod tests {
                 "unknown column",
             ),
             (
-                json!({"Stud_id": "1", "Stud_name": "a", "Stud_marks": 1}),
+                json!({"Stud_id": "1x", "Stud_name": "a", "Stud_marks": 1}),
                 "must be Number",
             ),
             (
                 json!({"Stud_id": 1.5, "Stud_name": "a", "Stud_marks": 1}),
-                "got a float",
+                "got a float 1.5",
             ),
             (
-                json!({"Stud_id": 1, "Stud_name": 7, "Stud_marks": 1}),
+                json!({"Stud_id": 1, "Stud_name": true, "Stud_marks": 1}),
                 "must be String",
             ),
             (
@@ -277,14 +343,70 @@ mod tests {
     }
 
     #[test]
+    fn seed_values_are_coerced_to_the_column_type() {
+        let s = Schema::new(
+            &["Stud_id", "Stud_name", "Stud_marks"],
+            vec![Dtype::Number, Dtype::String, Dtype::String],
+        )
+        .expect("the seed's schema");
+        let row = Row::from_json(
+            &s,
+            &json!({"Stud_id": "2255", "Stud_name": "GHI", "Stud_marks": 27}),
+        )
+        .expect("valid");
+        assert_eq!(
+            Json::Object(row.to_json(&s)),
+            json!({"Stud_id": 2255, "Stud_name": "GHI", "Stud_marks": "27"})
+        );
+    }
+
+    #[test]
     fn ranges() {
         assert_eq!(
             KeyRange::from_json(&json!({"low": 1, "high": 3})),
             Ok(KeyRange { low: 1, high: 3 })
         );
-        assert!(KeyRange::from_json(&json!({"low": 4, "high": 3})).is_err());
+        assert_eq!(
+            KeyRange::from_json(&json!({"low": "1000", "high": 8889.0})),
+            Ok(KeyRange {
+                low: 1000,
+                high: 8889
+            })
+        );
+        let empty = KeyRange::from_json(&json!({"low": 4, "high": 3})).expect("empty range");
+        assert!(empty.is_empty() && !empty.contains(3) && !empty.contains(4));
         assert!(KeyRange::from_json(&json!({"low": "a", "high": 3})).is_err());
+        assert!(KeyRange::from_json(&json!({"low": 1.5, "high": 3})).is_err());
+        assert!(KeyRange::from_json(&json!({"high": 3})).is_err());
+        assert!(KeyRange::from_json(&json!(7)).is_err());
         assert!(KeyRange { low: 1, high: 3 }.contains(3));
+    }
+
+    #[test]
+    fn patches_take_partial_rows() {
+        let s = Schema::seed_default();
+        let p = Patch::from_json(&s, 2255, &json!({"Stud_marks": "30"})).expect("partial");
+        assert_eq!(p.cells, vec![(2, Value::Int(30))]);
+        assert_eq!(
+            Json::Object(p.to_json(&s, 2255)),
+            json!({"Stud_id": 2255, "Stud_marks": 30})
+        );
+        let whole = json!({"Stud_id": "2255", "Stud_name": "GHI", "Stud_marks": 30});
+        let p = Patch::from_json(&s, 2255, &whole).expect("whole row");
+        let row = Row::from_json(&s, &whole).expect("row");
+        assert_eq!(p, Patch::whole(&row));
+        for (data, why) in [
+            (json!({"Stud_id": 2256, "Stud_marks": 1}), "cannot change"),
+            (json!({"Stud_id": null}), "not null"),
+            (json!({"nope": 1}), "unknown column"),
+            (json!({"Stud_marks": "x"}), "must be Number"),
+            (json!([1]), "JSON object"),
+        ] {
+            let err = Patch::from_json(&s, 2255, &data)
+                .expect_err("refused")
+                .to_string();
+            assert!(err.contains(why), "{data}: {err}");
+        }
     }
 
     #[test]

@@ -120,10 +120,10 @@ impl Layout {
             .iter()
             .map(|s| {
                 let mut m = s.to_json(key);
-                m.insert(
-                    "primary".into(),
-                    primary_of(&s.id).map_or(Json::Null, Json::String),
-                );
+                let primary = primary_of(&s.id).map_or(Json::Null, Json::String);
+                // The seed's name for it is `primary_server`; both are answered.
+                m.insert("primary".into(), primary.clone());
+                m.insert("primary_server".into(), primary);
                 Json::Object(m)
             })
             .collect();
@@ -247,7 +247,7 @@ pub(crate) mod tests {
         assert_eq!(v["N"], 6);
         assert_eq!(
             v["shards"][0],
-            serde_json::json!({"Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 4096, "primary": "Server0"})
+            serde_json::json!({"Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 4096, "primary": "Server0", "primary_server": "Server0"})
         );
         assert_eq!(v["shards"][1]["primary"], Json::Null);
         assert_eq!(v["servers"]["Server0"], serde_json::json!(["sh1", "sh2"]));

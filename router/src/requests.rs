@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value as Json;
 pub use walshard_contract::RequestError;
-use walshard_contract::row::{json_kind, parse_key};
+use walshard_contract::body::{self, field};
+use walshard_contract::row::json_kind;
 use walshard_contract::{
-    Ident, KeyRange, Row, RowsError, STATUS_SUCCESS, STATUS_SUCCESSFUL, Schema, ShardSpec,
-    duplicate_message, parse_rows,
+    Ident, KeyRange, OnDuplicate, Patch, Row, STATUS_SUCCESS, STATUS_SUCCESSFUL, Schema, ShardSpec,
 };
 
 use crate::layout::{Layout, LayoutError, Placement};
@@ -22,11 +22,6 @@ impl From<LayoutError> for RequestError {
 
 fn invalid(msg: impl Into<String>) -> RequestError {
     RequestError::Invalid(msg.into())
-}
-
-fn field<'a>(body: &'a Json, name: &str) -> Result<&'a Json, RequestError> {
-    body.get(name)
-        .ok_or_else(|| invalid(format!("missing field {name:?}")))
 }
 
 fn count(body: &Json, name: &str) -> Result<usize, RequestError> {
@@ -52,13 +47,14 @@ fn shard_specs(key: &str, v: &Json, name: &str) -> Result<Vec<ShardSpec>, Reques
         .collect()
 }
 
-fn placement(v: &Json) -> Result<Placement, RequestError> {
+/// `"servers"` of `/init` and `/add`: server names mapped to shard ids. A name may be the seed's
+/// placeholder (`"Server$"`, `"Server[5]"`): a fresh name is generated ([`resolve_name`]).
+fn placement(v: &Json, existing: &Placement) -> Result<Placement, RequestError> {
     let map = v
         .as_object()
         .ok_or_else(|| invalid("\"servers\" must map server names to lists of shard ids"))?;
-    let mut out = Placement::new();
+    let mut named = Vec::with_capacity(map.len());
     for (server, held) in map {
-        let server = Ident::new(server).map_err(|e| invalid(format!("server name: {e}")))?;
         let list = held
             .as_array()
             .ok_or_else(|| invalid(format!("servers.{server} must be a list of shard ids")))?;
@@ -66,9 +62,61 @@ fn placement(v: &Json) -> Result<Placement, RequestError> {
             .iter()
             .map(|s| ident("shard id", s))
             .collect::<Result<Vec<_>, _>>()?;
-        out.insert(server, shards);
+        named.push((server.as_str(), shards));
+    }
+    let mut taken: BTreeSet<String> = existing.keys().map(|s| s.to_string()).collect();
+    taken.extend(
+        named
+            .iter()
+            .filter(|(n, _)| placeholder(n).is_none())
+            .map(|(n, _)| (*n).to_owned()),
+    );
+    let mut out = Placement::new();
+    for (raw, shards) in named {
+        let name = match placeholder(raw) {
+            Some((prefix, wanted)) => {
+                let name = resolve_name(prefix, wanted, &taken)?;
+                taken.insert(name.to_string());
+                name
+            }
+            None => Ident::new(raw).map_err(|e| invalid(format!("server name: {e}")))?,
+        };
+        out.insert(name, shards);
     }
     Ok(out)
+}
+
+/// The seed's placeholder server names: `Prefix$` (any number) and `Prefix[N]` (`N` if free).
+fn placeholder(name: &str) -> Option<(&str, Option<u64>)> {
+    if let Some(prefix) = name.strip_suffix('$') {
+        return Some((prefix, None));
+    }
+    let (prefix, rest) = name.strip_suffix(']')?.split_once('[')?;
+    if rest.is_empty() {
+        return Some((prefix, None));
+    }
+    rest.parse().ok().map(|n| (prefix, Some(n)))
+}
+
+/// A fresh server name `Prefix<n>`: `wanted` if that name is free, else one above the highest
+/// number any `Prefix<digits>` name already uses.
+fn resolve_name(
+    prefix: &str,
+    wanted: Option<u64>,
+    taken: &BTreeSet<String>,
+) -> Result<Ident, RequestError> {
+    let make = |n: u64| {
+        Ident::new(&format!("{prefix}{n}"))
+            .map_err(|e| invalid(format!("server name placeholder {prefix:?}: {e}")))
+    };
+    if let Some(n) = wanted.filter(|n| !taken.contains(&format!("{prefix}{n}"))) {
+        return make(n);
+    }
+    let highest = taken
+        .iter()
+        .filter_map(|t| t.strip_prefix(prefix)?.parse::<u64>().ok())
+        .max();
+    make(highest.map_or(0, |h| h.saturating_add(1)))
 }
 
 /// `/init`: `{"N": 3, "schema": {...}, "shards": [...], "servers": {"Server0": ["sh1"], ...}}`.
@@ -77,7 +125,7 @@ pub fn parse_init(body: &Json) -> Result<Layout, RequestError> {
     let schema: Schema = serde_json::from_value(field(body, "schema")?.clone())
         .map_err(|e| invalid(format!("schema: {e}")))?;
     let shards = shard_specs(schema.key().as_str(), field(body, "shards")?, "shards")?;
-    let servers = placement(field(body, "servers")?)?;
+    let servers = placement(field(body, "servers")?, &Placement::new())?;
     let n = count(body, "N")?;
     if n != servers.len() {
         return Err(invalid(format!(
@@ -100,7 +148,7 @@ pub fn parse_add(current: &Layout, body: &Json) -> Result<(Layout, Vec<Ident>), 
         Some(v) => shard_specs(key, v, "new_shards")?,
         None => Vec::new(),
     };
-    let servers = placement(field(body, "servers")?)?;
+    let servers = placement(field(body, "servers")?, &current.placement)?;
     let n = count(body, "n")?;
     if n > servers.len() {
         return Err(invalid(format!(
@@ -288,9 +336,9 @@ pub enum Consistency {
 }
 
 /// `/read`: `{"Stud_id": {"low": 1000, "high": 8889}}`, optionally `"consistency": "strong"`.
+/// The bounds may be strings or integral floats; `low > high` reads nothing.
 pub fn parse_read(layout: &Layout, body: &Json) -> Result<(KeyRange, Consistency), RequestError> {
-    let key = layout.schema.key().as_str();
-    let range = KeyRange::from_json(field(body, key)?).map_err(|e| invalid(e.to_string()))?;
+    let range = body::range_field(&layout.schema, body)?;
     let consistency = match body.get("consistency") {
         None => Consistency::Eventual,
         Some(Json::String(s)) if s == "eventual" => Consistency::Eventual,
@@ -304,21 +352,19 @@ pub fn parse_read(layout: &Layout, body: &Json) -> Result<(KeyRange, Consistency
     Ok((range, consistency))
 }
 
-/// `/write`: `{"data": [rows]}`, validated whole (types, every key in some shard, no key twice),
-/// then grouped per shard in request order.
-pub fn parse_write(
-    layout: &Layout,
-    body: &Json,
-) -> Result<BTreeMap<Ident, Vec<Row>>, RequestError> {
+/// A validated `/write`: rows grouped per shard in request order, and what to do with stored keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WritePlan {
+    pub groups: BTreeMap<Ident, Vec<Row>>,
+    pub on_duplicate: OnDuplicate,
+}
+
+/// `/write`: `{"data": [rows]}`, validated whole (types coerced, every key in some shard, no key
+/// twice), then grouped per shard. `"data": []` is a valid write of nothing.
+pub fn parse_write(layout: &Layout, body: &Json) -> Result<WritePlan, RequestError> {
     let key = layout.schema.key().as_str();
-    let rows = parse_rows(&layout.schema, field(body, "data")?).map_err(|e| match e {
-        RowsError::Invalid(m) => RequestError::Invalid(m),
-        RowsError::Duplicate(keys) => RequestError::Conflict(duplicate_message(
-            key,
-            &keys,
-            "appears more than once in this batch",
-        )),
-    })?;
+    let rows = body::rows_field(&layout.schema, body)?;
+    let on_duplicate = body::on_duplicate(body)?;
     let mut groups: BTreeMap<Ident, Vec<Row>> = BTreeMap::new();
     let mut outside = Vec::new();
     for row in rows {
@@ -334,7 +380,10 @@ pub fn parse_write(
             list.join(", ")
         )));
     }
-    Ok(groups)
+    Ok(WritePlan {
+        groups,
+        on_duplicate,
+    })
 }
 
 /// The shard of a single key, or 400 naming it.
@@ -347,25 +396,17 @@ fn shard_of(layout: &Layout, key: i64) -> Result<Ident, RequestError> {
     })
 }
 
-/// `/update`: `{"Stud_id": 2255, "data": {row}}`, the row's key equal to `Stud_id`.
-pub fn parse_update(layout: &Layout, body: &Json) -> Result<(Ident, i64, Row), RequestError> {
-    let key_name = layout.schema.key().as_str();
-    let key = parse_key(key_name, field(body, key_name)?).map_err(|e| invalid(e.to_string()))?;
-    let row = Row::from_json(&layout.schema, field(body, "data")?)
-        .map_err(|e| invalid(format!("data: {e}")))?;
-    if row.key() != key {
-        return Err(invalid(format!(
-            "data.{key_name} is {} but {key_name} is {key}: the key of a row cannot change",
-            row.key()
-        )));
-    }
-    Ok((shard_of(layout, key)?, key, row))
+/// `/update`: `{"Stud_id": 2255, "data": {...}}`: `data` is the whole row or only the columns to
+/// change, with or without the key (which cannot change).
+pub fn parse_update(layout: &Layout, body: &Json) -> Result<(Ident, i64, Patch), RequestError> {
+    let key = body::key_field(&layout.schema, body)?;
+    let patch = body::patch_field(&layout.schema, key, body)?;
+    Ok((shard_of(layout, key)?, key, patch))
 }
 
 /// `/del`: `{"Stud_id": 2255}`.
 pub fn parse_delete(layout: &Layout, body: &Json) -> Result<(Ident, i64), RequestError> {
-    let key_name = layout.schema.key().as_str();
-    let key = parse_key(key_name, field(body, key_name)?).map_err(|e| invalid(e.to_string()))?;
+    let key = body::key_field(&layout.schema, body)?;
     Ok((shard_of(layout, key)?, key))
 }
 
@@ -457,12 +498,13 @@ mod tests {
     #[test]
     fn writes_are_validated_whole_and_grouped() {
         let l = seed_layout();
-        let groups = parse_write(
+        let plan = parse_write(
             &l,
             &json!({"data": [student(1), student(5000), student(2), student(9000)]}),
         )
         .expect("valid");
-        let shape: Vec<(&str, Vec<i64>)> = groups
+        let shape: Vec<(&str, Vec<i64>)> = plan
+            .groups
             .iter()
             .map(|(s, rows)| (s.as_str(), rows.iter().map(Row::key).collect()))
             .collect();
@@ -474,20 +516,52 @@ mod tests {
                 ("sh3", vec![9000])
             ]
         );
+        assert_eq!(plan.on_duplicate, OnDuplicate::Skip);
         assert!(
             matches!(parse_write(&l, &json!({"data": [student(1), student(99_999)]})), Err(RequestError::Invalid(m)) if m.contains("99999 outside every shard"))
         );
         assert!(
             matches!(parse_write(&l, &json!({"data": [student(3), student(3)]})), Err(RequestError::Conflict(m)) if m.contains("Stud_id: 3"))
         );
+        // The seed's clients: keys as strings, marks as numbers; an empty batch.
+        let seedish = parse_write(
+            &l,
+            &json!({"data": [{"Stud_id": "1", "Stud_name": "x", "Stud_marks": 27}], "on_duplicate": "error"}),
+        )
+        .expect("coerced");
+        assert_eq!(seedish.on_duplicate, OnDuplicate::Error);
+        assert!(parse_write(&l, &json!({"data": []})).is_ok_and(|p| p.groups.is_empty()));
         assert!(
             parse_write(
                 &l,
-                &json!({"data": [{"Stud_id": "1", "Stud_name": "x", "Stud_marks": 1}]})
+                &json!({"data": [{"Stud_id": "1x", "Stud_name": "x", "Stud_marks": 1}]})
             )
             .is_err()
         );
-        assert!(parse_write(&l, &json!({"data": []})).is_err());
+    }
+
+    #[test]
+    fn placeholder_server_names_are_generated() {
+        let l = seed_layout();
+        let body = json!({"n": 3, "new_shards": [],
+                          "servers": {"Server$": ["sh1"], "Server[5]": ["sh2"], "Server[20]": ["sh3"]}});
+        let (next, added) = parse_add(&l, &body).expect("valid");
+        let names: Vec<&str> = added.iter().map(Ident::as_str).collect();
+        // Server5 is taken in the seed layout: then one above the highest number in use.
+        assert_eq!(names, ["Server20", "Server6", "Server7"]);
+        assert_eq!(next.placement.len(), 9);
+        let init = json!({
+            "N": 2,
+            "schema": {"columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "String"]},
+            "shards": [{"Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 4096}],
+            "servers": {"Server[0]": ["sh1"], "Server$": ["sh1"]}
+        });
+        let a = parse_init(&init).expect("valid");
+        assert_eq!(parse_init(&init).expect("again"), a, "deterministic");
+        let names: Vec<&str> = a.placement.keys().map(Ident::as_str).collect();
+        assert_eq!(names, ["Server0", "Server1"]);
+        let bad = json!({"n": 1, "servers": {"Bad-Name$": ["sh1"]}});
+        assert!(parse_add(&l, &bad).is_err());
     }
 
     #[test]
@@ -502,7 +576,9 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(c, Consistency::Strong);
-        assert!(parse_read(&l, &json!({"Stud_id": {"low": 2, "high": 1}})).is_err());
+        let (r, _) =
+            parse_read(&l, &json!({"Stud_id": {"low": "2", "high": 1.0}})).expect("empty range");
+        assert!(r.is_empty());
         assert!(
             parse_read(
                 &l,
@@ -514,9 +590,17 @@ mod tests {
             parse_update(&l, &json!({"Stud_id": 2255, "data": student(2255)})).expect("valid");
         assert_eq!((shard.as_str(), key), ("sh1", 2255));
         assert!(parse_update(&l, &json!({"Stud_id": 2255, "data": student(2256)})).is_err());
+        let (_, key, patch) =
+            parse_update(&l, &json!({"Stud_id": "1102", "data": {"Stud_marks": 30}}))
+                .expect("the seed's screenshot: a string key, a partial row");
+        assert_eq!((key, patch.cells.len()), (1102, 1));
         assert_eq!(
             parse_delete(&l, &json!({"Stud_id": 4096})).map(|(s, k)| (s.to_string(), k)),
             Ok(("sh2".into(), 4096))
+        );
+        assert_eq!(
+            parse_delete(&l, &json!({"Stud_id": "4096"})).map(|(_, k)| k),
+            Ok(4096)
         );
         assert!(parse_delete(&l, &json!({"Stud_id": -5})).is_err());
     }

@@ -432,12 +432,21 @@ async fn timed(
     response
 }
 
+/// `GET /status`: the configuration with each shard's primary; before `/init`, as the seed does,
+/// an empty configuration.
 async fn status(State(state): State<Arc<RouterState>>) -> Response {
     timed(&state, "/status", async {
-        let routes = state.routes()?;
-        let mut v = routes
-            .layout
-            .to_json(|s| state.primaries.primary(s.as_str()));
+        let mut v = match state.routes() {
+            Ok(routes) => routes
+                .layout
+                .to_json(|s| state.primaries.primary(s.as_str())),
+            Err(_) => json!({
+                "N": 0,
+                "schema": {"columns": [], "dtypes": []},
+                "shards": [],
+                "servers": {},
+            }),
+        };
         v["status"] = STATUS_SUCCESS.into();
         Ok(v)
     })
@@ -492,9 +501,10 @@ async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
         let body = parse_json(&body)?;
         let routes = state.routes()?;
         let schema = routes.layout.schema.clone();
-        let groups = requests::parse_write(&routes.layout, &body)?;
-        let total: usize = groups.values().map(Vec::len).sum();
-        let calls = groups.into_iter().map(|(shard, rows)| {
+        let plan = requests::parse_write(&routes.layout, &body)?;
+        let total: usize = plan.groups.values().map(Vec::len).sum();
+        let on_duplicate = plan.on_duplicate;
+        let calls = plan.groups.into_iter().map(|(shard, rows)| {
             let state = state.clone();
             let schema = schema.clone();
             async move {
@@ -502,7 +512,8 @@ async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
                     .iter()
                     .map(|r| Json_::Object(r.to_json(&schema)))
                     .collect();
-                let body = json!({"shard": shard.as_str(), "data": data});
+                let body =
+                    json!({"shard": shard.as_str(), "data": data, "on_duplicate": on_duplicate});
                 let op_id = new_op_id();
                 let result = state
                     .to_primary(&shard, reqwest::Method::POST, "/write", &body, Some(&op_id))
@@ -512,18 +523,32 @@ async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
         });
         let results = futures::future::join_all(calls).await;
         let mut written: Vec<i64> = Vec::new();
+        let mut skipped: Vec<i64> = Vec::new();
         let mut failures: Vec<(Ident, Vec<i64>, ApiError)> = Vec::new();
         for (shard, rows, result) in results {
             let keys: Vec<i64> = rows.iter().map(Row::key).collect();
             match result {
-                Ok(_) => written.extend(keys),
+                Ok(v) => {
+                    let stored: Vec<i64> = v["skipped"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Json_::as_i64).collect())
+                        .unwrap_or_default();
+                    written.extend(keys.iter().filter(|k| !stored.contains(k)));
+                    skipped.extend(stored);
+                }
                 Err(e) => failures.push((shard, keys, e)),
             }
         }
+        skipped.sort_unstable();
         if failures.is_empty() {
-            return Ok(
-                json!({"message": format!("{total} Data entries added"), "status": STATUS_SUCCESS}),
-            );
+            let mut answer = json!({
+                "message": format!("{} Data entries added", written.len()),
+                "status": STATUS_SUCCESS,
+            });
+            if !skipped.is_empty() {
+                answer["skipped"] = json!(skipped);
+            }
+            return Ok(answer);
         }
         let status = failures
             .first()
@@ -546,6 +571,9 @@ async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
             ),
         );
         err.extra.insert("written".into(), json!(written));
+        if !skipped.is_empty() {
+            err.extra.insert("skipped".into(), json!(skipped));
+        }
         err.extra.insert("failed".into(), Json_::Object(failed));
         Err(err)
     })
@@ -556,9 +584,9 @@ async fn update(State(state): State<Arc<RouterState>>, body: Bytes) -> Response 
     timed(&state, "/update", async {
         let body = parse_json(&body)?;
         let routes = state.routes()?;
-        let (shard, key, row) = requests::parse_update(&routes.layout, &body)?;
+        let (shard, key, patch) = requests::parse_update(&routes.layout, &body)?;
         let key_name = routes.layout.schema.key().to_string();
-        let data = Json_::Object(row.to_json(&routes.layout.schema));
+        let data = Json_::Object(patch.to_json(&routes.layout.schema, key));
         let agent_body = json!({"shard": shard.as_str(), key_name: key, "data": data});
         let v = state
             .to_primary(
@@ -727,6 +755,12 @@ mod tests {
         assert_eq!(call(&app, "GET", "/status", Some("wrong")).await.0, 401);
         assert_eq!(call(&app, "POST", "/write", Some("wrong")).await.0, 401);
         let (code, v) = call(&app, "GET", "/status", Some("s3cret")).await;
+        assert_eq!(code, 200, "not configured yet, as the seed: empty: {v}");
+        assert_eq!(
+            (v["N"].as_u64(), v["status"].as_str()),
+            (Some(0), Some("success"))
+        );
+        let (code, v) = call(&app, "GET", "/read/Server0", Some("s3cret")).await;
         assert_eq!(code, 400, "not configured yet: {v}");
         assert!(
             v["message"].as_str().is_some_and(|m| m.contains("/init")),

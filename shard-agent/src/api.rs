@@ -306,20 +306,37 @@ fn op_id(headers: &HeaderMap) -> Result<OpId, ApiError> {
     }
 }
 
-/// Submits an op and turns its outcome into the seed's answer.
+/// Submits an op and turns its outcome into the seed's answer. A write of no rows changes nothing
+/// and is answered at once.
 async fn run_op(
     shard: &Shard,
     schema: &Schema,
     headers: &HeaderMap,
     op: Op,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json_, ApiError> {
     let key = schema.key();
-    let outcome = shard.submit(op_id(headers)?, op).await?;
-    let message = match outcome {
-        Outcome::Written { .. } => "Data entries added".to_owned(),
-        Outcome::Updated { key: k } => format!("Data entry for {key}:{k} updated"),
-        Outcome::Deleted { key: k } => format!("Data entry with {key}:{k} removed"),
-        Outcome::Nothing => "nothing to do".to_owned(),
+    let outcome = match &op {
+        Op::Write { rows, .. } if rows.is_empty() => Outcome::Written {
+            count: 0,
+            skipped: Vec::new(),
+        },
+        _ => shard.submit(op_id(headers)?, op).await?,
+    };
+    let answer = match outcome {
+        Outcome::Written { count, skipped } => {
+            let mut v = json!({"message": "Data entries added", "count": count});
+            if !skipped.is_empty() {
+                v["skipped"] = json!(skipped);
+            }
+            v
+        }
+        Outcome::Updated { key: k } => {
+            json!({"message": format!("Data entry for {key}:{k} updated")})
+        }
+        Outcome::Deleted { key: k } => {
+            json!({"message": format!("Data entry with {key}:{k} removed")})
+        }
+        Outcome::Nothing => json!({"message": "nothing to do"}),
         Outcome::Conflict { keys } => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -333,7 +350,9 @@ async fn run_op(
             ));
         }
     };
-    Ok(Json(json!({"message": message, "status": STATUS_SUCCESS})))
+    let mut answer = answer;
+    answer["status"] = STATUS_SUCCESS.into();
+    Ok(answer)
 }
 
 /// A request parser for one of the mutating endpoints.
@@ -345,19 +364,26 @@ async fn mutate(
     headers: &HeaderMap,
     body: &Json_,
     parse: ParseOp,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json_, ApiError> {
     let id = requests::shard_field(body)?;
     let (schema, shard) = target(agent, &id).await?;
     let op = parse(&schema, shard.range.as_ref(), body)?;
     run_op(&shard, &schema, headers, op).await
 }
 
+/// `/write`; the seed's `"curr_idx"` is answered as `"current_idx"` (`curr_idx` + rows added).
 async fn write(
     State(agent): State<AppState>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Json_>, ApiError> {
-    mutate(&agent, &headers, &body, requests::parse_write).await
+    let curr_idx = requests::curr_idx(&body)?;
+    let mut answer = mutate(&agent, &headers, &body, requests::parse_write).await?;
+    if let Some(idx) = curr_idx {
+        let added = answer["count"].as_i64().unwrap_or(0);
+        answer["current_idx"] = json!(idx.saturating_add(added));
+    }
+    Ok(Json(answer))
 }
 
 async fn update(
@@ -365,7 +391,9 @@ async fn update(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Json_>, ApiError> {
-    mutate(&agent, &headers, &body, requests::parse_update).await
+    mutate(&agent, &headers, &body, requests::parse_update)
+        .await
+        .map(Json)
 }
 
 async fn del(
@@ -373,7 +401,9 @@ async fn del(
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Json_>, ApiError> {
-    mutate(&agent, &headers, &body, requests::parse_delete).await
+    mutate(&agent, &headers, &body, requests::parse_delete)
+        .await
+        .map(Json)
 }
 
 async fn status(State(agent): State<AppState>) -> Json<Json_> {

@@ -5,15 +5,23 @@
 //! outcomes decided at apply time, not errors, so every replica reaches the same state.
 
 use serde::{Deserialize, Serialize};
-use walshard_contract::Row;
+use walshard_contract::{OnDuplicate, Patch, Row};
 
 /// One logged operation on a shard.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
-    /// Insert rows; all or none (a duplicate key rejects the whole op).
-    Write { rows: Vec<Row> },
-    /// Replace the row with this key.
+    /// Insert rows. Keys already stored are skipped, or reject the whole op, per `on_duplicate`
+    /// (entries logged before the field existed were all-or-nothing: `Error`).
+    Write {
+        rows: Vec<Row>,
+        #[serde(default = "strict")]
+        on_duplicate: OnDuplicate,
+    },
+    /// Replace every non-key column of the row with this key (logged by earlier versions; new
+    /// updates are [`Op::Patch`]).
     Update { key: i64, row: Row },
+    /// Set some columns of the row with this key.
+    Patch { key: i64, patch: Patch },
     /// Remove the row with this key.
     Delete { key: i64 },
     /// Changes nothing; a new primary commits one in its epoch before serving.
@@ -23,8 +31,11 @@ pub enum Op {
 /// What applying an op did. Stored with the op id so a retried op gets the same answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
+    /// `count` rows inserted; `skipped` keys were stored already and left unchanged.
     Written {
         count: usize,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        skipped: Vec<i64>,
     },
     Updated {
         key: i64,
@@ -41,6 +52,10 @@ pub enum Outcome {
     NotFound {
         key: i64,
     },
+}
+
+fn strict() -> OnDuplicate {
+    OnDuplicate::Error
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +86,13 @@ mod tests {
                     Value::Str("a".into()),
                     Value::Int(3),
                 ])],
+                on_duplicate: OnDuplicate::Skip,
+            },
+            Op::Patch {
+                key: 2,
+                patch: Patch {
+                    cells: vec![(2, Value::Int(9))],
+                },
             },
             Op::Update {
                 key: 1,
@@ -86,5 +108,17 @@ mod tests {
             );
         }
         assert!(Op::decode(b"{\"Nope\":1}").is_err());
+        // A write logged before `on_duplicate` existed was all-or-nothing.
+        assert_eq!(
+            Op::decode(br#"{"Write":{"rows":[[1,"a",3]]}}"#).expect("decode"),
+            Op::Write {
+                rows: vec![Row(vec![
+                    Value::Int(1),
+                    Value::Str("a".into()),
+                    Value::Int(3)
+                ])],
+                on_duplicate: OnDuplicate::Error,
+            }
+        );
     }
 }

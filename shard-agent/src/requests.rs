@@ -2,17 +2,11 @@
 //! state: a request that fails here changes nothing.
 
 use serde_json::Value as Json;
+use walshard_contract::body::{self, field};
 use walshard_contract::row::{json_kind, parse_key};
-use walshard_contract::{
-    Ident, KeyRange, RequestError, Row, RowsError, Schema, ShardSpec, duplicate_message, parse_rows,
-};
+use walshard_contract::{Ident, KeyRange, RequestError, Schema, ShardSpec};
 
 use crate::ops::Op;
-
-fn field<'a>(body: &'a Json, name: &str) -> Result<&'a Json, RequestError> {
-    body.get(name)
-        .ok_or_else(|| RequestError::Invalid(format!("missing field {name:?}")))
-}
 
 /// The `"shard"` field, validated as an identifier.
 pub fn shard_field(body: &Json) -> Result<Ident, RequestError> {
@@ -80,51 +74,42 @@ fn check_in_range(
     }
 }
 
-/// `/write`: `{"shard": "sh1", "data": [rows]}` → one all-or-nothing [`Op::Write`].
+/// `/write`: `{"shard": "sh1", "data": [rows], "on_duplicate": "skip"|"error"}` → one
+/// [`Op::Write`] (an empty `data` is a valid batch of nothing).
 pub fn parse_write(
     schema: &Schema,
     range: Option<&ShardSpec>,
     body: &Json,
 ) -> Result<Op, RequestError> {
-    let rows = parse_rows(schema, field(body, "data")?).map_err(|e| match e {
-        RowsError::Invalid(m) => RequestError::Invalid(m),
-        RowsError::Duplicate(keys) => RequestError::Conflict(duplicate_message(
-            schema.key().as_str(),
-            &keys,
-            "appears more than once in this batch",
-        )),
-    })?;
+    let rows = body::rows_field(schema, body)?;
     for row in &rows {
         check_in_range(schema, range, row.key())?;
     }
-    Ok(Op::Write { rows })
+    Ok(Op::Write {
+        rows,
+        on_duplicate: body::on_duplicate(body)?,
+    })
 }
 
 /// The key field (e.g. `"Stud_id": 7`), checked against the shard's range.
 fn key_field(schema: &Schema, range: Option<&ShardSpec>, body: &Json) -> Result<i64, RequestError> {
-    let key_name = schema.key().as_str();
-    let key = parse_key(key_name, field(body, key_name)?)?;
+    let key = body::key_field(schema, body)?;
     check_in_range(schema, range, key)?;
     Ok(key)
 }
 
-/// `/update`: `{"shard": .., "Stud_id": k, "data": {row}}` with the row's key equal to `k`.
+/// `/update`: `{"shard": .., "Stud_id": k, "data": {columns to set}}`; `data` may hold the whole
+/// row or some columns, with or without the key (which cannot change).
 pub fn parse_update(
     schema: &Schema,
     range: Option<&ShardSpec>,
     body: &Json,
 ) -> Result<Op, RequestError> {
-    let key_name = schema.key().as_str();
     let key = key_field(schema, range, body)?;
-    let row = Row::from_json(schema, field(body, "data")?)
-        .map_err(|e| RequestError::Invalid(format!("data: {e}")))?;
-    if row.key() != key {
-        return Err(RequestError::Invalid(format!(
-            "data.{key_name} is {} but {key_name} is {key}: the key of a row cannot change",
-            row.key()
-        )));
-    }
-    Ok(Op::Update { key, row })
+    Ok(Op::Patch {
+        key,
+        patch: body::patch_field(schema, key, body)?,
+    })
 }
 
 /// `/del`: `{"shard": .., "Stud_id": k}`.
@@ -140,7 +125,17 @@ pub fn parse_delete(
 
 /// `/read`: `{"shard": .., "Stud_id": {"low": a, "high": b}}`, inclusive at both ends.
 pub fn parse_read(schema: &Schema, body: &Json) -> Result<KeyRange, RequestError> {
-    Ok(KeyRange::from_json(field(body, schema.key().as_str())?)?)
+    body::range_field(schema, body)
+}
+
+/// The seed's `"curr_idx"` of a server `/write`, echoed as `current_idx` plus the rows added.
+pub fn curr_idx(body: &Json) -> Result<Option<i64>, RequestError> {
+    match body.get("curr_idx") {
+        None | Some(Json::Null) => Ok(None),
+        Some(v) => parse_key("curr_idx", v)
+            .map(Some)
+            .map_err(RequestError::from),
+    }
 }
 
 /// `"consistency": "strong"` asks for a linearizable read; `"eventual"` (the default) for any
@@ -193,6 +188,7 @@ pub fn parse_copy(body: Option<&Json>, query: Option<&str>) -> Result<Vec<Ident>
 mod tests {
     use super::*;
     use serde_json::json;
+    use walshard_contract::OnDuplicate;
 
     fn range() -> ShardSpec {
         ShardSpec::from_json(
@@ -208,7 +204,7 @@ mod tests {
         let ok =
             json!({"shard": "sh1", "data": [{"Stud_id": 1, "Stud_name": "a", "Stud_marks": 2}]});
         assert!(
-            matches!(parse_write(&s, Some(&range()), &ok), Ok(Op::Write { rows }) if rows.len() == 1)
+            matches!(parse_write(&s, Some(&range()), &ok), Ok(Op::Write { rows, on_duplicate: OnDuplicate::Skip }) if rows.len() == 1)
         );
         let out =
             json!({"shard": "sh1", "data": [{"Stud_id": 4096, "Stud_name": "a", "Stud_marks": 2}]});
@@ -221,7 +217,10 @@ mod tests {
         assert!(
             matches!(parse_write(&s, None, &dup), Err(RequestError::Conflict(m)) if m.contains("Stud_id: 7"))
         );
-        assert!(parse_write(&s, None, &json!({"shard": "sh1", "data": []})).is_err());
+        assert!(matches!(
+            parse_write(&s, None, &json!({"shard": "sh1", "data": [], "on_duplicate": "error"})),
+            Ok(Op::Write { rows, on_duplicate: OnDuplicate::Error }) if rows.is_empty()
+        ));
         assert!(parse_write(&s, None, &json!({"shard": "sh1", "data": {}})).is_err());
     }
 
@@ -233,9 +232,18 @@ mod tests {
         let ok = json!({"shard": "sh1", "Stud_id": 2, "data": {"Stud_id": 2, "Stud_name": "a", "Stud_marks": 1}});
         assert!(matches!(
             parse_update(&s, None, &ok),
-            Ok(Op::Update { key: 2, .. })
+            Ok(Op::Patch { key: 2, patch }) if patch.cells.len() == 2
         ));
-        assert!(parse_delete(&s, None, &json!({"shard": "sh1", "Stud_id": "2"})).is_err());
+        let partial = json!({"shard": "sh1", "Stud_id": "2", "data": {"Stud_marks": "5"}});
+        assert!(matches!(
+            parse_update(&s, None, &partial),
+            Ok(Op::Patch { key: 2, patch }) if patch.cells.len() == 1
+        ));
+        assert!(matches!(
+            parse_delete(&s, None, &json!({"shard": "sh1", "Stud_id": "2"})),
+            Ok(Op::Delete { key: 2 })
+        ));
+        assert!(parse_delete(&s, None, &json!({"shard": "sh1", "Stud_id": "2x"})).is_err());
     }
 
     #[test]

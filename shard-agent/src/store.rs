@@ -16,7 +16,7 @@ use std::str::FromStr;
 use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Executor, MySql, Row as _};
-use walshard_contract::{Dtype, Ident, KeyRange, Row, Schema, Value};
+use walshard_contract::{Dtype, Ident, KeyRange, OnDuplicate, Patch, Row, Schema, Value};
 
 use crate::ops::{Op, Outcome};
 use crate::wal::{Entry, Epoch, Lsn, OpId};
@@ -453,7 +453,7 @@ impl Store {
         let writes: Vec<usize> = fresh
             .iter()
             .copied()
-            .filter(|&i| matches!(entries[i].1, Op::Write { .. }))
+            .filter(|&i| matches!(&entries[i].1, Op::Write { rows, .. } if !rows.is_empty()))
             .collect();
         let only_writes = writes.len() == fresh.len();
         let mut fast_done = false;
@@ -462,15 +462,18 @@ impl Store {
             let rows: Vec<&Row> = writes
                 .iter()
                 .flat_map(|&i| match &entries[i].1 {
-                    Op::Write { rows } => rows.iter().collect::<Vec<_>>(),
+                    Op::Write { rows, .. } => rows.iter().collect::<Vec<_>>(),
                     _ => Vec::new(),
                 })
                 .collect();
             match self.insert_rows(&mut tx, t, &rows).await {
                 Ok(()) => {
                     for &i in &writes {
-                        if let Op::Write { rows } = &entries[i].1 {
-                            outcomes[i] = Some(Outcome::Written { count: rows.len() });
+                        if let Op::Write { rows, .. } = &entries[i].1 {
+                            outcomes[i] = Some(Outcome::Written {
+                                count: rows.len(),
+                                skipped: Vec::new(),
+                            });
                         }
                     }
                     fast_done = true;
@@ -590,11 +593,35 @@ impl Store {
     ) -> Result<Outcome, StoreError> {
         match op {
             Op::Noop => Ok(Outcome::Nothing),
-            Op::Write { rows } => {
+            Op::Write {
+                rows,
+                on_duplicate: OnDuplicate::Skip,
+            } => {
+                let keys: Vec<i64> = rows.iter().map(Row::key).collect();
+                let mut skipped = self.existing_keys(tx, t, &keys).await?;
+                skipped.sort_unstable();
+                skipped.dedup();
+                let new: Vec<&Row> = rows
+                    .iter()
+                    .filter(|r| skipped.binary_search(&r.key()).is_err())
+                    .collect();
+                self.insert_rows(tx, t, &new).await?;
+                Ok(Outcome::Written {
+                    count: new.len(),
+                    skipped,
+                })
+            }
+            Op::Write {
+                rows,
+                on_duplicate: OnDuplicate::Error,
+            } => {
                 tx.execute("SAVEPOINT one_op").await?;
                 let refs: Vec<&Row> = rows.iter().collect();
                 match self.insert_rows(tx, t, &refs).await {
-                    Ok(()) => Ok(Outcome::Written { count: rows.len() }),
+                    Ok(()) => Ok(Outcome::Written {
+                        count: rows.len(),
+                        skipped: Vec::new(),
+                    }),
                     Err(StoreError::Sql(e)) if is_duplicate_key(&e) => {
                         tx.execute("ROLLBACK TO SAVEPOINT one_op").await?;
                         let keys: Vec<i64> = rows.iter().map(Row::key).collect();
@@ -605,41 +632,8 @@ impl Store {
                     Err(e) => Err(e),
                 }
             }
-            Op::Update { key, row } => {
-                let sets: Vec<String> = t
-                    .schema
-                    .columns()
-                    .iter()
-                    .skip(1)
-                    .map(|c| format!("{} = ?", c.quoted()))
-                    .collect();
-                if sets.is_empty() {
-                    // A key-only schema: an update can only confirm the row exists.
-                    let found = self.existing_keys(tx, t, &[*key]).await?;
-                    return Ok(if found.is_empty() {
-                        Outcome::NotFound { key: *key }
-                    } else {
-                        Outcome::Updated { key: *key }
-                    });
-                }
-                let sql = format!(
-                    "UPDATE {} SET {} WHERE {} = ?",
-                    t.table,
-                    sets.join(", "),
-                    t.key()
-                );
-                let mut q = sqlx::query(AssertSqlSafe(sql));
-                for v in row.0.iter().skip(1) {
-                    q = bind_value(q, v);
-                }
-                // sqlx-mysql sets CLIENT_FOUND_ROWS: rows_affected counts matched rows.
-                let r = q.bind(*key).execute(&mut *tx).await?;
-                Ok(if r.rows_affected() == 0 {
-                    Outcome::NotFound { key: *key }
-                } else {
-                    Outcome::Updated { key: *key }
-                })
-            }
+            Op::Update { key, row } => self.patch(tx, t, *key, &Patch::whole(row)).await,
+            Op::Patch { key, patch } => self.patch(tx, t, *key, patch).await,
             Op::Delete { key } => {
                 let sql = format!("DELETE FROM {} WHERE {} = ?", t.table, t.key());
                 let r = sqlx::query(AssertSqlSafe(sql))
@@ -653,6 +647,48 @@ impl Store {
                 })
             }
         }
+    }
+
+    /// Sets the patch's columns of the row with `key`; an empty patch only confirms the row.
+    async fn patch(
+        &self,
+        tx: &mut sqlx::MySqlConnection,
+        t: &ShardTable,
+        key: i64,
+        patch: &Patch,
+    ) -> Result<Outcome, StoreError> {
+        let columns = t.schema.columns();
+        let sets: Vec<String> = patch
+            .cells
+            .iter()
+            .filter_map(|(i, _)| columns.get(*i).filter(|_| *i > 0))
+            .map(|c| format!("{} = ?", c.quoted()))
+            .collect();
+        let found = if sets.is_empty() {
+            !self.existing_keys(tx, t, &[key]).await?.is_empty()
+        } else {
+            let sql = format!(
+                "UPDATE {} SET {} WHERE {} = ?",
+                t.table,
+                sets.join(", "),
+                t.key()
+            );
+            let mut q = sqlx::query(AssertSqlSafe(sql));
+            for (_, v) in patch
+                .cells
+                .iter()
+                .filter(|(i, _)| *i > 0 && *i < columns.len())
+            {
+                q = bind_value(q, v);
+            }
+            // sqlx-mysql sets CLIENT_FOUND_ROWS: rows_affected counts matched rows.
+            q.bind(key).execute(&mut *tx).await?.rows_affected() > 0
+        };
+        Ok(if found {
+            Outcome::Updated { key }
+        } else {
+            Outcome::NotFound { key }
+        })
     }
 
     async fn existing_keys(

@@ -56,7 +56,7 @@ async fn seed_endpoints_answer_exactly() {
         (code, v),
         (
             200,
-            json!({"message": "Data entries added", "status": "success"})
+            json!({"message": "Data entries added", "count": 3, "status": "success", "current_idx": 3})
         )
     );
 
@@ -146,6 +146,100 @@ async fn seed_endpoints_answer_exactly() {
         m.contains("walshard_agent_wal_fsyncs{shard=\"sh1\"}"),
         "{m}"
     );
+}
+
+/// The seed's server API as its clients speak it (docs/seed-compatibility.md): its own schema with
+/// a String `Stud_marks` sent as numbers, keys as strings, `curr_idx`, keys already stored
+/// (skipped, not a 409), an empty batch, a partial `/update`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_seed_server_api_as_its_clients_send_it() {
+    let db = mariadb(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = AgentProc::start(&db.url(), &dir.path().join("agent"));
+    let c = agent.client();
+    let schema = json!({"columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "String"]});
+    let (code, v) = c
+        .post("/config", json!({"schema": schema, "shards": ["sh1"]}))
+        .await;
+    assert_eq!(code, 200, "{v}");
+
+    let row =
+        |id: Value, marks: Value| json!({"Stud_id": id, "Stud_name": "GHI", "Stud_marks": marks});
+    let (code, v) = c
+        .post(
+            "/write",
+            json!({"shard": "sh1", "curr_idx": 507, "data": [row(json!(2255), json!(27)), row(json!("2256"), json!(28.5))]}),
+        )
+        .await;
+    assert_eq!(
+        (code, v),
+        (
+            200,
+            json!({"message": "Data entries added", "count": 2, "status": "success", "current_idx": 509})
+        )
+    );
+    // Again with one new key: the stored one is skipped and left unchanged.
+    let (code, v) = c
+        .post(
+            "/write",
+            json!({"shard": "sh1", "curr_idx": 509, "data": [row(json!(2255), json!(99)), row(json!(2257), json!(1))]}),
+        )
+        .await;
+    assert_eq!(
+        (code, v),
+        (
+            200,
+            json!({"message": "Data entries added", "count": 1, "skipped": [2255], "status": "success", "current_idx": 510})
+        )
+    );
+    let (code, v) = c
+        .post(
+            "/write",
+            json!({"shard": "sh1", "curr_idx": 510, "data": []}),
+        )
+        .await;
+    assert_eq!(
+        (code, v),
+        (
+            200,
+            json!({"message": "Data entries added", "count": 0, "status": "success", "current_idx": 510})
+        )
+    );
+    // /update with the key as a string and only the column to change; /del likewise.
+    let (code, v) = c
+        .call(
+            Method::PUT,
+            "/update",
+            Some(json!({"shard": "sh1", "Stud_id": "2256", "data": {"Stud_marks": 30}})),
+        )
+        .await;
+    assert_eq!(
+        (code, v),
+        (
+            200,
+            json!({"message": "Data entry for Stud_id:2256 updated", "status": "success"})
+        )
+    );
+    let (code, _) = c
+        .call(
+            Method::DELETE,
+            "/del",
+            Some(json!({"shard": "sh1", "Stud_id": "2257"})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    // Answers carry the column's own type, never the client's.
+    assert_eq!(
+        c.copy("sh1").await,
+        vec![row(json!(2255), json!("27")), row(json!(2256), json!("30"))]
+    );
+    let (code, v) = c
+        .post(
+            "/read",
+            json!({"shard": "sh1", "Stud_id": {"low": "2256", "high": 2255}}),
+        )
+        .await;
+    assert_eq!((code, v), (200, json!({"data": [], "status": "success"})));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,14 +374,14 @@ async fn bad_input_is_refused_and_changes_nothing() {
         (
             Method::POST,
             "/write",
-            json!({"shard": "sh1", "data": [{"Stud_id": "12", "Stud_name": "a", "Stud_marks": 1}]}),
+            json!({"shard": "sh1", "data": [{"Stud_id": "12x", "Stud_name": "a", "Stud_marks": 1}]}),
             400,
             "must be Number",
         ),
         (
             Method::POST,
             "/write",
-            json!({"shard": "sh1", "data": [{"Stud_id": 12, "Stud_name": 5, "Stud_marks": 1}]}),
+            json!({"shard": "sh1", "data": [{"Stud_id": 12, "Stud_name": [5], "Stud_marks": 1}]}),
             400,
             "must be String",
         ),
@@ -322,7 +416,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         (
             Method::POST,
             "/write",
-            json!({"shard": "sh1", "data": [student(13), student(10)]}),
+            json!({"shard": "sh1", "data": [student(13), student(10)], "on_duplicate": "error"}),
             409,
             "Stud_id: 10 already present",
         ),
@@ -350,9 +444,9 @@ async fn bad_input_is_refused_and_changes_nothing() {
         (
             Method::POST,
             "/read",
-            json!({"shard": "sh1", "Stud_id": {"low": 5, "high": 1}}),
+            json!({"shard": "sh1", "Stud_id": {"low": 5.5, "high": 1}}),
             400,
-            "above high",
+            "fraction",
         ),
         (
             Method::POST,
@@ -442,7 +536,7 @@ async fn a_retried_operation_id_is_applied_once() {
     assert_eq!(third, first);
     // An op that conflicted answers the same conflict when retried.
     let op2 = [("x-walshard-op-id", "00000000000000000000000000000abc")];
-    let dup = json!({"shard": "sh1", "data": [student(42)]});
+    let dup = json!({"shard": "sh1", "data": [student(42)], "on_duplicate": "error"});
     let a = c
         .call_with(Method::POST, "/write", Some(dup.clone()), &op2)
         .await
