@@ -35,10 +35,9 @@ fn seed_api_add_rm_and_restarts_through_the_router() {
     let dir = tmp.path().join("fleet");
     let mut up = Up::start(&dir, None);
 
-    // Before /init.
+    // Before /init: an empty configuration, as the seed answers.
     let (code, v) = up.call("GET", "/status", None);
-    assert_eq!(code, 400, "{v}");
-    assert!(v["message"].as_str().unwrap_or("").contains("/init"), "{v}");
+    assert_eq!((code, v["N"].as_u64()), (200, Some(0)), "{v}");
     let (code, v) = up.call("POST", "/write", Some(json!({"data": [row(1)]})));
     assert_eq!((code, v["status"].as_str()), (400, Some("failure")), "{v}");
 
@@ -67,17 +66,21 @@ fn seed_api_add_rm_and_restarts_through_the_router() {
 
     // /write across both shards.
     let data: Vec<Value> = [10, 20, 4100, 4200, 8191].into_iter().map(row).collect();
-    let v = up.ok("POST", "/write", Some(json!({"data": data})));
+    let mut v = up.ok("POST", "/write", Some(json!({"data": data})));
+    v.as_object_mut().map(|o| o.remove("session"));
     assert_eq!(
         v,
         json!({"message": "5 Data entries added", "status": "success"})
     );
     // Errors: duplicate key, key outside every shard, wrong type, malformed JSON; none writes.
     for (body, code) in [
-        (json!({"data": [row(11), row(10)]}), 409),
+        (
+            json!({"data": [row(11), row(10)], "on_duplicate": "error"}),
+            409,
+        ),
         (json!({"data": [row(12), row(9000)]}), 400),
         (
-            json!({"data": [{"Stud_id": 13, "Stud_name": 5, "Stud_marks": 1}]}),
+            json!({"data": [{"Stud_id": 13, "Stud_name": true, "Stud_marks": 1}]}),
             400,
         ),
         (json!({"rows": []}), 400),
@@ -123,10 +126,17 @@ fn seed_api_add_rm_and_restarts_through_the_router() {
     assert_eq!(v["shards_queried"], json!(["sh1", "sh2"]));
     assert_eq!(keys(v["data"].as_array().expect("data")).len(), 2);
     assert_eq!(keys(&up.rows(0, 100, Some("strong"))), [10, 20]);
-    let (code, _) = up.call(
+    // low > high reads nothing (as the seed); a fractional bound is refused.
+    let v = up.ok(
         "POST",
         "/read",
         Some(json!({"Stud_id": {"low": 9, "high": 1}})),
+    );
+    assert_eq!(v["data"], json!([]));
+    let (code, _) = up.call(
+        "POST",
+        "/read",
+        Some(json!({"Stud_id": {"low": 1.5, "high": 9}})),
     );
     assert_eq!(code, 400);
 
@@ -189,7 +199,11 @@ fn seed_api_add_rm_and_restarts_through_the_router() {
     assert_eq!(keys(&up.rows(8192, 12287, Some("strong"))), [9000, 12000]);
     // The new replica of sh1 got the rows written before it joined.
     eventually("Server3 catches up on sh1", || {
-        let v = up.ok("GET", "/read/Server3", None);
+        // A replica still catching up answers 503 (it serves no partial state).
+        let (code, v) = up.call("GET", "/read/Server3", None);
+        if code != 200 {
+            return false;
+        }
         let mut k = keys(v["sh1"].as_array().expect("sh1"));
         k.sort();
         k == [10, 30]
@@ -321,10 +335,14 @@ fn a4_killed_server_is_respawned_and_copied_back_under_load() {
         let p = &procs[&victim];
         let fresh = p["agent_pid"].as_i64().is_some_and(|x| x != agent_pid)
             && p["mysql_pid"].as_i64().is_some_and(|x| x != mysql_pid);
-        if fresh && up.call("GET", &format!("/read/{victim}"), None).0 == 200 {
+        let read = up.call("GET", &format!("/read/{victim}"), None);
+        if fresh && read.0 == 200 {
             break;
         }
-        assert!(Instant::now() < deadline, "{victim} not respawned: {procs}");
+        assert!(
+            Instant::now() < deadline,
+            "{victim} not respawned: {procs}; /read/{victim}: {read:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!(

@@ -91,7 +91,7 @@ impl Layout {
     pub fn plan_read(&self, range: KeyRange) -> Vec<(&ShardSpec, KeyRange)> {
         self.shards
             .iter()
-            .filter(|s| s.low <= range.high && range.low < s.end())
+            .filter(|s| !range.is_empty() && s.low <= range.high && range.low < s.end())
             .map(|s| {
                 let part = KeyRange {
                     low: range.low.max(s.low),

@@ -22,3 +22,4 @@ pub mod layout;
 pub mod requests;
 pub mod routes;
 pub mod service;
+pub mod session;

@@ -325,31 +325,38 @@ fn orphaned_shard(layout: &Layout, placement: &Placement) -> Option<Ident> {
         .map(|s| s.id.clone())
 }
 
-/// How a read may be served.
+/// How a read may be served (docs/consistency.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Consistency {
-    /// Any replica, committed data only: may be stale, never wrong (the seed's behaviour).
-    #[default]
+    /// Any replica, committed data only: may be stale, never wrong.
     Eventual,
+    /// The default: the client's own acknowledged writes and nothing older than what it (or
+    /// this router) already saw; any replica that has applied far enough.
+    #[default]
+    Session,
     /// Linearizable: through the shard's primary after a read-index round.
     Strong,
 }
 
-/// `/read`: `{"Stud_id": {"low": 1000, "high": 8889}}`, optionally `"consistency": "strong"`.
+/// `"consistency": "eventual" | "session" | "strong"`, `session` when absent.
+pub fn consistency(v: Option<&Json>) -> Result<Consistency, RequestError> {
+    match v.and_then(Json::as_str) {
+        None if v.is_none() => Ok(Consistency::default()),
+        Some("eventual") => Ok(Consistency::Eventual),
+        Some("session") => Ok(Consistency::Session),
+        Some("strong") => Ok(Consistency::Strong),
+        _ => Err(invalid(format!(
+            "\"consistency\" must be \"eventual\", \"session\" or \"strong\", got {}",
+            v.map_or_else(String::new, Json::to_string)
+        ))),
+    }
+}
+
+/// `/read`: `{"Stud_id": {"low": 1000, "high": 8889}}`, optionally `"consistency"`.
 /// The bounds may be strings or integral floats; `low > high` reads nothing.
 pub fn parse_read(layout: &Layout, body: &Json) -> Result<(KeyRange, Consistency), RequestError> {
     let range = body::range_field(&layout.schema, body)?;
-    let consistency = match body.get("consistency") {
-        None => Consistency::Eventual,
-        Some(Json::String(s)) if s == "eventual" => Consistency::Eventual,
-        Some(Json::String(s)) if s == "strong" => Consistency::Strong,
-        Some(other) => {
-            return Err(invalid(format!(
-                "\"consistency\" must be \"strong\" or \"eventual\", got {other}"
-            )));
-        }
-    };
-    Ok((range, consistency))
+    Ok((range, consistency(body.get("consistency"))?))
 }
 
 /// A validated `/write`: rows grouped per shard in request order, and what to do with stored keys.
@@ -569,7 +576,7 @@ mod tests {
         let l = seed_layout();
         let (r, c) =
             parse_read(&l, &json!({"Stud_id": {"low": 1000, "high": 8889}})).expect("valid");
-        assert_eq!((r.low, r.high, c), (1000, 8889, Consistency::Eventual));
+        assert_eq!((r.low, r.high, c), (1000, 8889, Consistency::Session));
         let (_, c) = parse_read(
             &l,
             &json!({"Stud_id": {"low": 1, "high": 2}, "consistency": "strong"}),

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
@@ -33,13 +33,26 @@ use crate::fleet::{self, Admin, FleetPrimaries};
 use crate::hashing::HashMode;
 use crate::requests::{self, Consistency};
 use crate::routes::{Primaries, Routes};
+use crate::session::{RouterMemory, SESSION_HEADER, SessionToken};
 
 /// How long a write keeps retrying through failovers before it answers 503.
 pub const WRITE_DEADLINE: Duration = Duration::from_secs(10);
 /// Timeout of one call to an agent.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// A call to a primary slower than this starts watching for a failover ...
+const MOVED_CHECK_AFTER: Duration = Duration::from_millis(100);
+/// ... this often, and is resent to the new primary at once.
+const MOVED_CHECK_EVERY: Duration = Duration::from_millis(10);
+/// Header of the agent's data answers: the log position the answer reflects.
+const LSN_HEADER: &str = "x-walshard-lsn";
 /// Header carrying the operation id (the agent's `x-walshard-op-id`).
 const OP_ID_HEADER: &str = "x-walshard-op-id";
+/// How long a replica may wait to reach a session read's position before the router tries the
+/// next one (a replica lags its primary by about one round trip).
+const REPLICA_SESSION_WAIT_MS: u64 = 50;
+/// How long the primary may wait for it (it has applied all it acknowledged, unless it was
+/// elected a moment ago).
+const PRIMARY_SESSION_WAIT_MS: u64 = 2000;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
@@ -126,6 +139,8 @@ pub struct RouterState {
     http: reqwest::Client,
     token: String,
     metrics: RouterMetrics,
+    /// What this router acknowledged or served, per shard (session reads see at least this).
+    memory: RouterMemory,
 }
 
 impl RouterState {
@@ -168,11 +183,12 @@ impl RouterState {
             http: reqwest::Client::builder()
                 .timeout(CALL_TIMEOUT)
                 .tcp_nodelay(true)
-                .pool_max_idle_per_host(64)
+                .pool_max_idle_per_host(512)
                 .build()
                 .unwrap_or_default(),
             token: token.into(),
             metrics: RouterMetrics::new(),
+            memory: RouterMemory::default(),
         }
     }
 
@@ -226,7 +242,15 @@ impl RouterState {
         }
         let resp = req.send().await?;
         let status = resp.status().as_u16();
-        let value = resp.json::<Json_>().await.unwrap_or(Json_::Null);
+        let lsn = resp
+            .headers()
+            .get(LSN_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let mut value = resp.json::<Json_>().await.unwrap_or(Json_::Null);
+        // The answer's log position travels in a header; the router reads it as `"lsn"`.
+        if let (Some(lsn), Some(obj)) = (lsn, value.as_object_mut()) {
+            obj.insert("lsn".into(), lsn.into());
+        }
         Ok((status, value))
     }
 
@@ -258,7 +282,18 @@ impl RouterState {
                 pause = (pause * 2).min(Duration::from_millis(100));
                 continue;
             };
-            match self.call(&url, method.clone(), path, body, op_id).await {
+            let sent = tokio::select! {
+                answer = self.call(&url, method.clone(), path, body, op_id) => Some(answer),
+                () = self.primary_moved(shard, &server) => None,
+            };
+            let Some(answer) = sent else {
+                // The control plane elected another primary while this call hung (a frozen or
+                // partitioned primary): resend to it now; the op id makes that safe.
+                self.metrics.retry("primary-moved");
+                last_error = format!("{server} stopped answering and was replaced");
+                continue;
+            };
+            match answer {
                 Ok((200, v)) => return Ok(v),
                 Ok((421, v)) => {
                     self.metrics.retry("not-primary");
@@ -300,16 +335,41 @@ impl RouterState {
         ))
     }
 
-    /// An eventual read of one shard: the ring's pick first, then the others.
-    async fn read_any(
+    /// Resolves once the published primary of `shard` is another server than `server`. Checked
+    /// only after [`MOVED_CHECK_AFTER`], when a call is slower than any healthy one.
+    async fn primary_moved(&self, shard: &Ident, server: &str) {
+        tokio::time::sleep(MOVED_CHECK_AFTER).await;
+        loop {
+            if self
+                .primaries
+                .primary(shard.as_str())
+                .is_some_and(|p| p != server)
+            {
+                return;
+            }
+            tokio::time::sleep(MOVED_CHECK_EVERY).await;
+        }
+    }
+
+    /// A read of one shard that sees at least log position `min_lsn` (0: any committed state):
+    /// the ring's pick first, then the other replicas, each waiting a moment for the position;
+    /// for a session read the primary last, which may wait longer. Returns the rows and the
+    /// position the read was served at.
+    async fn read_from(
         &self,
         shard: &Ident,
         range: KeyRange,
         request_id: u64,
-    ) -> Result<Vec<Json_>, ApiError> {
+        min_lsn: Option<u64>,
+    ) -> Result<(Vec<Json_>, u64), ApiError> {
         let routes = self.routes()?;
         let key = routes.layout.schema.key().to_string();
-        let body = json!({"shard": shard.as_str(), key: {"low": range.low, "high": range.high}});
+        let mut body =
+            json!({"shard": shard.as_str(), key: {"low": range.low, "high": range.high}});
+        if let Some(lsn) = min_lsn {
+            body["min_lsn"] = lsn.into();
+            body["wait_ms"] = REPLICA_SESSION_WAIT_MS.into();
+        }
         let mut last_error = format!("shard {shard} has no replica");
         for server in routes.read_order(shard, request_id) {
             let Some(url) = routes.url(server) else {
@@ -319,7 +379,7 @@ impl RouterState {
                 .call(url, reqwest::Method::POST, "/read", &body, None)
                 .await
             {
-                Ok((200, v)) => return Ok(rows_of(&v)),
+                Ok((200, v)) => return Ok((rows_of(&v), applied_of(&v))),
                 Ok((code, v)) => {
                     last_error = format!("{server} answered {code}: {}", message_of(&v))
                 }
@@ -327,17 +387,77 @@ impl RouterState {
             }
             self.metrics.retry("read-fallback");
         }
+        if min_lsn.is_some() {
+            body["wait_ms"] = PRIMARY_SESSION_WAIT_MS.into();
+            let v = self
+                .to_primary(shard, reqwest::Method::POST, "/read", &body, None)
+                .await?;
+            return Ok((rows_of(&v), applied_of(&v)));
+        }
         Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, last_error))
     }
 
-    async fn read_strong(&self, shard: &Ident, range: KeyRange) -> Result<Vec<Json_>, ApiError> {
+    /// The seed's answer to an acknowledged `/update` or `/del`, with the causality token it
+    /// reached; this router remembers the position.
+    fn acknowledged(
+        &self,
+        headers: &HeaderMap,
+        shard: &Ident,
+        agent_answer: &Json_,
+    ) -> Result<Json_, ApiError> {
+        let lsn = applied_of(agent_answer);
+        self.memory.raise(shard.as_str(), lsn);
+        let mut token = session_of(headers, None)?;
+        token.raise(shard.as_str(), lsn);
+        let mut answer = json!({"message": message_of(agent_answer)});
+        if !token.is_empty() {
+            answer["session"] = token.to_string().into();
+        }
+        answer["status"] = STATUS_SUCCESS.into();
+        Ok(answer)
+    }
+
+    async fn read_strong(
+        &self,
+        shard: &Ident,
+        range: KeyRange,
+    ) -> Result<(Vec<Json_>, u64), ApiError> {
         let key = self.routes()?.layout.schema.key().to_string();
         let body = json!({"shard": shard.as_str(), key: {"low": range.low, "high": range.high}, "consistency": "strong"});
         let v = self
             .to_primary(shard, reqwest::Method::POST, "/read", &body, None)
             .await?;
-        Ok(rows_of(&v))
+        Ok((rows_of(&v), applied_of(&v)))
     }
+}
+
+/// The log position an agent's data answer reflects (its `x-walshard-lsn` header).
+fn applied_of(v: &Json_) -> u64 {
+    v["lsn"].as_u64().unwrap_or(0)
+}
+
+/// The client's causality token: the `X-Walshard-Session` header, or a `"session"` field.
+fn session_of(headers: &HeaderMap, body: Option<&Json_>) -> Result<SessionToken, ApiError> {
+    let mut token = SessionToken::default();
+    if let Some(h) = headers.get(SESSION_HEADER) {
+        let text = h.to_str().map_err(|_| {
+            ApiError::new(StatusCode::BAD_REQUEST, "the session header is not text")
+        })?;
+        token = SessionToken::parse(text)?;
+    }
+    if let Some(field) = body.and_then(|b| b.get("session")) {
+        let text = field.as_str().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "\"session\" must be a token string",
+            )
+        })?;
+        let extra = SessionToken::parse(text)?;
+        for shard in extra.shards() {
+            token.raise(shard, extra.get(shard));
+        }
+    }
+    Ok(token)
 }
 
 fn message_of(v: &Json_) -> String {
@@ -422,7 +542,14 @@ async fn timed(
 ) -> Response {
     let started = Instant::now();
     let (status, response) = match work.await {
-        Ok(v) => (StatusCode::OK, Json(v).into_response()),
+        Ok(v) => {
+            let session = v["session"].as_str().map(str::to_owned);
+            let mut response = Json(v).into_response();
+            if let Some(value) = session.and_then(|t| HeaderValue::from_str(&t).ok()) {
+                response.headers_mut().insert(SESSION_HEADER, value);
+            }
+            (StatusCode::OK, response)
+        }
         Err(e) => (
             StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             e.into_response(),
@@ -468,37 +595,61 @@ async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
         .into_response()
 }
 
-async fn read(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
+/// `POST /read`: each shard the range touches, in parallel, at the requested consistency
+/// (docs/consistency.md); a session read sees at least the client's token and what this router
+/// acknowledged or served, and answers the token it reached.
+async fn read(State(state): State<Arc<RouterState>>, headers: HeaderMap, body: Bytes) -> Response {
     timed(&state, "/read", async {
         let body = parse_json(&body)?;
         let routes = state.routes()?;
         let (range, consistency) = requests::parse_read(&routes.layout, &body)?;
+        let mut token = session_of(&headers, Some(&body))?;
         let plan = routes.layout.plan_read(range);
         let request_id = uuid::Uuid::new_v4().as_u128() as u64;
         let calls = plan.iter().map(|(shard, part)| {
             let state = state.clone();
             let (shard, part) = (shard.id.clone(), *part);
+            let needed = token
+                .get(shard.as_str())
+                .max(state.memory.get(shard.as_str()));
             async move {
-                match consistency {
-                    Consistency::Eventual => state.read_any(&shard, part, request_id).await,
+                let read = match consistency {
+                    Consistency::Eventual => state.read_from(&shard, part, request_id, None).await,
+                    Consistency::Session => {
+                        state
+                            .read_from(&shard, part, request_id, Some(needed))
+                            .await
+                    }
                     Consistency::Strong => state.read_strong(&shard, part).await,
-                }
+                };
+                (shard, read)
             }
         });
         let results = futures::future::join_all(calls).await;
         let mut data = Vec::new();
-        for r in results {
-            data.extend(r?);
+        for (shard, r) in results {
+            let (rows, served_at) = r?;
+            data.extend(rows);
+            if consistency != Consistency::Eventual {
+                state.memory.raise(shard.as_str(), served_at);
+                token.raise(shard.as_str(), served_at);
+            }
         }
         let queried: Vec<&str> = plan.iter().map(|(s, _)| s.id.as_str()).collect();
-        Ok(json!({"shards_queried": queried, "data": data, "status": STATUS_SUCCESS}))
+        let mut answer = json!({"shards_queried": queried, "data": data});
+        if !token.is_empty() {
+            answer["session"] = token.to_string().into();
+        }
+        answer["status"] = STATUS_SUCCESS.into();
+        Ok(answer)
     })
     .await
 }
 
-async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
+async fn write(State(state): State<Arc<RouterState>>, headers: HeaderMap, body: Bytes) -> Response {
     timed(&state, "/write", async {
         let body = parse_json(&body)?;
+        let mut token = session_of(&headers, None)?;
         let routes = state.routes()?;
         let schema = routes.layout.schema.clone();
         let plan = requests::parse_write(&routes.layout, &body)?;
@@ -529,6 +680,8 @@ async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
             let keys: Vec<i64> = rows.iter().map(Row::key).collect();
             match result {
                 Ok(v) => {
+                    state.memory.raise(shard.as_str(), applied_of(&v));
+                    token.raise(shard.as_str(), applied_of(&v));
                     let stored: Vec<i64> = v["skipped"]
                         .as_array()
                         .map(|a| a.iter().filter_map(Json_::as_i64).collect())
@@ -541,13 +694,14 @@ async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
         }
         skipped.sort_unstable();
         if failures.is_empty() {
-            let mut answer = json!({
-                "message": format!("{} Data entries added", written.len()),
-                "status": STATUS_SUCCESS,
-            });
+            let mut answer = json!({"message": format!("{} Data entries added", written.len())});
             if !skipped.is_empty() {
                 answer["skipped"] = json!(skipped);
             }
+            if !token.is_empty() {
+                answer["session"] = token.to_string().into();
+            }
+            answer["status"] = STATUS_SUCCESS.into();
             return Ok(answer);
         }
         let status = failures
@@ -575,12 +729,19 @@ async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
             err.extra.insert("skipped".into(), json!(skipped));
         }
         err.extra.insert("failed".into(), Json_::Object(failed));
+        if !token.is_empty() {
+            err.extra.insert("session".into(), token.to_string().into());
+        }
         Err(err)
     })
     .await
 }
 
-async fn update(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
+async fn update(
+    State(state): State<Arc<RouterState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     timed(&state, "/update", async {
         let body = parse_json(&body)?;
         let routes = state.routes()?;
@@ -597,12 +758,12 @@ async fn update(State(state): State<Arc<RouterState>>, body: Bytes) -> Response 
                 Some(&new_op_id()),
             )
             .await?;
-        Ok(json!({"message": message_of(&v), "status": STATUS_SUCCESS}))
+        state.acknowledged(&headers, &shard, &v)
     })
     .await
 }
 
-async fn del(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
+async fn del(State(state): State<Arc<RouterState>>, headers: HeaderMap, body: Bytes) -> Response {
     timed(&state, "/del", async {
         let body = parse_json(&body)?;
         let routes = state.routes()?;
@@ -618,7 +779,7 @@ async fn del(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
                 Some(&new_op_id()),
             )
             .await?;
-        Ok(json!({"message": message_of(&v), "status": STATUS_SUCCESS}))
+        state.acknowledged(&headers, &shard, &v)
     })
     .await
 }
@@ -627,6 +788,8 @@ async fn del(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
 async fn read_server(
     State(state): State<Arc<RouterState>>,
     axum::extract::Path(server): axum::extract::Path<String>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    headers: HeaderMap,
 ) -> Response {
     timed(&state, "/read/{server}", async {
         let routes = state.routes()?;
@@ -641,15 +804,37 @@ async fn read_server(
                 format!("{name} has no URL"),
             )
         })?;
+        let consistency = requests::consistency(
+            query_param(query.as_deref(), "consistency")
+                .map(Json_::from)
+                .as_ref(),
+        )?;
+        let mut token = session_of(&headers, None)?;
         let shards: Vec<&str> = held.iter().map(Ident::as_str).collect();
+        let mut body = json!({"shards": shards});
+        if consistency != Consistency::Eventual {
+            // This server must reach the positions itself: the session's, or for a strong read
+            // each shard's read index taken on its primary (an empty strong read).
+            let mut min = Map::new();
+            for shard in held {
+                let at = match consistency {
+                    Consistency::Strong => {
+                        state
+                            .read_strong(shard, KeyRange { low: 1, high: 0 })
+                            .await?
+                            .1
+                    }
+                    _ => token
+                        .get(shard.as_str())
+                        .max(state.memory.get(shard.as_str())),
+                };
+                min.insert(shard.to_string(), at.into());
+            }
+            body["min_lsn"] = Json_::Object(min);
+            body["wait_ms"] = PRIMARY_SESSION_WAIT_MS.into();
+        }
         let (code, v) = state
-            .call(
-                url,
-                reqwest::Method::GET,
-                "/copy",
-                &json!({"shards": shards}),
-                None,
-            )
+            .call(url, reqwest::Method::GET, "/copy", &body, None)
             .await
             .map_err(|e| {
                 ApiError::new(
@@ -664,11 +849,25 @@ async fn read_server(
         let mut out = Map::new();
         for shard in &shards {
             out.insert((*shard).to_owned(), v[*shard].clone());
+            if let Some(at) = v["applied_lsn"][*shard].as_u64() {
+                state.memory.raise(shard, at);
+                token.raise(shard, at);
+            }
+        }
+        if !token.is_empty() {
+            out.insert("session".into(), token.to_string().into());
         }
         out.insert("status".into(), STATUS_SUCCESS.into());
         Ok(Json_::Object(out))
     })
     .await
+}
+
+/// A query string parameter's value (`a=1&b=2`), undecoded.
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
 }
 
 /// Has the control plane carry out `/init`, `/add` or `/rm`, then takes up the fleet view it

@@ -33,6 +33,14 @@ use crate::wal::OpId;
 
 /// Header carrying the operation id that makes a retried write idempotent.
 pub const OP_ID_HEADER: &str = "x-walshard-op-id";
+/// Header of data answers: the log position the answer reflects (a write: this replica applied it
+/// at or below this LSN; a read: the state read had applied this LSN). Session reads wait for it.
+pub const LSN_HEADER: &str = "x-walshard-lsn";
+
+/// A data answer: the JSON body, with the log position in [`LSN_HEADER`].
+fn at_position(lsn: u64, body: Json_) -> Response {
+    ([(LSN_HEADER, lsn.to_string())], Json(body)).into_response()
+}
 
 impl From<ShardError> for ApiError {
     fn from(e: ShardError) -> Self {
@@ -58,6 +66,15 @@ impl From<ShardError> for ApiError {
             } => ApiError::new(StatusCode::PRECONDITION_FAILED, message)
                 .with("last_lsn", last_lsn)
                 .with("last_epoch", last_epoch),
+            ShardError::Behind {
+                applied, wanted, ..
+            } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
+                .with("code", "replica-behind")
+                .with("applied_lsn", applied)
+                .with("wanted_lsn", wanted),
+            ShardError::CatchingUp { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).with("code", "catching-up")
+            }
             ShardError::BadRequest(_) => ApiError::new(StatusCode::BAD_REQUEST, message),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
         }
@@ -251,11 +268,23 @@ async fn copy(
         Some(parse_json(&body)?)
     };
     let ids = requests::parse_copy(body.as_ref(), query.as_deref())?;
+    let positions = match &body {
+        Some(b) => requests::copy_positions(b)?,
+        None => None,
+    };
     let mut out = Map::new();
+    let mut applied = Map::new();
     for id in ids {
         let (schema, shard) = target(&agent, &id).await?;
+        if let Some((min_lsn, wait)) = &positions {
+            let at = min_lsn.get(id.as_str()).copied().unwrap_or(0);
+            applied.insert(id.to_string(), shard.read_position(at, *wait).await?.into());
+        }
         let rows = agent_rows(&agent, &shard).await?;
         out.insert(id.to_string(), rows_json(&schema, &rows));
+    }
+    if positions.is_some() {
+        out.insert("applied_lsn".into(), Json_::Object(applied));
     }
     out.insert("status".into(), STATUS_SUCCESS.into());
     Ok(Json(Json_::Object(out)))
@@ -272,19 +301,24 @@ async fn agent_rows(agent: &Agent, shard: &Shard) -> Result<Vec<Row>, ApiError> 
 async fn read(
     State(agent): State<AppState>,
     JsonBody(body): JsonBody,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = requests::shard_field(&body)?;
     let (schema, shard) = target(&agent, &id).await?;
     let range = requests::parse_read(&schema, &body)?;
-    if requests::wants_strong(&body)? {
+    let applied = if requests::wants_strong(&body)? {
         shard.read_barrier().await?;
-    }
+        shard.applied_lsn()
+    } else {
+        let (min_lsn, wait) = requests::read_position(&body)?;
+        shard.read_position(min_lsn, wait).await?
+    };
     let rows = agent
         .store()
         .read_range(&shard.table, range)
         .await
         .map_err(|e| ApiError::from(ShardError::from(e)))?;
-    Ok(Json(
+    Ok(at_position(
+        applied,
         json!({"data": rows_json(&schema, &rows), "status": STATUS_SUCCESS}),
     ))
 }
@@ -313,7 +347,7 @@ async fn run_op(
     schema: &Schema,
     headers: &HeaderMap,
     op: Op,
-) -> Result<Json_, ApiError> {
+) -> Result<(u64, Json_), ApiError> {
     let key = schema.key();
     let outcome = match &op {
         Op::Write { rows, .. } if rows.is_empty() => Outcome::Written {
@@ -352,7 +386,8 @@ async fn run_op(
     };
     let mut answer = answer;
     answer["status"] = STATUS_SUCCESS.into();
-    Ok(answer)
+    // The op is applied here: a read that waits for this position sees it (a causality token).
+    Ok((shard.applied_lsn(), answer))
 }
 
 /// A request parser for one of the mutating endpoints.
@@ -364,7 +399,7 @@ async fn mutate(
     headers: &HeaderMap,
     body: &Json_,
     parse: ParseOp,
-) -> Result<Json_, ApiError> {
+) -> Result<(u64, Json_), ApiError> {
     let id = requests::shard_field(body)?;
     let (schema, shard) = target(agent, &id).await?;
     let op = parse(&schema, shard.range.as_ref(), body)?;
@@ -376,34 +411,34 @@ async fn write(
     State(agent): State<AppState>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Response, ApiError> {
     let curr_idx = requests::curr_idx(&body)?;
-    let mut answer = mutate(&agent, &headers, &body, requests::parse_write).await?;
+    let (lsn, mut answer) = mutate(&agent, &headers, &body, requests::parse_write).await?;
     if let Some(idx) = curr_idx {
         let added = answer["count"].as_i64().unwrap_or(0);
         answer["current_idx"] = json!(idx.saturating_add(added));
     }
-    Ok(Json(answer))
+    Ok(at_position(lsn, answer))
 }
 
 async fn update(
     State(agent): State<AppState>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Response, ApiError> {
     mutate(&agent, &headers, &body, requests::parse_update)
         .await
-        .map(Json)
+        .map(|(lsn, answer)| at_position(lsn, answer))
 }
 
 async fn del(
     State(agent): State<AppState>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Response, ApiError> {
     mutate(&agent, &headers, &body, requests::parse_delete)
         .await
-        .map(Json)
+        .map(|(lsn, answer)| at_position(lsn, answer))
 }
 
 async fn status(State(agent): State<AppState>) -> Json<Json_> {

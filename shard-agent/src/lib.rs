@@ -14,6 +14,7 @@ pub mod api;
 pub mod cli;
 pub mod metrics;
 pub mod ops;
+pub mod read_gate;
 pub mod replication;
 pub mod requests;
 pub mod shard;

@@ -54,6 +54,43 @@ pub enum Outcome {
     },
 }
 
+/// The outcome of each write of a batch and the rows to insert, given the keys already stored:
+/// decided in log order, as if the writes were applied one by one (a key written by an earlier
+/// write of the batch counts as stored for the later ones). `writes` are `(rows, on_duplicate)`.
+pub fn plan_writes<'a>(
+    writes: &[(&'a [Row], OnDuplicate)],
+    stored: impl IntoIterator<Item = i64>,
+) -> (Vec<Outcome>, Vec<&'a Row>) {
+    let mut present: std::collections::HashSet<i64> = stored.into_iter().collect();
+    let mut insert = Vec::new();
+    let outcomes = writes
+        .iter()
+        .map(|&(rows, on_duplicate)| {
+            let mut clash: Vec<i64> = rows
+                .iter()
+                .map(Row::key)
+                .filter(|k| present.contains(k))
+                .collect();
+            clash.sort_unstable();
+            if on_duplicate == OnDuplicate::Error && !clash.is_empty() {
+                return Outcome::Conflict { keys: clash };
+            }
+            let fresh: Vec<&Row> = rows
+                .iter()
+                .filter(|r| !present.contains(&r.key()))
+                .collect();
+            present.extend(fresh.iter().map(|r| r.key()));
+            let count = fresh.len();
+            insert.extend(fresh);
+            Outcome::Written {
+                count,
+                skipped: clash,
+            }
+        })
+        .collect();
+    (outcomes, insert)
+}
+
 fn strict() -> OnDuplicate {
     OnDuplicate::Error
 }
@@ -76,6 +113,41 @@ impl Op {
 mod tests {
     use super::*;
     use walshard_contract::Value;
+
+    fn row(k: i64) -> Row {
+        Row(vec![
+            Value::Int(k),
+            Value::Str(format!("r{k}")),
+            Value::Int(k),
+        ])
+    }
+
+    #[test]
+    fn a_batch_of_writes_is_planned_as_if_applied_one_by_one() {
+        let (a, b, c) = ([row(1), row(2)], [row(2), row(3)], [row(3), row(4)]);
+        let writes = [
+            (&a[..], OnDuplicate::Skip),
+            (&b[..], OnDuplicate::Skip),
+            (&c[..], OnDuplicate::Error),
+        ];
+        let (outcomes, insert) = plan_writes(&writes, [1]);
+        assert_eq!(
+            outcomes,
+            [
+                Outcome::Written {
+                    count: 1,
+                    skipped: vec![1]
+                },
+                Outcome::Written {
+                    count: 1,
+                    skipped: vec![2]
+                },
+                Outcome::Conflict { keys: vec![3] },
+            ]
+        );
+        let keys: Vec<i64> = insert.iter().map(|r| r.key()).collect();
+        assert_eq!(keys, [2, 3]);
+    }
 
     #[test]
     fn ops_round_trip() {

@@ -4,7 +4,8 @@
 //! Each task sends the secondary every WAL entry after the LSN it is known to hold, as WAL frames
 //! in one request per batch (whatever is ready, up to [`MAX_BATCH_BYTES`]), with the primary's
 //! commit point; one batch is in flight per secondary, so batches grow with load. When caught up
-//! it sends an empty append at least every [`HEARTBEAT`] to carry the commit point.
+//! it sends an empty append as soon as the commit point advances (so secondaries apply, and can
+//! serve reads, about one round trip after the primary) and at least every [`HEARTBEAT`].
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -259,6 +260,7 @@ impl PeerTask {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let shard_id = self.shard.id().to_string();
         let mut durable = self.shard.wal().subscribe();
+        let mut commits = self.shard.subscribe_commit();
         let mut next = self.shard.wal().last().1 + 1;
         let mut backoff = Duration::from_millis(20);
         info!(shard = %shard_id, peer = %self.peer.name, epoch = self.repl.epoch, "replicating");
@@ -267,6 +269,8 @@ impl PeerTask {
                 return;
             }
             let snapshot = self.shard.needs_snapshot(next);
+            // The commit point this send carries (read before it: the header is at least this).
+            let commit_sent = *commits.borrow_and_update();
             let result = if snapshot {
                 self.resync().await
             } else {
@@ -285,9 +289,13 @@ impl PeerTask {
                     self.repl.set_matched(&self.peer.name, held);
                     self.shard.recompute_commit(&self.repl);
                     next = held + 1;
-                    if next > self.shard.wal().last().1 {
+                    // Caught up, and the peer knows the commit point: wait for new entries, a
+                    // commit advance (told at once, so its reads lag by about one round trip) or
+                    // the heartbeat.
+                    if next > self.shard.wal().last().1 && self.shard.commit_lsn() <= commit_sent {
                         tokio::select! {
                             _ = durable.changed() => {}
+                            _ = commits.changed() => {}
                             _ = tokio::time::sleep(HEARTBEAT) => {}
                             _ = stop.changed() => return,
                         }

@@ -1,6 +1,8 @@
 //! Pure parsing and validation of the seed server API's request bodies. Nothing here touches
 //! state: a request that fails here changes nothing.
 
+use std::time::Duration;
+
 use serde_json::Value as Json;
 use walshard_contract::body::{self, field};
 use walshard_contract::row::{json_kind, parse_key};
@@ -138,6 +140,60 @@ pub fn curr_idx(body: &Json) -> Result<Option<i64>, RequestError> {
     }
 }
 
+/// Longest a read may wait for this replica to reach the position it needs.
+pub const MAX_READ_WAIT: Duration = Duration::from_secs(5);
+
+/// A non-negative integer field (`0` when absent).
+fn position_field(body: &Json, name: &str) -> Result<u64, RequestError> {
+    match body.get(name) {
+        None | Some(Json::Null) => Ok(0),
+        Some(v) => {
+            let n = parse_key(name, v)?;
+            u64::try_from(n)
+                .map_err(|_| RequestError::Invalid(format!("{name:?} must not be negative")))
+        }
+    }
+}
+
+/// `"wait_ms"`: how long a read may wait for its position (at most [`MAX_READ_WAIT`]).
+fn wait_field(body: &Json) -> Result<Duration, RequestError> {
+    Ok(Duration::from_millis(position_field(body, "wait_ms")?).min(MAX_READ_WAIT))
+}
+
+/// A session read's position: `"min_lsn"` (the replica must have applied at least this LSN;
+/// default 0) and `"wait_ms"` (how long it may wait for it; default 0).
+pub fn read_position(body: &Json) -> Result<(u64, Duration), RequestError> {
+    Ok((position_field(body, "min_lsn")?, wait_field(body)?))
+}
+
+/// A session `/copy`'s positions: `"min_lsn": {"sh1": 12, ...}` and `"wait_ms"`, or `None` when
+/// the body asks for none (the seed's plain `/copy`).
+pub type CopyPositions = (std::collections::BTreeMap<String, u64>, Duration);
+
+pub fn copy_positions(body: &Json) -> Result<Option<CopyPositions>, RequestError> {
+    if body.get("min_lsn").is_none() && body.get("wait_ms").is_none() {
+        return Ok(None);
+    }
+    let mut min = std::collections::BTreeMap::new();
+    match body.get("min_lsn") {
+        None | Some(Json::Null) => {}
+        Some(Json::Object(m)) => {
+            for shard in m.keys() {
+                min.insert(
+                    shard.clone(),
+                    position_field(&Json::Object(m.clone()), shard)?,
+                );
+            }
+        }
+        Some(_) => {
+            return Err(RequestError::Invalid(
+                "\"min_lsn\" must map shard ids to log positions".into(),
+            ));
+        }
+    }
+    Ok(Some((min, wait_field(body)?)))
+}
+
 /// `"consistency": "strong"` asks for a linearizable read; `"eventual"` (the default) for any
 /// committed state.
 pub fn wants_strong(body: &Json) -> Result<bool, RequestError> {
@@ -266,6 +322,35 @@ mod tests {
         }
         let evil_schema = json!({"columns": ["Stud_id", "x` TEXT); DROP TABLE t; --"], "dtypes": ["Number", "String"]});
         assert!(parse_config(&json!({"schema": evil_schema, "shards": ["sh1"]})).is_err());
+    }
+
+    #[test]
+    fn read_and_copy_positions() {
+        let (min, wait) = read_position(&json!({"min_lsn": 12, "wait_ms": "50"})).expect("ok");
+        assert_eq!((min, wait), (12, Duration::from_millis(50)));
+        assert_eq!(
+            read_position(&json!({})).expect("none"),
+            (0, Duration::ZERO)
+        );
+        assert!(read_position(&json!({"min_lsn": -1})).is_err());
+        assert_eq!(
+            read_position(&json!({"wait_ms": 999_999}))
+                .expect("capped")
+                .1,
+            MAX_READ_WAIT
+        );
+        assert_eq!(
+            copy_positions(&json!({"shards": ["sh1"]})).expect("plain"),
+            None
+        );
+        let (min, wait) = copy_positions(&json!({"min_lsn": {"sh1": 4}, "wait_ms": 10}))
+            .expect("ok")
+            .expect("positions");
+        assert_eq!(
+            (min.get("sh1"), wait),
+            (Some(&4), Duration::from_millis(10))
+        );
+        assert!(copy_positions(&json!({"min_lsn": 4})).is_err());
     }
 
     #[test]

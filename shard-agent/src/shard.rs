@@ -20,6 +20,7 @@ use walshard_contract::{Ident, Quorum, ReplicaRef, ShardSpec};
 
 use crate::metrics::Metrics;
 use crate::ops::{Op, Outcome};
+use crate::read_gate::ReadGate;
 use crate::replication::{AppendRequest, Replication, quorum_commit};
 use crate::state::{EpochState, StateError, load_json, save_json};
 use crate::store::{ShardTable, Snapshot, Store, StoreError};
@@ -95,6 +96,18 @@ pub enum ShardError {
         epoch: Epoch,
         primary: Option<String>,
     },
+    #[error(
+        "shard {shard}: this replica has applied LSN {applied}, the read needs {wanted}; another replica or the primary can serve it"
+    )]
+    Behind {
+        shard: String,
+        applied: Lsn,
+        wanted: Lsn,
+    },
+    #[error(
+        "shard {shard}: this replica is catching up (restarted or installing a snapshot) and serves no reads yet"
+    )]
+    CatchingUp { shard: String },
     #[error("log mismatch: this replica's log ends at LSN {last_lsn} (epoch {last_epoch})")]
     Mismatch { last_lsn: Lsn, last_epoch: Epoch },
     #[error("{0}")]
@@ -183,6 +196,7 @@ pub struct Shard {
     applied: watch::Sender<Lsn>,
     waiters: Mutex<HashMap<OpId, Vec<oneshot::Sender<Outcome>>>>,
     halted: Mutex<Option<String>>,
+    reads: ReadGate,
     /// Client writes between their "may I write" check and their WAL append; a step-down waits
     /// for these to drain so its target really holds the whole log.
     proposing: AtomicUsize,
@@ -280,6 +294,7 @@ impl Shard {
             applied: watch::Sender::new(applied),
             waiters: Mutex::new(HashMap::new()),
             halted: Mutex::new(None),
+            reads: ReadGate::new(ctx.standalone),
             proposing: AtomicUsize::new(0),
             ctx,
         });
@@ -327,6 +342,11 @@ impl Shard {
 
     pub fn applied_lsn(&self) -> Lsn {
         *self.applied.borrow()
+    }
+
+    /// Changes of the commit point.
+    pub fn subscribe_commit(&self) -> watch::Receiver<Lsn> {
+        self.commit.subscribe()
     }
 
     pub fn commit_lsn(&self) -> Lsn {
@@ -490,6 +510,32 @@ impl Shard {
                 }
             }
         });
+    }
+
+    // ---- reads ---------------------------------------------------------------------------
+
+    /// A non-strong read may be served here once this replica holds a committed prefix it knows
+    /// to be caught up ([`ReadGate`]) and has applied at least `min_lsn` (waiting up to `wait`
+    /// for it). Returns the applied LSN the read will see at least.
+    pub async fn read_position(&self, min_lsn: Lsn, wait: Duration) -> Result<Lsn, ShardError> {
+        let primary = self
+            .writable_epoch(self.current_replication().as_deref())
+            .is_ok();
+        if !self.reads.readable(self.applied_lsn(), primary) {
+            return Err(ShardError::CatchingUp {
+                shard: self.table.shard.to_string(),
+            });
+        }
+        let mut applied = self.applied.subscribe();
+        let reached = tokio::time::timeout(wait, applied.wait_for(|a| *a >= min_lsn)).await;
+        match reached {
+            Ok(Ok(a)) => Ok(*a),
+            _ => Err(ShardError::Behind {
+                shard: self.table.shard.to_string(),
+                applied: self.applied_lsn(),
+                wanted: min_lsn,
+            }),
+        }
     }
 
     // ---- strong reads --------------------------------------------------------------------
@@ -845,6 +891,7 @@ impl Shard {
             .appends_received
             .get_or_create(&Metrics::shard(self.table.shard.as_str()))
             .inc();
+        self.reads.learn(req.commit_lsn);
         let commit = req.commit_lsn.min(verified);
         self.commit.send_if_modified(|cur| {
             let raise = commit > *cur;
@@ -870,9 +917,12 @@ impl Shard {
         }
         let mut c = self.control.lock().await;
         self.accept_primary(&mut c, epoch, primary)?;
+        // Mid-install the table is no committed prefix: no reads until an install completes.
+        self.reads.installing(true);
         self.store.install_snapshot(&self.table, &snap).await?;
         self.wal.reset(snap.epoch, snap.lsn).await?;
         self.applied.send_replace(snap.lsn);
+        self.reads.installing(false);
         self.commit.send_if_modified(|cur| {
             let raise = snap.lsn > *cur;
             if raise {

@@ -18,7 +18,7 @@ use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, Executor, MySql, Row as _};
 use walshard_contract::{Dtype, Ident, KeyRange, OnDuplicate, Patch, Row, Schema, Value};
 
-use crate::ops::{Op, Outcome};
+use crate::ops::{Op, Outcome, plan_writes};
 use crate::wal::{Entry, Epoch, Lsn, OpId};
 
 /// The database the agent keeps everything in.
@@ -483,6 +483,28 @@ impl Store {
                 }
                 Err(e) => return Err(e),
             }
+        }
+        if !fast_done && only_writes && !writes.is_empty() {
+            // Some keys are stored already: one lookup, the outcomes decided in log order, one
+            // INSERT (a batch of retried seed writes costs one query, not one per write).
+            let batch: Vec<(&[Row], OnDuplicate)> = writes
+                .iter()
+                .filter_map(|&i| match &entries[i].1 {
+                    Op::Write { rows, on_duplicate } => Some((rows.as_slice(), *on_duplicate)),
+                    _ => None,
+                })
+                .collect();
+            let keys: Vec<i64> = batch
+                .iter()
+                .flat_map(|(rows, _)| rows.iter().map(Row::key))
+                .collect();
+            let stored = self.existing_keys(&mut tx, t, &keys).await?;
+            let (planned, insert) = plan_writes(&batch, stored);
+            self.insert_rows(&mut tx, t, &insert).await?;
+            for (&i, outcome) in writes.iter().zip(planned) {
+                outcomes[i] = Some(outcome);
+            }
+            fast_done = true;
         }
         if !fast_done {
             for &i in &fresh {

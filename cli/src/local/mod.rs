@@ -129,7 +129,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     println!("Try:");
     if !configured {
         println!(
-            r#"  curl -s -XPOST {url}/init -H 'content-type: application/json' -d '{{"N":3,"schema":{{"columns":["Stud_id","Stud_name","Stud_marks"],"dtypes":["Number","String","Number"]}},"shards":[{{"Stud_id_low":0,"Shard_id":"sh1","Shard_size":4096}},{{"Stud_id_low":4096,"Shard_id":"sh2","Shard_size":4096}}],"servers":{{"Server0":["sh1","sh2"],"Server1":["sh1","sh2"],"Server2":["sh1","sh2"]}}}}'"#
+            r#"  curl -s -XPOST {url}/init -H 'content-type: application/json' -d '{{"N":3,"schema":{{"columns":["Stud_id","Stud_name","Stud_marks"],"dtypes":["Number","String","String"]}},"shards":[{{"Stud_id_low":0,"Shard_id":"sh1","Shard_size":4096}},{{"Stud_id_low":4096,"Shard_id":"sh2","Shard_size":4096}}],"servers":{{"Server0":["sh1","sh2"],"Server1":["sh1","sh2"],"Server2":["sh1","sh2"]}}}}'"#
         );
     }
     println!(
