@@ -309,6 +309,16 @@ impl RouterState {
                         message_of(&v),
                     ));
                 }
+                Ok((507, v)) => {
+                    // The primary's volume is full: final now, not in doubt (nothing was logged).
+                    let mut e = ApiError::new(StatusCode::INSUFFICIENT_STORAGE, message_of(&v));
+                    for field in ["code", "server", "shard"] {
+                        if let Some(x) = v.get(field) {
+                            e.extra.insert(field.into(), x.clone());
+                        }
+                    }
+                    return Err(e);
+                }
                 Ok((code, v)) if (400..500).contains(&code) => {
                     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
                     return Err(ApiError::new(status, message_of(&v)));

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use walshard_contract::{Ident, Schema, ShardSpec, validate_layout};
 
+use crate::disk_guard::DiskGuard;
 use crate::metrics::Metrics;
 use crate::requests::NamedShard;
 use crate::shard::{Shard, ShardContext, ShardError};
@@ -32,6 +33,9 @@ pub struct AgentConfig {
     pub standalone: bool,
     /// Lag (entries) beyond which a secondary is resynced from a snapshot.
     pub retain_entries: u64,
+    /// Writes are refused (507) while the data dir's volume has no more free bytes than this
+    /// (0: never).
+    pub disk_reserve_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,8 @@ pub struct Agent {
     stop: watch::Sender<bool>,
     appliers: std::sync::Mutex<Vec<JoinHandle<()>>>,
     http: reqwest::Client,
+    /// Free space of the data dir's volume, checked before every write.
+    pub disk: Arc<DiskGuard>,
 }
 
 impl Agent {
@@ -87,6 +93,10 @@ impl Agent {
             shards: RwLock::new(BTreeMap::new()),
             stop: watch::Sender::new(false),
             appliers: std::sync::Mutex::new(Vec::new()),
+            disk: Arc::new(DiskGuard::new(
+                config.data_dir.clone(),
+                config.disk_reserve_bytes,
+            )),
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(4)
                 .tcp_nodelay(true)
@@ -120,6 +130,7 @@ impl Agent {
                 http: self.http.clone(),
                 metrics: self.metrics.clone(),
                 retain_entries: self.config.retain_entries,
+                disk: self.disk.clone(),
             },
         )
         .await?;

@@ -75,6 +75,12 @@ impl From<ShardError> for ApiError {
             ShardError::CatchingUp { .. } => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).with("code", "catching-up")
             }
+            ShardError::DiskFull { server, shard, .. } => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, message)
+                    .with("code", "disk-full")
+                    .with("server", server)
+                    .with("shard", shard)
+            }
             ShardError::BadRequest(_) => ApiError::new(StatusCode::BAD_REQUEST, message),
             _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
         }
@@ -208,6 +214,11 @@ async fn metrics(State(agent): State<AppState>) -> Response {
     for shard in agent.shards() {
         shard.refresh_metrics();
     }
+    let disk = disk_json(&agent);
+    let m = &agent.metrics;
+    m.disk_free_bytes
+        .set(disk["free_bytes"].as_i64().unwrap_or(-1));
+    m.disk_full.set(i64::from(disk["full"] == true));
     (
         [(
             header::CONTENT_TYPE,
@@ -452,8 +463,18 @@ async fn status(State(agent): State<AppState>) -> Json<Json_> {
         "server": agent.config.server_name,
         "schema": schema,
         "shards": shards,
+        "disk": disk_json(&agent),
         "status": STATUS_SUCCESS,
     }))
+}
+
+/// The volume's free space against its reserve; `"full"` while writes are refused.
+fn disk_json(agent: &Agent) -> Json_ {
+    json!({
+        "free_bytes": agent.disk.free(),
+        "reserve_bytes": agent.config.disk_reserve_bytes,
+        "full": agent.disk.check().is_err(),
+    })
 }
 
 // ---- replication and elections (docs/replication.md) -----------------------------------------

@@ -62,6 +62,11 @@ pub struct Args {
     /// this much WAL for lagging secondaries.
     #[arg(long, env = "WALSHARD_WAL_RETAIN_ENTRIES", default_value_t = 1_000_000)]
     pub wal_retain_entries: u64,
+    /// Writes are refused at once (507 disk-full) while the data dir's volume has no more free
+    /// bytes than this, so neither the WAL nor MySQL ever meets a full disk mid-write; 0 turns
+    /// the check off.
+    #[arg(long, env = "WALSHARD_DISK_RESERVE_BYTES", default_value_t = 64 << 20)]
+    pub disk_reserve_bytes: u64,
     /// Log format.
     #[arg(long, env = "WALSHARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -90,6 +95,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         token: args.token.clone(),
         standalone: !args.controlled,
         retain_entries: args.wal_retain_entries,
+        disk_reserve_bytes: args.disk_reserve_bytes,
     })
     .await
     .context("starting the agent")?;

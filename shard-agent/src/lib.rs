@@ -12,6 +12,7 @@
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod disk_guard;
 pub mod metrics;
 pub mod ops;
 pub mod read_gate;

@@ -53,6 +53,9 @@ pub struct Metrics {
     pub appends_received: Family<ShardLabels, Counter>,
     pub snapshots_installed: Family<ShardLabels, Counter>,
     pub snapshots_sent: Family<PeerLabels, Counter>,
+    /// Free bytes of the data dir's volume, and 1 while writes are refused for want of space.
+    pub disk_free_bytes: Gauge,
+    pub disk_full: Gauge,
 }
 
 impl Metrics {
@@ -83,6 +86,18 @@ impl Metrics {
         let appends_received = Family::<ShardLabels, Counter>::default();
         let snapshots_installed = Family::<ShardLabels, Counter>::default();
         let snapshots_sent = Family::<PeerLabels, Counter>::default();
+        let disk_free_bytes = Gauge::default();
+        let disk_full = Gauge::default();
+        registry.register(
+            "disk_free_bytes",
+            "Free bytes of the data dir's volume",
+            disk_free_bytes.clone(),
+        );
+        registry.register(
+            "disk_full",
+            "1 while writes are refused because the volume is below its reserve",
+            disk_full.clone(),
+        );
         registry.register("commit_lsn", "Last committed LSN known", commit_lsn.clone());
         registry.register(
             "primary",
@@ -199,6 +214,8 @@ impl Metrics {
             appends_received,
             snapshots_installed,
             snapshots_sent,
+            disk_free_bytes,
+            disk_full,
         })
     }
 

@@ -18,6 +18,7 @@ use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 use walshard_contract::{Ident, Quorum, ReplicaRef, ShardSpec};
 
+use crate::disk_guard::{DiskFull, DiskGuard};
 use crate::metrics::Metrics;
 use crate::ops::{Op, Outcome};
 use crate::read_gate::ReadGate;
@@ -108,6 +109,12 @@ pub enum ShardError {
         "shard {shard}: this replica is catching up (restarted or installing a snapshot) and serves no reads yet"
     )]
     CatchingUp { shard: String },
+    #[error("{server}: shard {shard} takes no writes: {source}; they resume once space is freed")]
+    DiskFull {
+        server: String,
+        shard: String,
+        source: DiskFull,
+    },
     #[error("log mismatch: this replica's log ends at LSN {last_lsn} (epoch {last_epoch})")]
     Mismatch { last_lsn: Lsn, last_epoch: Epoch },
     #[error("{0}")]
@@ -180,6 +187,8 @@ pub struct ShardContext {
     /// How far (in entries) a secondary may lag before it is resynced from a snapshot instead
     /// of the WAL, and how much WAL a primary keeps for lagging secondaries.
     pub retain_entries: u64,
+    /// Free space of the volume; writes are refused below its reserve.
+    pub disk: Arc<DiskGuard>,
 }
 
 pub struct Shard {
@@ -455,6 +464,14 @@ impl Shard {
         if let Some(e) = self.halted_error() {
             return Err(e);
         }
+        self.ctx
+            .disk
+            .check()
+            .map_err(|source| ShardError::DiskFull {
+                server: self.ctx.server_name.clone(),
+                shard: self.table.shard.to_string(),
+                source,
+            })?;
         let payload = op.encode()?;
         let proposing = Proposing::new(&self.proposing);
         let repl = self.current_replication();
