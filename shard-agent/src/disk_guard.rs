@@ -41,7 +41,7 @@ impl DiskGuard {
     /// Free bytes for unprivileged writers; `None` when the volume cannot be read.
     fn free_now(&self) -> Option<u64> {
         let s = nix::sys::statvfs::statvfs(&self.path).ok()?;
-        Some(u64::from(s.blocks_available()).saturating_mul(u64::from(s.fragment_size())))
+        Some(s.blocks_available().saturating_mul(s.fragment_size()))
     }
 
     /// The free space, read again when the last reading is older than [`RECHECK`].
