@@ -79,8 +79,7 @@ impl MemReplica {
                 Effect::AppendNoop => self.log.push(self.node.promise.epoch),
                 Effect::TruncateAfter(lsn) => self.log.truncate(*lsn as usize),
                 Effect::Append { from } => {
-                    self.log
-                        .extend(entries.iter().skip(*from).map(|e| e.epoch));
+                    self.log.extend(entries.iter().skip(*from).map(|e| e.epoch));
                 }
                 Effect::RaiseCommit(lsn) => self.commit_lsn = self.commit_lsn.max(*lsn),
             }

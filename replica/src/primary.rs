@@ -72,9 +72,7 @@ pub fn step_down_done(in_flight: usize, target_holds: Option<Lsn>, last: Lsn) ->
 
 /// The first LSN of `epoch` in a log given as the epoch of each entry from LSN 1 (`None`: none).
 pub fn epoch_start(log: &[Epoch], epoch: Epoch) -> Option<Lsn> {
-    log.iter()
-        .position(|e| *e == epoch)
-        .map(|i| i as Lsn + 1)
+    log.iter().position(|e| *e == epoch).map(|i| i as Lsn + 1)
 }
 
 #[cfg(test)]

@@ -341,7 +341,10 @@ mod tests {
         assert!(r.fence(2).is_err());
         let ready = r.fence(4).expect("higher");
         assert_eq!(ready.next.role, Role::Fenced);
-        assert_eq!(ready.effects[0], Effect::Persist(ready.next.promise.clone()));
+        assert_eq!(
+            ready.effects[0],
+            Effect::Persist(ready.next.promise.clone())
+        );
         assert!(replica(3, None, Role::Fenced).fence(3).is_ok());
     }
 
@@ -361,8 +364,22 @@ mod tests {
         assert!(r.accept_primary(3, "S0").is_err());
         let following = r.accept_primary(3, "S1").expect("first").next;
         assert!(following.accept_primary(3, "S2").is_err());
-        assert!(following.accept_primary(3, "S1").expect("same").effects.is_empty());
-        assert_eq!(following.accept_primary(4, "S2").expect("newer").next.promise.epoch, 4);
+        assert!(
+            following
+                .accept_primary(3, "S1")
+                .expect("same")
+                .effects
+                .is_empty()
+        );
+        assert_eq!(
+            following
+                .accept_primary(4, "S2")
+                .expect("newer")
+                .next
+                .promise
+                .epoch,
+            4
+        );
     }
 
     #[test]
@@ -373,7 +390,12 @@ mod tests {
         };
         assert_eq!(Replica::restart("S0", p("S0"), false).role, Role::Fenced);
         assert_eq!(Replica::restart("S0", p("S1"), false).role, Role::Secondary);
-        assert_eq!(Replica::restart("S0", Promise::default(), true).promise.epoch, 1);
+        assert_eq!(
+            Replica::restart("S0", Promise::default(), true)
+                .promise
+                .epoch,
+            1
+        );
     }
 
     fn ids(epochs: &[Epoch], from: Lsn) -> Vec<EntryId> {
@@ -391,7 +413,13 @@ mod tests {
     fn append_truncates_only_an_uncommitted_divergent_tail() {
         // Local log: epochs [1, 1, 1] at 1..=3, commit 1; the primary of epoch 2 sends [1, 2].
         let local = [1, 1, 1];
-        let at = |l: Lsn| if l == 0 { Some(0) } else { local.get(l as usize - 1).copied() };
+        let at = |l: Lsn| {
+            if l == 0 {
+                Some(0)
+            } else {
+                local.get(l as usize - 1).copied()
+            }
+        };
         let log = LogFacts {
             first_lsn: 1,
             last_epoch: 1,
@@ -427,8 +455,14 @@ mod tests {
         );
         // A gap or a different previous entry is a mismatch.
         let gap = Append { prev_lsn: 5, ..a };
-        assert!(matches!(plan_append(&gap, &log, at), Err(Refusal::Mismatch { last_lsn: 3, .. })));
+        assert!(matches!(
+            plan_append(&gap, &log, at),
+            Err(Refusal::Mismatch { last_lsn: 3, .. })
+        ));
         let other = Append { prev_epoch: 2, ..a };
-        assert!(matches!(plan_append(&other, &log, at), Err(Refusal::Mismatch { last_lsn: 0, .. })));
+        assert!(matches!(
+            plan_append(&other, &log, at),
+            Err(Refusal::Mismatch { last_lsn: 0, .. })
+        ));
     }
 }

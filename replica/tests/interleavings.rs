@@ -16,7 +16,7 @@ use walshard_replica::{
 };
 
 #[derive(Debug, Clone)]
-enum Step {
+enum Op {
     /// An elector starts an election at 1 + the highest promised epoch + `bump`.
     Begin { bump: u64 },
     /// Election `k` (modulo those begun) fences replica `r`.
@@ -39,15 +39,15 @@ enum Step {
     Crash { r: usize },
 }
 
-fn step(n: usize) -> impl Strategy<Value = Step> {
+fn step(n: usize) -> impl Strategy<Value = Op> {
     prop_oneof![
-        1 => (0..2u64).prop_map(|bump| Step::Begin { bump }),
-        4 => (0..4usize, 0..n).prop_map(|(k, r)| Step::Fence { k, r }),
-        2 => (0..4usize).prop_map(|k| Step::Promote { k }),
-        3 => (0..n).prop_map(|p| Step::Write { p }),
-        8 => (0..n, 0..n, 0..3u64, 0..4u64).prop_map(|(p, to, back, len)| Step::Send { p, to, back, len }),
-        1 => (0..n, 0..n).prop_map(|(p, to)| Step::StepDown { p, to }),
-        1 => (0..n).prop_map(|r| Step::Crash { r }),
+        1 => (0..2u64).prop_map(|bump| Op::Begin { bump }),
+        4 => (0..4usize, 0..n).prop_map(|(k, r)| Op::Fence { k, r }),
+        2 => (0..4usize).prop_map(|k| Op::Promote { k }),
+        3 => (0..n).prop_map(|p| Op::Write { p }),
+        8 => (0..n, 0..n, 0..3u64, 0..4u64).prop_map(|(p, to, back, len)| Op::Send { p, to, back, len }),
+        1 => (0..n, 0..n).prop_map(|(p, to)| Op::StepDown { p, to }),
+        1 => (0..n).prop_map(|r| Op::Crash { r }),
     ]
 }
 
@@ -138,17 +138,17 @@ impl Cluster {
         Ok(())
     }
 
-    fn apply(&mut self, s: &Step) -> Result<(), TestCaseError> {
+    fn apply(&mut self, s: &Op) -> Result<(), TestCaseError> {
         let n = self.replicas.len();
         match *s {
-            Step::Begin { bump } => {
+            Op::Begin { bump } => {
                 let top = self.replicas.iter().map(|r| r.promise().epoch).max();
                 self.elections.push(Election {
                     epoch: top.unwrap_or(0) + 1 + bump,
                     answers: BTreeMap::new(),
                 });
             }
-            Step::Fence { k, r } => {
+            Op::Fence { k, r } => {
                 if self.elections.is_empty() {
                     return Ok(());
                 }
@@ -159,7 +159,7 @@ impl Cluster {
                 }
                 self.forget_if_not_leading(r);
             }
-            Step::Promote { k } => {
+            Op::Promote { k } => {
                 if self.elections.is_empty() {
                     return Ok(());
                 }
@@ -198,7 +198,7 @@ impl Cluster {
                 );
                 self.recompute_commit(w)?;
             }
-            Step::Write { p } => {
+            Op::Write { p } => {
                 let Some(l) = self.leading.get(&p) else {
                     return Ok(());
                 };
@@ -216,7 +216,7 @@ impl Cluster {
                     self.recompute_commit(p)?;
                 }
             }
-            Step::Send { p, to, back, len } => {
+            Op::Send { p, to, back, len } => {
                 if p == to {
                     return Ok(());
                 }
@@ -272,7 +272,7 @@ impl Cluster {
                     Err(_) => {}
                 }
             }
-            Step::StepDown { p, to } => {
+            Op::StepDown { p, to } => {
                 let peers: Vec<String> = (0..n).filter(|i| *i != p).map(Self::name).collect();
                 let target = Self::name(to);
                 let allowed = self.replicas[p]
@@ -282,7 +282,7 @@ impl Cluster {
                     l.draining = true;
                 }
             }
-            Step::Crash { r } => {
+            Op::Crash { r } => {
                 self.replicas[r].restart();
                 self.forget_if_not_leading(r);
             }
@@ -291,13 +291,16 @@ impl Cluster {
     }
 }
 
-fn run(n: usize, steps: &[Step]) -> Result<(), TestCaseError> {
+fn run(n: usize, steps: &[Op]) -> Result<(), TestCaseError> {
     let mut c = Cluster::new(n);
     for s in steps {
         let epochs: Vec<Epoch> = c.replicas.iter().map(|r| r.promise().epoch).collect();
         c.apply(s)?;
         for (r, before) in c.replicas.iter().zip(epochs) {
-            prop_assert!(r.promise().epoch >= before, "an epoch went back after {s:?}");
+            prop_assert!(
+                r.promise().epoch >= before,
+                "an epoch went back after {s:?}"
+            );
         }
         for r in &c.replicas {
             for lsn in 1..=r.commit_lsn {
