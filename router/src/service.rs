@@ -27,7 +27,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value as Json_, json};
 use tracing::{debug, warn};
-use walshard_contract::{ApiError, Ident, KeyRange, Row, STATUS_SUCCESS};
+use walshard_contract::{ApiError, ErrorCode, Ident, KeyRange, Row, STATUS_SUCCESS, code_of};
 
 use crate::fleet::{self, Admin, FleetPrimaries};
 use crate::hashing::HashMode;
@@ -200,8 +200,8 @@ impl RouterState {
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         r.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
+            ApiError::coded(
+                ErrorCode::NotConfigured,
                 "the database is not configured yet: POST /init first",
             )
         })
@@ -260,28 +260,22 @@ impl RouterState {
             };
             match self.call(&url, method.clone(), path, body, op_id).await {
                 Ok((200, v)) => return Ok(v),
-                Ok((421, v)) => {
-                    self.metrics.retry("not-primary");
-                    hint = v["primary"]
-                        .as_str()
-                        .filter(|p| *p != server)
-                        .map(str::to_owned);
-                    last_error = message_of(&v);
-                }
-                Ok((503, v)) if message_of(&v).contains("no majority") => {
-                    return Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        message_of(&v),
-                    ));
-                }
-                Ok((code, v)) if (400..500).contains(&code) => {
-                    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
-                    return Err(ApiError::new(status, message_of(&v)));
-                }
-                Ok((code, v)) => {
-                    self.metrics.retry("unavailable");
-                    last_error = format!("{server} answered {code}: {}", message_of(&v));
-                }
+                // Branch on the agent's error code, never on its message.
+                Ok((status, v)) => match code_of(status, &v) {
+                    ErrorCode::NotPrimary => {
+                        self.metrics.retry("not-primary");
+                        hint = v["primary"]
+                            .as_str()
+                            .filter(|p| *p != server)
+                            .map(str::to_owned);
+                        last_error = message_of(&v);
+                    }
+                    code if code.is_transient() => {
+                        self.metrics.retry("unavailable");
+                        last_error = format!("{server} answered {code}: {}", message_of(&v));
+                    }
+                    code => return Err(relayed(status, code, &v, "")),
+                },
                 Err(e) => {
                     self.metrics.retry("unreachable");
                     last_error = format!("{server} unreachable: {e}");
@@ -338,6 +332,11 @@ impl RouterState {
             .await?;
         Ok(rows_of(&v))
     }
+}
+
+/// An agent's error answer relayed as the router's own (its status, code and message).
+fn relayed(status: u16, code: ErrorCode, v: &Json_, prefix: &str) -> ApiError {
+    ApiError::new(status, format!("{prefix}{}", message_of(v))).with_code(code)
 }
 
 fn message_of(v: &Json_) -> String {
@@ -525,9 +524,10 @@ async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
                 json!({"message": format!("{total} Data entries added"), "status": STATUS_SUCCESS}),
             );
         }
-        let status = failures
-            .first()
-            .map_or(StatusCode::BAD_GATEWAY.as_u16(), |(_, _, e)| e.status);
+        let (status, code) = failures.first().map_or(
+            (StatusCode::BAD_GATEWAY.as_u16(), ErrorCode::BadGateway),
+            |(_, _, e)| (e.status, e.code),
+        );
         let detail: Vec<String> = failures
             .iter()
             .map(|(s, _, e)| format!("{s}: {}", e.message))
@@ -544,7 +544,8 @@ async fn write(State(state): State<Arc<RouterState>>, body: Bytes) -> Response {
                 written.len(),
                 detail.join("; ")
             ),
-        );
+        )
+        .with_code(code);
         err.extra.insert("written".into(), json!(written));
         err.extra.insert("failed".into(), Json_::Object(failed));
         Err(err)
@@ -630,8 +631,8 @@ async fn read_server(
                 )
             })?;
         if code != 200 {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
-            return Err(ApiError::new(status, format!("{name}: {}", message_of(&v))));
+            let prefix = format!("{name}: ");
+            return Err(relayed(code, code_of(code, &v), &v, &prefix));
         }
         let mut out = Map::new();
         for shard in &shards {
