@@ -705,6 +705,43 @@ fn error_answers_are_classified() {
     ));
 }
 
+#[test]
+fn error_answers_are_classified_by_their_code() {
+    // The code decides, whatever the status says.
+    assert_eq!(
+        error_answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"message":"m","status":"failure","code":"no-majority"}"#
+        ),
+        ApiError::Unavailable("m".into())
+    );
+    assert!(matches!(
+        error_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"message":"m","status":"failure","code":"invalid-request"}"#
+        ),
+        ApiError::Status { status: 503, .. }
+    ));
+    assert_eq!(
+        error_answer(
+            StatusCode::CONFLICT,
+            br#"{"message":"m","status":"failure","code":"stale-epoch","epoch":4,"primary":null}"#
+        ),
+        ApiError::Conflict {
+            epoch: 4,
+            primary: None,
+            message: "m".into()
+        }
+    );
+    assert!(matches!(
+        error_answer(
+            StatusCode::from_u16(507).unwrap(),
+            br#"{"message":"full","status":"failure","code":"disk-full"}"#
+        ),
+        ApiError::Status { status: 507, .. }
+    ));
+}
+
 // -- random faults against the simulated cluster --------------------------------------------------
 
 #[derive(Debug, Clone)]
