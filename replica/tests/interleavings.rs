@@ -325,3 +325,82 @@ proptest! {
         run(5, &steps)?;
     }
 }
+
+/// Raft's figure 8 on 5 replicas: a primary of epoch 3 gets an entry of epoch 1 onto a majority;
+/// counting it committed would let the primary of epoch 4 (whose log has epoch 2 there) overwrite
+/// it. The commit rule waits for the epoch's own no-op, so nothing is lost.
+#[test]
+fn an_old_entry_on_a_majority_is_not_committed_by_counting() {
+    use Op::*;
+    let a = 2; // primary of epochs 1 and 3 (fence ties go to the highest index)
+    let b = 0; // primary of epochs 2 and 4
+    let steps = [
+        Begin { bump: 0 },
+        Fence { k: 0, r: 0 },
+        Fence { k: 0, r: 1 },
+        Fence { k: 0, r: a },
+        Promote { k: 0 },
+        Send {
+            p: a,
+            to: 0,
+            back: 0,
+            len: 3,
+        },
+        Send {
+            p: a,
+            to: 1,
+            back: 0,
+            len: 3,
+        },
+        Write { p: a },
+        Send {
+            p: a,
+            to: 1,
+            back: 0,
+            len: 3,
+        },
+        Begin { bump: 0 },
+        Fence { k: 1, r: b },
+        Fence { k: 1, r: 3 },
+        Fence { k: 1, r: 4 },
+        Promote { k: 1 },
+        Begin { bump: 0 },
+        Fence { k: 2, r: a },
+        Fence { k: 2, r: 1 },
+        Fence { k: 2, r: 3 },
+        Promote { k: 2 },
+        Send {
+            p: a,
+            to: 3,
+            back: 0,
+            len: 2,
+        },
+        Send {
+            p: a,
+            to: 3,
+            back: 0,
+            len: 2,
+        },
+        Send {
+            p: a,
+            to: 1,
+            back: 0,
+            len: 0,
+        },
+        Crash { r: a },
+        Begin { bump: 0 },
+        Fence { k: 3, r: b },
+        Fence { k: 3, r: 3 },
+        Fence { k: 3, r: 4 },
+        Promote { k: 3 },
+    ];
+    let mut c = Cluster::new(5);
+    for s in &steps {
+        c.apply(s).unwrap_or_else(|e| panic!("{s:?}: {e}"));
+    }
+    // The scenario happened: epoch 1's entry 2 sat on a majority, and b now leads epoch 4.
+    assert_eq!(c.replicas[3].log, vec![1, 1]);
+    assert_eq!(c.replicas[b].promise().epoch, 4);
+    assert_eq!(c.replicas[b].role(), Role::Primary);
+    assert!(!c.committed.contains_key(&2));
+}
