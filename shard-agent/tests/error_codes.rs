@@ -76,7 +76,8 @@ async fn a_standalone_agent_names_every_refusal() {
         .await,
         ErrorCode::NotFound,
     );
-    let write = json!({"shard": "sh1", "data": [student(1)]});
+    // (`on_duplicate: error`: a duplicate is refused rather than skipped.)
+    let write = json!({"shard": "sh1", "data": [student(1)], "on_duplicate": "error"});
     assert_eq!(c.post("/write", write.clone()).await.0, 200);
     assert_code(&c.post("/write", write).await, ErrorCode::Conflict);
     assert_code(
@@ -205,7 +206,11 @@ async fn replicas_and_the_router_name_every_refusal() {
         ErrorCode::InvalidRequest,
     );
     assert_code(
-        &lb.post("/write", json!({"data": [student(1)]})).await,
+        &lb.post(
+            "/write",
+            json!({"data": [student(1)], "on_duplicate": "error"}),
+        )
+        .await,
         ErrorCode::Conflict,
     );
     // Both secondaries down: the primary refuses at once with no-majority, the router relays it
