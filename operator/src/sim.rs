@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use walshard_replica::mem::MemReplica;
 use walshard_replica::primary::epoch_start;
-use walshard_replica::{Append, Refusal, quorum_commit, step_down_done};
+use walshard_replica::{Append, Refusal, WriteCheck, admit_write, quorum_commit, step_down_done};
 
 use crate::runtime::{AgentApi, ApiError};
 use crate::wire::{AgentStatus, FenceAccepted, FenceReply, Quorum, Role, ServerRef, ShardStatus};
@@ -229,9 +229,19 @@ impl SimCluster {
             return None;
         }
         let r = s.shards.get_mut(shard)?;
-        if r.stepping_down {
-            return None;
-        }
+        // The agent's admission rule; the simulated primary hears every peer it can reach.
+        let start = epoch_start(&r.log, r.promise().epoch).unwrap_or(u64::MAX);
+        let quorum = r
+            .quorum
+            .size(r.peers.iter().filter(|p| *p != server).count() + 1);
+        let check = WriteCheck {
+            role: r.mem.role(),
+            ready: r.commit_lsn >= start,
+            draining: r.stepping_down,
+            reachable: quorum,
+            quorum,
+        };
+        admit_write(check).ok()?;
         let lsn = r.mem.propose()?;
         let only: Option<Vec<String>> = to.map(|t| t.iter().map(|s| (*s).to_owned()).collect());
         let committed = self.replicate(shard, server, only.as_deref());

@@ -70,6 +70,23 @@ pub fn step_down_done(in_flight: usize, target_holds: Option<Lsn>, last: Lsn) ->
     in_flight == 0 && target_holds.is_some_and(|m| m >= last)
 }
 
+/// Whether a secondary that needs entries from `next` is better served by a snapshot: the
+/// entries are compacted away (before `first_lsn`), or it lags more than `retain` entries
+/// behind the primary's applied point.
+pub fn needs_snapshot(next: Lsn, first_lsn: Lsn, applied: Lsn, retain: u64) -> bool {
+    next < first_lsn || next.saturating_add(retain) < applied
+}
+
+/// Up to which LSN a replica may delete its log: what it applied and, on a primary (`held`: the
+/// lowest LSN every replica holds), what every secondary holds, unless one lags more than
+/// `retain` entries (it gets a snapshot instead).
+pub fn compactable_through(applied: Lsn, held: Option<Lsn>, retain: u64) -> Lsn {
+    match held {
+        Some(h) => applied.min(h.max(applied.saturating_sub(retain))),
+        None => applied,
+    }
+}
+
 /// The first LSN of `epoch` in a log given as the epoch of each entry from LSN 1 (`None`: none).
 pub fn epoch_start(log: &[Epoch], epoch: Epoch) -> Option<Lsn> {
     log.iter().position(|e| *e == epoch).map(|i| i as Lsn + 1)
@@ -128,5 +145,11 @@ mod tests {
         assert!(!step_down_done(0, Some(4), 5));
         assert_eq!(epoch_start(&[1, 1, 2, 2], 2), Some(3));
         assert_eq!(epoch_start(&[1], 2), None);
+        assert!(needs_snapshot(5, 10, 20, 100));
+        assert!(needs_snapshot(10, 1, 200, 100));
+        assert!(!needs_snapshot(10, 1, 100, 100));
+        assert_eq!(compactable_through(50, None, 10), 50);
+        assert_eq!(compactable_through(50, Some(45), 10), 45);
+        assert_eq!(compactable_through(50, Some(3), 10), 40);
     }
 }

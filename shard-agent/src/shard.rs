@@ -17,17 +17,17 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 use walshard_contract::{Ident, Quorum, ReplicaRef, ShardSpec};
+use walshard_replica::primary::{compactable_through, needs_snapshot};
+use walshard_replica::{
+    Append, EntryId, LogFacts, NotWritable, Refusal, Replica, WriteCheck, admit_write,
+    append_lookups, plan_append, step_down_done,
+};
 
 mod effects;
 
 use self::effects::EffectData;
 use crate::metrics::Metrics;
 use crate::ops::{Op, Outcome};
-use walshard_replica::{
-    Append, EntryId, LogFacts, NotWritable, Refusal, Replica, WriteCheck, admit_write,
-    append_lookups, plan_append, step_down_done,
-};
-
 use crate::replication::{AppendRequest, Replication, quorum_commit};
 use crate::state::{EpochState, StateError, load_json, save_json};
 use crate::store::{ShardTable, Snapshot, Store, StoreError};
@@ -814,14 +814,10 @@ impl Shard {
     /// that every secondary holds, unless a secondary lags more than `retain_entries` behind
     /// (it will get a snapshot instead).
     async fn compact(&self) {
-        let applied = self.applied_lsn();
-        let through = match self.current_replication() {
-            Some(r) => applied.min(
-                r.min_held(self.wal.last().1)
-                    .max(applied.saturating_sub(self.ctx.retain_entries)),
-            ),
-            None => applied,
-        };
+        let held = self
+            .current_replication()
+            .map(|r| r.min_held(self.wal.last().1));
+        let through = compactable_through(self.applied_lsn(), held, self.ctx.retain_entries);
         match self.wal.compact_through(through).await {
             Ok(0) => {}
             Ok(n) => debug!(shard = %self.id(), through, segments = n, "compacted WAL"),
@@ -831,8 +827,12 @@ impl Shard {
 
     /// Whether a secondary at `next` is better served by a snapshot than by the WAL.
     pub fn needs_snapshot(&self, next: Lsn) -> bool {
-        next < self.wal.first_lsn()
-            || next.saturating_add(self.ctx.retain_entries) < self.applied_lsn()
+        needs_snapshot(
+            next,
+            self.wal.first_lsn(),
+            self.applied_lsn(),
+            self.ctx.retain_entries,
+        )
     }
 
     // ---- applying ------------------------------------------------------------------------
