@@ -12,7 +12,8 @@
 //!
 //! - [`rules`]: a replica's promises (fence, promote, accept a primary, observe an epoch,
 //!   confirm, restart, step-down) and the append continuity check with its truncation plan.
-//! - [`primary`]: the primary's side (quorum commit point, write admission, log back-up).
+//! - [`primary`]: the primary's side (quorum commit point, write admission, log back-up after a
+//!   mismatch, step-down completion, snapshot-or-WAL and compaction bounds).
 //! - [`mem`]: the in-memory executor.
 
 pub mod mem;
