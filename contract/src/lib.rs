@@ -4,10 +4,15 @@
 //! Everything here is pure: parsing and validation of JSON values, no IO. Field names that depend on
 //! the schema (the key column, e.g. `Stud_id`, and `<key>_low` in shard specs) are resolved here, so
 //! callers never build them by hand.
+//!
+//! Every error answer of the agent and the router is `{"message", "status": "failure", "code"}`;
+//! the codes ([`ErrorCode`]) and their HTTP statuses are listed in [`error_code`]. Callers branch
+//! on the code, never on the message.
 
 pub mod body;
 pub mod coerce;
 pub mod envelope;
+pub mod error_code;
 pub mod ident;
 #[cfg(feature = "schema")]
 mod json_schema;
@@ -20,8 +25,9 @@ pub mod shard;
 
 pub use body::OnDuplicate;
 pub use envelope::{
-    ApiError, Failure, RequestError, STATUS_FAILURE, STATUS_SUCCESS, STATUS_SUCCESSFUL,
+    ApiError, Failure, RequestError, STATUS_FAILURE, STATUS_SUCCESS, STATUS_SUCCESSFUL, code_of,
 };
+pub use error_code::ErrorCode;
 pub use ident::{IDENT_PATTERN, Ident, IdentError, MAX_IDENT_LEN};
 pub use replication::{Quorum, ReplicaRef, majority};
 pub use row::{KeyRange, Patch, Row, RowError, RowsError, Value, duplicate_message, parse_rows};

@@ -27,6 +27,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
+use walshard_contract::ErrorCode;
 
 use crate::election::{
     Action, ControllerConfig, ControllerEvent, FailureDetector, FenceAnswer, Heartbeat, Phase,
@@ -34,8 +35,8 @@ use crate::election::{
 };
 use crate::placement::Placement;
 use crate::wire::{
-    AgentStatus, Conflict, FenceAccepted, FenceReply, FenceRequest, PromoteRequest, Quorum,
-    ServerRef, StepDownReply, StepDownRequest,
+    AgentStatus, FenceAccepted, FenceReply, FenceRequest, PromoteRequest, Quorum, ServerRef,
+    StepDownReply, StepDownRequest,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -235,16 +236,15 @@ impl AgentApi for HttpAgentApi {
         let (status, body) = self
             .shard_call(server, shard, "fence", body, self.timeouts.fence)
             .await?;
-        match status {
-            StatusCode::OK => Ok(FenceReply::Accepted(parse::<FenceAccepted>(&body)?)),
-            StatusCode::CONFLICT => {
-                let c: Conflict = parse(&body)?;
-                Ok(FenceReply::Rejected {
-                    epoch: c.epoch,
-                    primary: c.primary,
-                })
+        if status == StatusCode::OK {
+            return Ok(FenceReply::Accepted(parse::<FenceAccepted>(&body)?));
+        }
+        match error_answer(status, &body) {
+            // The replica promised a higher epoch (or follows a primary of this one).
+            ApiError::Conflict { epoch, primary, .. } => {
+                Ok(FenceReply::Rejected { epoch, primary })
             }
-            _ => Err(error_answer(status, &body)),
+            other => Err(other),
         }
     }
 
@@ -298,12 +298,15 @@ fn endpoint(base: &str, segments: &[&str]) -> Result<Url, ApiError> {
     Ok(url)
 }
 
-/// A non-2xx answer: `{"message", "status": "failure"}`, with `epoch`/`primary` on a 409.
+/// A non-2xx answer `{"message", "status": "failure", "code"}` (with `epoch`/`primary` on an
+/// epoch conflict), classified by its code (the status's general code when it has none).
 fn error_answer(status: StatusCode, body: &[u8]) -> ApiError {
     #[derive(Deserialize)]
     struct Body {
         #[serde(default)]
         message: Option<String>,
+        #[serde(default)]
+        code: Option<ErrorCode>,
         #[serde(default)]
         epoch: Option<u64>,
         #[serde(default)]
@@ -317,20 +320,27 @@ fn error_answer(status: StatusCode, body: &[u8]) -> ApiError {
             let text = String::from_utf8_lossy(body);
             text.chars().take(200).collect()
         });
-    match (status, parsed) {
-        (
-            StatusCode::CONFLICT,
-            Some(Body {
-                epoch: Some(epoch),
-                primary,
-                ..
-            }),
-        ) => ApiError::Conflict {
+    let code = parsed
+        .as_ref()
+        .and_then(|b| b.code)
+        .unwrap_or_else(|| ErrorCode::from_status(status.as_u16()));
+    let epoch = parsed.as_ref().and_then(|b| b.epoch);
+    match (code, epoch) {
+        // A conflict that names the replica's epoch is an epoch conflict.
+        (ErrorCode::StaleEpoch | ErrorCode::Conflict, Some(epoch)) => ApiError::Conflict {
             epoch,
-            primary,
+            primary: parsed.and_then(|b| b.primary),
             message,
         },
-        (StatusCode::SERVICE_UNAVAILABLE, _) => ApiError::Unavailable(message),
+        (
+            ErrorCode::Unavailable
+            | ErrorCode::NoMajority
+            | ErrorCode::NotReady
+            | ErrorCode::NotCommitted
+            | ErrorCode::Halted
+            | ErrorCode::ShuttingDown,
+            _,
+        ) => ApiError::Unavailable(message),
         _ => ApiError::Status {
             status: status.as_u16(),
             message,

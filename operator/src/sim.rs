@@ -1,18 +1,24 @@
 //! An in-memory cluster of simulated agents, for tests of the control plane (here, and in the
 //! crates that embed it).
 //!
-//! Each simulated replica keeps what docs/replication.md says a replica persists — `max_epoch`,
-//! the primary accepted per epoch, a log of `(epoch, lsn)` entries — and applies the doc's rules to
-//! fence, promote, step-down and appends. Replication is modelled as a whole-log catch-up of the
-//! secondaries a primary can reach (the effect of the append/truncate protocol once it converges).
-//! The cluster records every committed entry and flags violations of the invariants (a committed
-//! entry changed or lost, two primaries in one epoch).
+//! Each simulated replica is a [`MemReplica`]: the agent's own rule book (`walshard-replica`:
+//! fence, promote, accept a primary, append continuity and truncation, commit point, step-down,
+//! restart) executed over an in-memory log. Replication is modelled as one append of the
+//! primary's whole log to each secondary it can reach (the effect of the append protocol once it
+//! converges), then an empty append carrying the commit point. The cluster records every
+//! committed entry and flags violations of the invariants (a committed entry changed or lost, a
+//! committed entry an append would truncate, two primaries in one epoch).
 //!
 //! Servers can be `Up`, `Crashed` (connection refused; restarts fenced), `Hung` (SIGSTOP: every
 //! call times out, nothing replicates) or `Cut` (the control plane cannot reach it, its peers can).
 
 use std::collections::BTreeMap;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use walshard_replica::mem::MemReplica;
+use walshard_replica::primary::epoch_start;
+use walshard_replica::{Append, Refusal, WriteCheck, admit_write, quorum_commit, step_down_done};
 
 use crate::runtime::{AgentApi, ApiError};
 use crate::wire::{AgentStatus, FenceAccepted, FenceReply, Quorum, Role, ServerRef, ShardStatus};
@@ -29,56 +35,56 @@ pub enum Mode {
     Cut,
 }
 
-/// One simulated replica of a shard.
+/// One simulated replica of a shard: the rule book's replica plus what its IO layer keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimReplica {
-    pub max_epoch: u64,
-    pub primary_of_epoch: BTreeMap<u64, String>,
-    pub role: Role,
-    pub primary: Option<String>,
-    /// `log[i]` is the epoch of the entry at LSN `i + 1`.
-    pub log: Vec<u64>,
-    pub commit_lsn: u64,
-    pub applied_lsn: u64,
+    pub mem: MemReplica,
     pub stepping_down: bool,
     /// Set when primary: the shard's replicas and write quorum from the promote call.
     pub peers: Vec<String>,
     pub quorum: Quorum,
 }
 
+impl Deref for SimReplica {
+    type Target = MemReplica;
+    fn deref(&self) -> &MemReplica {
+        &self.mem
+    }
+}
+
 impl SimReplica {
-    fn fresh() -> Self {
+    fn fresh(server: &str) -> Self {
         Self {
-            max_epoch: 0,
-            primary_of_epoch: BTreeMap::new(),
-            role: Role::Fenced,
-            primary: None,
-            log: Vec::new(),
-            commit_lsn: 0,
-            applied_lsn: 0,
+            mem: MemReplica::new(server),
             stepping_down: false,
             peers: Vec::new(),
             quorum: Quorum::Majority,
         }
     }
 
-    pub fn last_lsn(&self) -> u64 {
-        self.log.len() as u64
+    /// The role `/status` reports.
+    pub fn role(&self) -> Role {
+        match self.mem.role() {
+            walshard_replica::Role::Primary => Role::Primary,
+            walshard_replica::Role::Secondary => Role::Secondary,
+            walshard_replica::Role::Fenced => Role::Fenced,
+        }
     }
 
-    pub fn last_epoch(&self) -> u64 {
-        self.log.last().copied().unwrap_or(0)
+    /// The primary accepted for the promised epoch.
+    pub fn primary(&self) -> Option<&str> {
+        self.mem.promise().primary.as_deref()
     }
 
     fn status(&self) -> ShardStatus {
         ShardStatus {
-            role: self.role,
-            epoch: self.max_epoch,
-            primary: self.primary.clone(),
+            role: self.role(),
+            epoch: self.promise().epoch,
+            primary: self.primary().map(str::to_owned),
             last_epoch: self.last_epoch(),
             last_lsn: self.last_lsn(),
             commit_lsn: self.commit_lsn,
-            applied_lsn: self.applied_lsn,
+            applied_lsn: self.commit_lsn,
             first_lsn: u64::from(!self.log.is_empty()),
             halted: None,
         }
@@ -130,7 +136,7 @@ impl SimCluster {
             })
             .shards
             .entry(shard.to_owned())
-            .or_insert_with(SimReplica::fresh);
+            .or_insert_with(|| SimReplica::fresh(server));
     }
 
     pub fn replica(&self, server: &str, shard: &str) -> Option<&SimReplica> {
@@ -165,7 +171,7 @@ impl SimCluster {
             .iter()
             .filter_map(|(name, s)| {
                 let r = s.shards.get(shard)?;
-                (r.role == Role::Primary).then(|| (name.clone(), r.max_epoch))
+                (r.role() == Role::Primary).then(|| (name.clone(), r.promise().epoch))
             })
             .collect()
     }
@@ -193,11 +199,9 @@ impl SimCluster {
         };
         if s.mode == Mode::Crashed {
             for r in s.shards.values_mut() {
-                r.role = Role::Fenced;
-                r.primary = None;
+                r.mem.restart();
                 r.stepping_down = false;
                 r.peers.clear();
-                r.commit_lsn = r.applied_lsn;
             }
         }
         s.mode = Mode::Up;
@@ -225,59 +229,78 @@ impl SimCluster {
             return None;
         }
         let r = s.shards.get_mut(shard)?;
-        if r.role != Role::Primary || r.stepping_down {
-            return None;
-        }
-        let epoch = r.max_epoch;
-        r.log.push(epoch);
-        let lsn = r.last_lsn();
+        // The agent's admission rule; the simulated primary hears every peer it can reach.
+        let start = epoch_start(&r.log, r.promise().epoch).unwrap_or(u64::MAX);
+        let quorum = r
+            .quorum
+            .size(r.peers.iter().filter(|p| *p != server).count() + 1);
+        let check = WriteCheck {
+            role: r.mem.role(),
+            ready: r.commit_lsn >= start,
+            draining: r.stepping_down,
+            reachable: quorum,
+            quorum,
+        };
+        admit_write(check).ok()?;
+        let lsn = r.mem.propose()?;
         let only: Option<Vec<String>> = to.map(|t| t.iter().map(|s| (*s).to_owned()).collect());
         let committed = self.replicate(shard, server, only.as_deref());
         Some(committed >= lsn)
     }
 
-    /// Replicates the primary's log to its reachable peers (optionally only `only`), then advances
-    /// the commit point. Returns the primary's commit LSN.
+    /// The replica of `shard` on `server` if the server runs (up, or only cut off from the
+    /// control plane).
+    fn running(&mut self, server: &str, shard: &str) -> Option<&mut SimReplica> {
+        let s = self.servers.get_mut(server)?;
+        if !matches!(s.mode, Mode::Up | Mode::Cut) {
+            return None;
+        }
+        s.shards.get_mut(shard)
+    }
+
+    /// Replicates the primary's log to its reachable peers (optionally only `only`) with the
+    /// rule book's append, advances the commit point with its quorum rule, and sends it to the
+    /// replicas that follow the primary. A peer that answers a higher epoch makes the primary
+    /// step down (as the agent does). Returns the primary's commit LSN.
     fn replicate(&mut self, shard: &str, primary: &str, only: Option<&[String]>) -> u64 {
         let Some(p) = self.replica(primary, shard).cloned() else {
             return 0;
         };
-        let epoch = p.max_epoch;
-        let mut acks = 1usize;
-        for peer in &p.peers {
-            if peer == primary || only.is_some_and(|o| !o.contains(peer)) {
-                continue;
-            }
-            let Some(server) = self.servers.get_mut(peer) else {
-                continue;
-            };
-            if !matches!(server.mode, Mode::Up | Mode::Cut) {
-                continue;
-            }
-            let Some(r) = server.shards.get_mut(shard) else {
-                continue;
-            };
-            let accepted_primary = r.primary_of_epoch.get(&epoch);
-            if epoch < r.max_epoch || accepted_primary.is_some_and(|a| a != primary) {
-                continue; // 409 stale epoch
-            }
-            r.max_epoch = epoch;
-            r.primary_of_epoch.insert(epoch, primary.to_owned());
-            r.role = Role::Secondary;
-            r.primary = Some(primary.to_owned());
-            r.log = p.log.clone();
-            acks += 1;
-        }
-        let last = p.last_lsn();
+        let epoch = p.promise().epoch;
+        let entries = p.entries();
+        let whole = Append {
+            prev_lsn: 0,
+            prev_epoch: 0,
+            commit_lsn: p.commit_lsn,
+            entries: &entries,
+        };
         // Like the agent: the quorum counts the primary and its peers, the primary once, whether
         // or not the promote list names it (a previous replica bridging a change does not).
-        let voters = p.peers.iter().filter(|x| *x != primary).count() + 1;
-        // The commit point only moves on an entry of the primary's own epoch (the no-op first).
-        let commit = if acks >= p.quorum.size(voters) && p.last_epoch() == epoch {
-            last
-        } else {
-            p.commit_lsn
-        };
+        let voters: Vec<&String> = p.peers.iter().filter(|x| *x != primary).collect();
+        let mut held = vec![0; voters.len() + 1];
+        held[0] = p.last_lsn();
+        let mut higher = None;
+        for (i, peer) in voters.iter().enumerate() {
+            if only.is_some_and(|o| !o.contains(peer)) {
+                continue;
+            }
+            let Some(r) = self.running(peer, shard) else {
+                continue;
+            };
+            match r.mem.append(epoch, primary, &whole) {
+                Ok(_) => held[i + 1] = p.last_lsn(),
+                Err(Refusal::Stale { epoch: theirs, .. }) => {
+                    higher = higher.max(Some(theirs));
+                }
+                Err(e @ Refusal::Committed { .. }) => self.violations.push(format!(
+                    "shard {shard}: {peer} refused an append of primary {primary} (epoch {epoch}): {e}"
+                )),
+                Err(_) => {}
+            }
+        }
+        let start = epoch_start(&p.log, epoch).unwrap_or(u64::MAX);
+        let commit = quorum_commit(held, p.quorum.size(voters.len() + 1), start)
+            .map_or(p.commit_lsn, |c| c.max(p.commit_lsn));
         if commit > p.commit_lsn {
             for (i, e) in p.log.iter().enumerate().take(commit as usize) {
                 let key = (shard.to_owned(), i as u64 + 1);
@@ -302,21 +325,33 @@ impl SimCluster {
                     "shard {shard}: primary {primary} of epoch {epoch} committed up to {commit} but lsn {highest} was committed before"
                 ));
             }
+            if let Some(r) = self.running(primary, shard) {
+                r.mem.commit_lsn = r.mem.commit_lsn.max(commit);
+            }
         }
-        for peer in p.peers.iter().chain(std::iter::once(&primary.to_owned())) {
-            let Some(server) = self.servers.get_mut(peer) else {
+        // The commit point reaches every running replica that follows this primary.
+        for peer in voters {
+            let Some(r) = self.running(peer, shard) else {
                 continue;
             };
-            if !matches!(server.mode, Mode::Up | Mode::Cut) {
+            let follows = r.promise().epoch == epoch && r.primary() == Some(primary);
+            let last = r.last_lsn();
+            let Some(prev_epoch) = p.epoch_at(last).filter(|_| follows) else {
                 continue;
-            }
-            if let Some(r) = server.shards.get_mut(shard)
-                && r.primary_of_epoch.get(&epoch).is_some_and(|a| a == primary)
-                && r.max_epoch == epoch
-            {
-                r.commit_lsn = r.commit_lsn.max(commit.min(r.last_lsn()));
-                r.applied_lsn = r.commit_lsn;
-            }
+            };
+            let beat = Append {
+                prev_lsn: last,
+                prev_epoch,
+                commit_lsn: commit,
+                entries: &[],
+            };
+            let _ = r.mem.append(epoch, primary, &beat);
+        }
+        if let Some(theirs) = higher
+            && let Some(r) = self.running(primary, shard)
+        {
+            r.mem.observe_epoch(theirs);
+            r.stepping_down = false;
         }
         commit
     }
@@ -353,24 +388,21 @@ impl SimCluster {
         let s = self.reach(server, format!("fence {server} {shard} {epoch}"))?;
         let r = s.shards.get_mut(shard).ok_or_else(|| not_found(shard))?;
         if let Some(b) = bump {
-            r.max_epoch = r.max_epoch.max(b);
+            r.mem.observe_epoch(b);
         }
-        if epoch > r.max_epoch || (epoch == r.max_epoch && !r.primary_of_epoch.contains_key(&epoch))
-        {
-            r.max_epoch = epoch;
-            r.role = Role::Fenced;
-            r.primary = None;
-            r.stepping_down = false;
-            Ok(FenceReply::Accepted(FenceAccepted {
-                epoch,
-                last_epoch: r.last_epoch(),
-                last_lsn: r.last_lsn(),
-            }))
-        } else {
-            Ok(FenceReply::Rejected {
-                epoch: r.max_epoch,
-                primary: r.primary_of_epoch.get(&r.max_epoch).cloned(),
-            })
+        match r.mem.fence(epoch) {
+            Ok((last_epoch, last_lsn)) => {
+                r.stepping_down = false;
+                Ok(FenceReply::Accepted(FenceAccepted {
+                    epoch,
+                    last_epoch,
+                    last_lsn,
+                }))
+            }
+            Err(_) => Ok(FenceReply::Rejected {
+                epoch: r.promise().epoch,
+                primary: r.primary().map(str::to_owned),
+            }),
         }
     }
 
@@ -385,21 +417,13 @@ impl SimCluster {
     ) -> Result<(), ApiError> {
         let s = self.reach(server, format!("promote {server} {shard} {epoch}"))?;
         let r = s.shards.get_mut(shard).ok_or_else(|| not_found(shard))?;
-        if r.role != Role::Fenced || r.max_epoch != epoch || r.primary_of_epoch.contains_key(&epoch)
-        {
-            return Err(ApiError::Conflict {
-                epoch: r.max_epoch,
-                primary: r.primary_of_epoch.get(&r.max_epoch).cloned(),
-                message: format!("not fenced at exactly epoch {epoch}"),
-            });
-        }
-        r.primary_of_epoch.insert(epoch, server.to_owned());
-        r.role = Role::Primary;
-        r.primary = Some(server.to_owned());
+        let noop = r.mem.promote(epoch).map_err(|e| ApiError::Conflict {
+            epoch: r.promise().epoch,
+            primary: r.primary().map(str::to_owned),
+            message: format!("not fenced at exactly epoch {epoch}: {e}"),
+        })?;
         r.peers = replicas.iter().map(|p| p.name.clone()).collect();
         r.quorum = quorum;
-        r.log.push(epoch); // the no-op
-        let noop = r.last_lsn();
         if let Some(other) = self
             .promoted
             .insert((shard.to_owned(), epoch), server.to_owned())
@@ -422,19 +446,31 @@ impl SimCluster {
     pub fn step_down(&mut self, server: &str, shard: &str, to: &str) -> Result<u64, ApiError> {
         let s = self.reach(server, format!("step-down {server} {shard} {to}"))?;
         let r = s.shards.get_mut(shard).ok_or_else(|| not_found(shard))?;
-        if r.role != Role::Primary {
-            return Err(ApiError::Status {
-                status: 409,
-                message: "not primary".into(),
-            });
+        let peers = r.peers.iter().map(String::as_str);
+        match r.mem.node.step_down(peers, to) {
+            Ok(()) => {}
+            Err(e @ Refusal::NotPeer(_)) => {
+                return Err(ApiError::Status {
+                    status: 400,
+                    message: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(ApiError::Status {
+                    status: 409,
+                    message: "not primary".into(),
+                });
+            }
         }
         r.stepping_down = true;
         let last = r.last_lsn();
         let only = [to.to_owned()];
         self.replicate(shard, server, Some(&only));
-        match self.replica(to, shard) {
-            Some(t) if t.last_lsn() >= last && self.mode(to) != Some(Mode::Crashed) => Ok(last),
-            _ => Err(ApiError::Timeout),
+        let target = self.replica(to, shard).map(|t| t.last_lsn());
+        if self.mode(to) != Some(Mode::Crashed) && step_down_done(0, target, last) {
+            Ok(last)
+        } else {
+            Err(ApiError::Timeout)
         }
     }
 }

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use thiserror::Error;
 use tracing::{info, warn};
-use walshard_contract::{ApiError, Ident};
+use walshard_contract::{ApiError, Ident, code_of};
 use walshard_operator::runtime::Topology;
 
 use crate::hashing::HashMode;
@@ -196,7 +196,7 @@ impl ControlClient {
         let message = value["message"]
             .as_str()
             .map_or_else(|| value.to_string(), str::to_owned);
-        Err(ApiError::new(status, message))
+        Err(ApiError::new(status, message).with_code(code_of(status, &value)))
     }
 }
 

@@ -27,7 +27,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde_json::{Map, Value as Json_, json};
 use tracing::{debug, warn};
-use walshard_contract::{ApiError, Ident, KeyRange, Row, STATUS_SUCCESS};
+use walshard_contract::{ApiError, ErrorCode, Ident, KeyRange, Row, STATUS_SUCCESS, code_of};
 
 use crate::fleet::{self, Admin, FleetPrimaries};
 use crate::hashing::HashMode;
@@ -216,8 +216,8 @@ impl RouterState {
             Err(poisoned) => poisoned.into_inner().clone(),
         };
         r.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
+            ApiError::coded(
+                ErrorCode::NotConfigured,
                 "the database is not configured yet: POST /init first",
             )
         })
@@ -295,38 +295,22 @@ impl RouterState {
             };
             match answer {
                 Ok((200, v)) => return Ok(v),
-                Ok((421, v)) => {
-                    self.metrics.retry("not-primary");
-                    hint = v["primary"]
-                        .as_str()
-                        .filter(|p| *p != server)
-                        .map(str::to_owned);
-                    last_error = message_of(&v);
-                }
-                Ok((503, v)) if message_of(&v).contains("no majority") => {
-                    return Err(ApiError::new(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        message_of(&v),
-                    ));
-                }
-                Ok((507, v)) => {
-                    // The primary's volume is full: final now, not in doubt (nothing was logged).
-                    let mut e = ApiError::new(StatusCode::INSUFFICIENT_STORAGE, message_of(&v));
-                    for field in ["code", "server", "shard"] {
-                        if let Some(x) = v.get(field) {
-                            e.extra.insert(field.into(), x.clone());
-                        }
+                // Branch on the agent's error code, never on its message.
+                Ok((status, v)) => match code_of(status, &v) {
+                    ErrorCode::NotPrimary => {
+                        self.metrics.retry("not-primary");
+                        hint = v["primary"]
+                            .as_str()
+                            .filter(|p| *p != server)
+                            .map(str::to_owned);
+                        last_error = message_of(&v);
                     }
-                    return Err(e);
-                }
-                Ok((code, v)) if (400..500).contains(&code) => {
-                    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
-                    return Err(ApiError::new(status, message_of(&v)));
-                }
-                Ok((code, v)) => {
-                    self.metrics.retry("unavailable");
-                    last_error = format!("{server} answered {code}: {}", message_of(&v));
-                }
+                    code if code.is_transient() => {
+                        self.metrics.retry("unavailable");
+                        last_error = format!("{server} answered {code}: {}", message_of(&v));
+                    }
+                    code => return Err(relayed(status, code, &v, "")),
+                },
                 Err(e) => {
                     self.metrics.retry("unreachable");
                     last_error = format!("{server} unreachable: {e}");
@@ -468,6 +452,18 @@ fn session_of(headers: &HeaderMap, body: Option<&Json_>) -> Result<SessionToken,
         }
     }
     Ok(token)
+}
+
+/// An agent's error answer relayed as the router's own (its status, code and message, and the
+/// server and shard it names, e.g. of a full disk).
+fn relayed(status: u16, code: ErrorCode, v: &Json_, prefix: &str) -> ApiError {
+    let mut e = ApiError::new(status, format!("{prefix}{}", message_of(v))).with_code(code);
+    for field in ["server", "shard"] {
+        if let Some(x) = v.get(field) {
+            e.extra.insert(field.into(), x.clone());
+        }
+    }
+    e
 }
 
 fn message_of(v: &Json_) -> String {
@@ -714,9 +710,10 @@ async fn write(State(state): State<Arc<RouterState>>, headers: HeaderMap, body: 
             answer["status"] = STATUS_SUCCESS.into();
             return Ok(answer);
         }
-        let status = failures
-            .first()
-            .map_or(StatusCode::BAD_GATEWAY.as_u16(), |(_, _, e)| e.status);
+        let (status, code) = failures.first().map_or(
+            (StatusCode::BAD_GATEWAY.as_u16(), ErrorCode::BadGateway),
+            |(_, _, e)| (e.status, e.code),
+        );
         let detail: Vec<String> = failures
             .iter()
             .map(|(s, _, e)| format!("{s}: {}", e.message))
@@ -733,7 +730,8 @@ async fn write(State(state): State<Arc<RouterState>>, headers: HeaderMap, body: 
                 written.len(),
                 detail.join("; ")
             ),
-        );
+        )
+        .with_code(code);
         err.extra.insert("written".into(), json!(written));
         if !skipped.is_empty() {
             err.extra.insert("skipped".into(), json!(skipped));
@@ -853,8 +851,8 @@ async fn read_server(
                 )
             })?;
         if code != 200 {
-            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
-            return Err(ApiError::new(status, format!("{name}: {}", message_of(&v))));
+            let prefix = format!("{name}: ");
+            return Err(relayed(code, code_of(code, &v), &v, &prefix));
         }
         let mut out = Map::new();
         for shard in &shards {

@@ -1,7 +1,7 @@
 //! The agent's HTTP API: the seed's server endpoints plus `/status` and `/metrics`.
 //!
 //! Every answer is JSON with a `status` word; every failure is a 4xx/5xx with
-//! `{"message": ..., "status": "failure"}`. All endpoints but `/heartbeat` and `/metrics` need
+//! `{"message": ..., "status": "failure", "code": ...}` (codes: `walshard_contract::ErrorCode`). All endpoints but `/heartbeat` and `/metrics` need
 //! `Authorization: Bearer <token>`.
 
 use std::sync::Arc;
@@ -17,8 +17,8 @@ use axum::{Json, Router};
 use serde_json::{Map, Value as Json_, json};
 use subtle::ConstantTimeEq;
 use walshard_contract::{
-    ApiError, Ident, Quorum, ReplicaRef, RequestError, Row, STATUS_SUCCESS, Schema, ShardSpec,
-    duplicate_message,
+    ApiError, ErrorCode, Ident, Quorum, ReplicaRef, RequestError, Row, STATUS_SUCCESS, Schema,
+    ShardSpec, duplicate_message,
 };
 
 use crate::agent::{Agent, AgentError};
@@ -45,59 +45,58 @@ fn at_position(lsn: u64, body: Json_) -> Response {
 impl From<ShardError> for ApiError {
     fn from(e: ShardError) -> Self {
         let message = e.to_string();
+        let code = match &e {
+            ShardError::NotAppliedYet { .. } => ErrorCode::NotCommitted,
+            ShardError::Halted { .. } => ErrorCode::Halted,
+            ShardError::ShuttingDown => ErrorCode::ShuttingDown,
+            ShardError::NotReady { .. } => ErrorCode::NotReady,
+            ShardError::NoQuorum { .. } => ErrorCode::NoMajority,
+            ShardError::Store(_) => ErrorCode::Unavailable,
+            ShardError::NotPrimary { .. } => ErrorCode::NotPrimary,
+            ShardError::Stale { .. } => ErrorCode::StaleEpoch,
+            ShardError::Mismatch { .. } => ErrorCode::LogMismatch,
+            ShardError::BadRequest(_) => ErrorCode::InvalidRequest,
+            ShardError::Behind { .. } => ErrorCode::ReplicaBehind,
+            ShardError::CatchingUp { .. } => ErrorCode::CatchingUp,
+            ShardError::DiskFull { .. } => ErrorCode::DiskFull,
+            _ => ErrorCode::Internal,
+        };
+        let err = ApiError::coded(code, message);
         match e {
-            ShardError::NotAppliedYet { .. }
-            | ShardError::Halted { .. }
-            | ShardError::ShuttingDown
-            | ShardError::NotReady { .. }
-            | ShardError::NoQuorum { .. }
-            | ShardError::Store(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message),
             ShardError::NotPrimary { primary, epoch, .. } => {
-                ApiError::new(StatusCode::MISDIRECTED_REQUEST, message)
-                    .with("primary", primary)
-                    .with("epoch", epoch)
+                err.with("primary", primary).with("epoch", epoch)
             }
-            ShardError::Stale { epoch, primary } => ApiError::new(StatusCode::CONFLICT, message)
-                .with("epoch", epoch)
-                .with("primary", primary),
+            ShardError::Stale { epoch, primary } => {
+                err.with("epoch", epoch).with("primary", primary)
+            }
             ShardError::Mismatch {
                 last_lsn,
                 last_epoch,
-            } => ApiError::new(StatusCode::PRECONDITION_FAILED, message)
+            } => err
                 .with("last_lsn", last_lsn)
                 .with("last_epoch", last_epoch),
             ShardError::Behind {
                 applied, wanted, ..
-            } => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message)
-                .with("code", "replica-behind")
-                .with("applied_lsn", applied)
-                .with("wanted_lsn", wanted),
-            ShardError::CatchingUp { .. } => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, message).with("code", "catching-up")
-            }
+            } => err.with("applied_lsn", applied).with("wanted_lsn", wanted),
             ShardError::DiskFull { server, shard, .. } => {
-                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, message)
-                    .with("code", "disk-full")
-                    .with("server", server)
-                    .with("shard", shard)
+                err.with("server", server).with("shard", shard)
             }
-            ShardError::BadRequest(_) => ApiError::new(StatusCode::BAD_REQUEST, message),
-            _ => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message),
+            _ => err,
         }
     }
 }
 
 impl From<AgentError> for ApiError {
     fn from(e: AgentError) -> Self {
-        let status = match e {
-            AgentError::SchemaMismatch | AgentError::RangeMismatch(_) => StatusCode::CONFLICT,
-            AgentError::Layout(_) => StatusCode::BAD_REQUEST,
+        let code = match e {
+            AgentError::SchemaMismatch | AgentError::RangeMismatch(_) => ErrorCode::Conflict,
+            AgentError::Layout(_) => ErrorCode::InvalidRequest,
             AgentError::Shard(ShardError::Store(_)) | AgentError::Store(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
+                ErrorCode::Unavailable
             }
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => ErrorCode::Internal,
         };
-        ApiError::new(status, e.to_string())
+        ApiError::coded(code, e.to_string())
     }
 }
 
@@ -246,8 +245,8 @@ async fn config(
 /// The schema and the named shard, or 400 (not configured) / 404 (unknown shard).
 async fn target(agent: &Agent, id: &Ident) -> Result<(Schema, Arc<Shard>), ApiError> {
     let schema = agent.schema().await.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
+        ApiError::coded(
+            ErrorCode::NotConfigured,
             "this server is not configured yet: POST /config first",
         )
     })?;

@@ -17,6 +17,8 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 use walshard_contract::{Ident, Quorum, ReplicaRef};
+use walshard_replica::back_up;
+pub use walshard_replica::quorum_commit;
 
 use crate::metrics::Metrics;
 use crate::shard::Shard;
@@ -39,17 +41,6 @@ pub const H_PRIMARY: &str = "x-walshard-primary";
 pub const H_PREV_LSN: &str = "x-walshard-prev-lsn";
 pub const H_PREV_EPOCH: &str = "x-walshard-prev-epoch";
 pub const H_COMMIT: &str = "x-walshard-commit-lsn";
-
-/// The commit point given the LSNs each replica holds durably (the primary's own included):
-/// the quorum-th highest, if it is at or after the first entry of the primary's epoch.
-pub fn quorum_commit(mut held: Vec<Lsn>, quorum: usize, epoch_start: Lsn) -> Option<Lsn> {
-    if quorum == 0 || held.len() < quorum {
-        return None;
-    }
-    held.sort_unstable_by(|a, b| b.cmp(a));
-    let c = held[quorum - 1];
-    (c >= epoch_start).then_some(c)
-}
 
 /// An append as a secondary receives it.
 #[derive(Debug, Clone)]
@@ -138,7 +129,17 @@ impl Replication {
 
     /// Client writes are taken: the epoch's no-op is committed and no step-down is under way.
     pub fn accepting(&self) -> bool {
-        self.ready.load(Ordering::SeqCst) && !self.draining.load(Ordering::SeqCst)
+        self.is_ready() && !self.is_draining()
+    }
+
+    /// The no-op of this epoch is committed.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// A step-down is under way.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     pub fn mark_ready(&self) {
@@ -302,7 +303,7 @@ impl PeerTask {
                     }
                 }
                 Ok(Sent::Mismatch(peer_last)) => {
-                    let back = next.saturating_sub(1).min(peer_last + 1).max(1);
+                    let back = back_up(next, peer_last);
                     debug!(shard = %shard_id, peer = %self.peer.name, from = next, to = back, "log mismatch, backing up");
                     next = back;
                 }

@@ -17,7 +17,15 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 use walshard_contract::{Ident, Quorum, ReplicaRef, ShardSpec};
+use walshard_replica::primary::{compactable_through, needs_snapshot};
+use walshard_replica::{
+    Append, EntryId, LogFacts, NotWritable, Refusal, Replica, WriteCheck, admit_write,
+    append_lookups, plan_append, step_down_done,
+};
 
+mod effects;
+
+use self::effects::EffectData;
 use crate::disk_guard::{DiskFull, DiskGuard};
 use crate::metrics::Metrics;
 use crate::ops::{Op, Outcome};
@@ -129,13 +137,7 @@ fn hint(primary: &Option<String>, epoch: Epoch) -> String {
 }
 
 /// A replica's role in its shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Primary,
-    Secondary,
-    Fenced,
-}
+pub use walshard_replica::Role;
 
 /// What the write path and `/status` need, readable without waiting.
 #[derive(Clone)]
@@ -147,9 +149,10 @@ struct RoleView {
     replication: Option<Arc<Replication>>,
 }
 
-/// Role changes and appends, serialised.
+/// Role changes and appends, serialised: the replica's rule state (walshard_replica), whose
+/// promise is the one persisted in `epoch.json`.
 struct Control {
-    promised: EpochState,
+    node: Replica,
 }
 
 /// The shard's state as `/status` reports it.
@@ -268,14 +271,12 @@ impl Shard {
             });
         }
         let epoch_file = dir.join("epoch.json");
-        let mut promised: EpochState = load_json(&epoch_file)?.unwrap_or(EpochState {
+        let promised: EpochState = load_json(&epoch_file)?.unwrap_or(EpochState {
             epoch: if ctx.standalone { initial_epoch } else { 0 },
             primary: None,
         });
-        if ctx.standalone {
-            promised.epoch = promised.epoch.max(1);
-            promised.primary = Some(ctx.server_name.clone());
-        }
+        let node = Replica::restart(&ctx.server_name, promised, ctx.standalone);
+        let promised = node.promise.clone();
         save_json(&epoch_file, &promised)?;
         info!(
             shard,
@@ -298,7 +299,7 @@ impl Shard {
                 primary: promised.primary.clone(),
                 replication: None,
             }),
-            control: tokio::sync::Mutex::new(Control { promised }),
+            control: tokio::sync::Mutex::new(Control { node }),
             commit: watch::Sender::new(applied),
             applied: watch::Sender::new(applied),
             waiters: Mutex::new(HashMap::new()),
@@ -309,16 +310,9 @@ impl Shard {
         });
         {
             let c = this.control.lock().await;
-            if this.ctx.standalone {
-                this.install_primary(&c, 0, Quorum::Majority, Vec::new());
-            } else if c
-                .promised
-                .primary
-                .as_ref()
-                .is_some_and(|p| *p != this.ctx.server_name)
-            {
-                // A former primary never resumes by itself: it stays fenced until elected.
-                this.set_view(Role::Secondary, &c.promised);
+            match c.node.role {
+                Role::Primary => this.install_primary(&c, 0, Quorum::Majority, Vec::new()),
+                role => this.set_view(role, &c.node.promise),
             }
         }
         while this.apply_step().await? {}
@@ -427,31 +421,32 @@ impl Shard {
     /// Checks that this replica may take a client write now; returns the epoch to log it in.
     fn writable_epoch(&self, repl: Option<&Replication>) -> Result<Epoch, ShardError> {
         let v = self.view();
+        let own = v.replication.as_deref();
+        let check = WriteCheck {
+            role: v.role,
+            ready: own.is_some_and(Replication::is_ready),
+            draining: own.is_some_and(Replication::is_draining),
+            reachable: repl.map_or(1, |r| r.reachable(PEER_SILENCE) + 1),
+            quorum: repl.map_or(1, |r| r.quorum),
+        };
         let shard = self.table.shard.to_string();
-        if v.role != Role::Primary {
-            return Err(ShardError::NotPrimary {
+        match admit_write(check) {
+            Ok(()) => Ok(v.epoch),
+            Err(NotWritable::NotPrimary) => Err(ShardError::NotPrimary {
                 shard,
                 primary: v.primary,
                 epoch: v.epoch,
-            });
-        }
-        if !v.replication.as_ref().is_some_and(|r| r.accepting()) {
-            return Err(ShardError::NotReady {
+            }),
+            Err(NotWritable::NotReady) => Err(ShardError::NotReady {
                 shard,
                 epoch: v.epoch,
-            });
+            }),
+            Err(NotWritable::NoQuorum { reachable, needed }) => Err(ShardError::NoQuorum {
+                shard,
+                reachable,
+                needed,
+            }),
         }
-        if let Some(r) = repl {
-            let reachable = r.reachable(PEER_SILENCE) + 1;
-            if reachable < r.quorum {
-                return Err(ShardError::NoQuorum {
-                    shard,
-                    reachable,
-                    needed: r.quorum,
-                });
-            }
-        }
-        Ok(v.epoch)
     }
 
     fn current_replication(&self) -> Option<Arc<Replication>> {
@@ -593,14 +588,7 @@ impl Shard {
     /// A primary's read-index confirmation reaching this replica: fine if we still follow it.
     pub async fn confirm_primary(&self, epoch: Epoch, primary: &str) -> Result<(), ShardError> {
         let c = self.control.lock().await;
-        if c.promised.epoch == epoch && c.promised.primary.as_deref() == Some(primary) {
-            Ok(())
-        } else {
-            Err(ShardError::Stale {
-                epoch: c.promised.epoch,
-                primary: c.promised.primary.clone(),
-            })
-        }
+        c.node.confirm(epoch, primary).map_err(|r| self.refused(r))
     }
 
     // ---- elections -----------------------------------------------------------------------
@@ -612,23 +600,10 @@ impl Shard {
 
     /// Promise `epoch` (docs/replication.md, fence): from now on nothing from an older epoch is
     /// accepted. A primary stops being one. Answers the last entry for the elector.
-    pub async fn fence(&self, epoch: Epoch) -> Result<FenceAnswer, ShardError> {
+    pub async fn fence(self: &Arc<Self>, epoch: Epoch) -> Result<FenceAnswer, ShardError> {
         let mut c = self.control.lock().await;
-        let allowed =
-            epoch > c.promised.epoch || (epoch == c.promised.epoch && c.promised.primary.is_none());
-        if !allowed {
-            return Err(ShardError::Stale {
-                epoch: c.promised.epoch,
-                primary: c.promised.primary.clone(),
-            });
-        }
-        let promised = EpochState {
-            epoch,
-            primary: None,
-        };
-        self.persist(&promised)?;
-        c.promised = promised;
-        self.set_view(Role::Fenced, &c.promised);
+        let ready = c.node.fence(epoch).map_err(|r| self.refused(r))?;
+        self.take(&mut c, ready, &mut EffectData::default()).await?;
         let (last_epoch, last_lsn) = self.wal.last();
         info!(shard = %self.id(), epoch, last_epoch, last_lsn, "fenced");
         Ok(FenceAnswer {
@@ -639,21 +614,14 @@ impl Shard {
     }
 
     /// A peer told us of a higher epoch: stop acting as primary and promise it.
-    pub async fn observe_epoch(&self, epoch: Epoch) {
+    pub async fn observe_epoch(self: &Arc<Self>, epoch: Epoch) {
         let mut c = self.control.lock().await;
-        if epoch <= c.promised.epoch {
+        let Some(ready) = c.node.observe_epoch(epoch) else {
             return;
-        }
-        let promised = EpochState {
-            epoch,
-            primary: None,
         };
-        if let Err(e) = self.persist(&promised) {
+        if let Err(e) = self.take(&mut c, ready, &mut EffectData::default()).await {
             warn!(shard = %self.id(), error = %e, "cannot persist a higher epoch");
-            return;
         }
-        c.promised = promised;
-        self.set_view(Role::Fenced, &c.promised);
     }
 
     /// Become primary of `epoch` (fenced at exactly `epoch` first): commit a no-op in it, then
@@ -670,24 +638,14 @@ impl Shard {
         }
         let noop_lsn = {
             let mut c = self.control.lock().await;
-            if c.promised.epoch != epoch || c.promised.primary.is_some() {
-                return Err(ShardError::Stale {
-                    epoch: c.promised.epoch,
-                    primary: c.promised.primary.clone(),
-                });
-            }
-            let promised = EpochState {
-                epoch,
-                primary: Some(self.ctx.server_name.clone()),
+            let ready = c.node.promote(epoch).map_err(|r| self.refused(r))?;
+            let mut data = EffectData {
+                peers,
+                quorum,
+                ..EffectData::default()
             };
-            self.persist(&promised)?;
-            c.promised = promised;
-            let noop = self
-                .wal
-                .propose(epoch, OpId::default(), Op::Noop.encode()?)
-                .await?;
-            self.install_primary(&c, noop.lsn, quorum, peers);
-            noop.lsn
+            let noop = self.take(&mut c, ready, &mut data).await?;
+            noop.unwrap_or_else(|| self.wal.last().1)
         };
         info!(shard = %self.id(), epoch, noop_lsn, "promoted; waiting for the no-op to commit");
         let mut commit = self.commit.subscribe();
@@ -709,7 +667,8 @@ impl Shard {
         quorum: Quorum,
         peers: Vec<ReplicaRef>,
     ) {
-        let repl = Replication::new(c.promised.epoch, epoch_start, quorum, peers);
+        let promise = &c.node.promise;
+        let repl = Replication::new(promise.epoch, epoch_start, quorum, peers);
         {
             let mut v = match self.view.write() {
                 Ok(v) => v,
@@ -720,8 +679,8 @@ impl Shard {
             }
             *v = RoleView {
                 role: Role::Primary,
-                epoch: c.promised.epoch,
-                primary: c.promised.primary.clone(),
+                epoch: promise.epoch,
+                primary: promise.primary.clone(),
                 replication: Some(repl.clone()),
             };
         }
@@ -751,45 +710,36 @@ impl Shard {
         }
         let held = repl.held(self.wal.last().1);
         if let Some(c) = quorum_commit(held, repl.quorum, repl.epoch_start) {
-            self.commit.send_if_modified(|cur| {
-                let raise = c > *cur;
-                if raise {
-                    *cur = c;
-                }
-                raise
-            });
-            if c >= repl.epoch_start {
-                repl.mark_ready();
-            }
+            self.raise_commit(c);
+            repl.mark_ready();
         }
     }
 
     /// Planned switchover: stop taking writes and wait until `to` holds every entry.
     pub async fn step_down(self: &Arc<Self>, to: &str) -> Result<Lsn, ShardError> {
-        let v = self.view();
-        let Some(repl) = v.replication.clone().filter(|_| v.role == Role::Primary) else {
-            return Err(ShardError::NotPrimary {
-                shard: self.table.shard.to_string(),
-                primary: v.primary,
-                epoch: v.epoch,
-            });
+        let repl = {
+            let c = self.control.lock().await;
+            let v = self.view();
+            let repl = v.replication.filter(|_| v.role == Role::Primary);
+            let peers = repl
+                .iter()
+                .flat_map(|r| r.peers.iter().map(|p| p.name.as_str()));
+            c.node.step_down(peers, to).map_err(|r| self.refused(r))?;
+            repl
         };
-        if !repl.peers.iter().any(|p| p.name == to) {
-            return Err(ShardError::BadRequest(format!(
-                "{to} is not a replica of shard {}",
-                self.id()
-            )));
-        }
+        let Some(repl) = repl else {
+            return Err(self.refused(Refusal::NotPrimary {
+                epoch: self.view().epoch,
+                primary: self.view().primary,
+            }));
+        };
         repl.set_draining(true);
         let deadline = tokio::time::Instant::now() + APPLY_WAIT;
         loop {
             // Writes that passed the check before it flipped are still being logged.
-            if self.proposing.load(Ordering::SeqCst) > 0 {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                continue;
-            }
+            let in_flight = self.proposing.load(Ordering::SeqCst);
             let last = self.wal.last().1;
-            if repl.matched(to).is_some_and(|m| m >= last) {
+            if step_down_done(in_flight, repl.matched(to), last) {
                 info!(shard = %self.id(), to, last, "stepped down; target has every entry");
                 // The elector fences us next. If it never does (it died), take writes again.
                 let (shard, repl) = (self.clone(), repl.clone());
@@ -806,102 +756,87 @@ impl Shard {
                 repl.set_draining(false);
                 return Err(ShardError::NotAppliedYet { lsn: last });
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            let pause = if in_flight > 0 { 1 } else { 10 };
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     }
 
     // ---- secondaries ---------------------------------------------------------------------
 
-    /// Accepts `primary` as the sender for `epoch`, or refuses it as stale: a replica follows
-    /// one primary per epoch and nothing from an epoch below its promise (invariants 1, 2).
-    fn accept_primary(
-        &self,
+    /// Accepts `primary` as the sender for `epoch`, or refuses it as stale (the rule book's
+    /// `accept_primary`: one primary per epoch, nothing below the promise).
+    async fn accept_primary(
+        self: &Arc<Self>,
         c: &mut Control,
         epoch: Epoch,
         primary: &str,
     ) -> Result<(), ShardError> {
-        let p = &c.promised;
-        let stale = epoch < p.epoch
-            || (epoch == p.epoch && p.primary.as_deref().is_some_and(|x| x != primary));
-        if stale || primary == self.ctx.server_name {
-            return Err(ShardError::Stale {
-                epoch: p.epoch,
-                primary: p.primary.clone(),
-            });
-        }
-        if epoch > p.epoch || p.primary.is_none() {
-            let promised = EpochState {
-                epoch,
-                primary: Some(primary.to_owned()),
-            };
-            self.persist(&promised)?;
-            c.promised = promised;
-            self.set_view(Role::Secondary, &c.promised);
+        let ready = c
+            .node
+            .accept_primary(epoch, primary)
+            .map_err(|r| self.refused(r))?;
+        if !ready.effects.is_empty() {
             info!(shard = %self.id(), epoch, primary, "following");
         }
+        self.take(c, ready, &mut EffectData::default()).await?;
         Ok(())
     }
 
-    /// An append from a primary (docs/replication.md, write path 3). Returns the last LSN held.
-    pub async fn append(&self, req: AppendRequest) -> Result<Lsn, ShardError> {
+    /// An append from a primary (docs/replication.md, write path 3): the rule book plans it
+    /// (continuity, truncation, commit point) from the epochs it asks for; this executes the
+    /// plan. Returns the last LSN held.
+    pub async fn append(self: &Arc<Self>, req: AppendRequest) -> Result<Lsn, ShardError> {
         if let Some(e) = self.halted_error() {
             return Err(e);
         }
         let mut c = self.control.lock().await;
-        self.accept_primary(&mut c, req.epoch, &req.primary)?;
+        self.accept_primary(&mut c, req.epoch, &req.primary).await?;
 
-        let (last_epoch, last) = self.wal.last();
-        let mismatch = || ShardError::Mismatch {
-            last_lsn: last,
+        let (last_epoch, last_lsn) = self.wal.last();
+        let facts = LogFacts {
+            first_lsn: self.wal.first_lsn(),
             last_epoch,
+            last_lsn,
+            commit_floor: self.applied_lsn().max(self.commit_lsn()),
         };
-        if req.prev_lsn > last {
-            return Err(mismatch());
+        let ids: Vec<EntryId> = req
+            .entries
+            .iter()
+            .map(|e| EntryId {
+                epoch: e.epoch,
+                lsn: e.lsn,
+            })
+            .collect();
+        let append = Append {
+            prev_lsn: req.prev_lsn,
+            prev_epoch: req.prev_epoch,
+            commit_lsn: req.commit_lsn,
+            entries: &ids,
+        };
+        let mut ours = HashMap::new();
+        for lsn in append_lookups(&append, &facts) {
+            ours.insert(lsn, self.wal.epoch_at(lsn).await?);
         }
-        // Entries before our first retained one are applied, hence committed, hence the same.
-        if req.prev_lsn + 1 >= self.wal.first_lsn() {
-            let ours = self.wal.epoch_at(req.prev_lsn).await?;
-            if ours != Some(req.prev_epoch) {
-                return Err(ShardError::Mismatch {
-                    last_lsn: req.prev_lsn.saturating_sub(1),
-                    last_epoch,
-                });
-            }
-        }
-        let verified = req.prev_lsn + req.entries.len() as Lsn;
-        let mut fresh = Vec::with_capacity(req.entries.len());
-        let mut held = last;
-        for e in req.entries {
-            if e.lsn < self.wal.first_lsn() {
-                continue;
-            }
-            if e.lsn <= held {
-                if self.wal.epoch_at(e.lsn).await? == Some(e.epoch) {
-                    continue;
+        let plan =
+            plan_append(&append, &facts, |lsn| ours.get(&lsn).copied().flatten()).map_err(|r| {
+                match r {
+                    Refusal::Committed { .. } => {
+                        let reason = format!("primary {} of epoch {} {r}", req.primary, req.epoch);
+                        self.halt(reason.clone());
+                        ShardError::Halted {
+                            shard: self.table.shard.to_string(),
+                            reason,
+                        }
+                    }
+                    r => self.refused(r),
                 }
-                // A divergent, uncommitted tail: drop it (never anything applied or committed).
-                let floor = self.applied_lsn().max(self.commit_lsn());
-                if e.lsn <= floor {
-                    let reason = format!(
-                        "primary {} of epoch {} conflicts with committed entry {} (commit point {floor})",
-                        req.primary, req.epoch, e.lsn
-                    );
-                    self.halt(reason.clone());
-                    return Err(ShardError::Halted {
-                        shard: self.table.shard.to_string(),
-                        reason,
-                    });
-                }
-                warn!(shard = %self.id(), from = e.lsn, to = held, "truncating divergent uncommitted tail");
-                self.wal.truncate_after(e.lsn - 1).await?;
-                held = e.lsn - 1;
-            }
-            fresh.push(e);
-            held += 1;
-        }
-        if !fresh.is_empty() {
-            self.wal.append(fresh).await?;
-        }
+            })?;
+        let mut data = EffectData {
+            entries: req.entries,
+            ..EffectData::default()
+        };
+        let next = c.node.clone();
+        self.execute(&mut c, next, plan.effects, &mut data).await?;
         drop(c);
         self.ctx
             .metrics
@@ -909,14 +844,6 @@ impl Shard {
             .get_or_create(&Metrics::shard(self.table.shard.as_str()))
             .inc();
         self.reads.learn(req.commit_lsn);
-        let commit = req.commit_lsn.min(verified);
-        self.commit.send_if_modified(|cur| {
-            let raise = commit > *cur;
-            if raise {
-                *cur = commit;
-            }
-            raise
-        });
         Ok(self.wal.last().1)
     }
 
@@ -924,7 +851,7 @@ impl Shard {
     /// what the primary's WAL still holds): MySQL first, then the WAL restarts after the
     /// snapshot's LSN; the primary streams the rest.
     pub async fn install_snapshot(
-        &self,
+        self: &Arc<Self>,
         epoch: Epoch,
         primary: &str,
         snap: Snapshot,
@@ -933,20 +860,14 @@ impl Shard {
             return Err(e);
         }
         let mut c = self.control.lock().await;
-        self.accept_primary(&mut c, epoch, primary)?;
+        self.accept_primary(&mut c, epoch, primary).await?;
         // Mid-install the table is no committed prefix: no reads until an install completes.
         self.reads.installing(true);
         self.store.install_snapshot(&self.table, &snap).await?;
         self.wal.reset(snap.epoch, snap.lsn).await?;
         self.applied.send_replace(snap.lsn);
         self.reads.installing(false);
-        self.commit.send_if_modified(|cur| {
-            let raise = snap.lsn > *cur;
-            if raise {
-                *cur = snap.lsn;
-            }
-            raise
-        });
+        self.raise_commit(snap.lsn);
         self.ctx
             .metrics
             .snapshots_installed
@@ -960,14 +881,10 @@ impl Shard {
     /// that every secondary holds, unless a secondary lags more than `retain_entries` behind
     /// (it will get a snapshot instead).
     async fn compact(&self) {
-        let applied = self.applied_lsn();
-        let through = match self.current_replication() {
-            Some(r) => applied.min(
-                r.min_held(self.wal.last().1)
-                    .max(applied.saturating_sub(self.ctx.retain_entries)),
-            ),
-            None => applied,
-        };
+        let held = self
+            .current_replication()
+            .map(|r| r.min_held(self.wal.last().1));
+        let through = compactable_through(self.applied_lsn(), held, self.ctx.retain_entries);
         match self.wal.compact_through(through).await {
             Ok(0) => {}
             Ok(n) => debug!(shard = %self.id(), through, segments = n, "compacted WAL"),
@@ -977,8 +894,12 @@ impl Shard {
 
     /// Whether a secondary at `next` is better served by a snapshot than by the WAL.
     pub fn needs_snapshot(&self, next: Lsn) -> bool {
-        next < self.wal.first_lsn()
-            || next.saturating_add(self.ctx.retain_entries) < self.applied_lsn()
+        needs_snapshot(
+            next,
+            self.wal.first_lsn(),
+            self.applied_lsn(),
+            self.ctx.retain_entries,
+        )
     }
 
     // ---- applying ------------------------------------------------------------------------

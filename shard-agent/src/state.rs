@@ -98,14 +98,8 @@ pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T
     }
 }
 
-/// What a replica has promised, persisted before it acts on it (fencing depends on it).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EpochState {
-    /// Highest epoch promised; never decreases.
-    pub epoch: Epoch,
-    /// The primary accepted for `epoch`, once one is.
-    pub primary: Option<String>,
-}
+/// What a replica has promised (`shards/<id>/epoch.json`), persisted before it acts on it.
+pub use walshard_replica::Promise as EpochState;
 
 #[cfg(test)]
 mod tests {

@@ -524,6 +524,7 @@ async fn losing_secondaries_then_the_majority_then_recovering() {
             .is_some_and(|m| m.contains("no majority")),
         "{v}"
     );
+    assert_eq!(v["code"], "no-majority", "{v}");
     let (code, _) = c
         .post(
             "/read",

@@ -280,6 +280,7 @@ async fn without_a_majority_writes_are_refused_and_eventual_reads_served() {
             .is_some_and(|m| m.contains("no majority")),
         "{v}"
     );
+    assert_eq!(v["code"], "no-majority", "{v}");
     assert!(started.elapsed() < Duration::from_secs(5));
     let (code, v) = c
         .client(p)

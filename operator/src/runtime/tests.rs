@@ -175,7 +175,10 @@ async fn dead_primary_is_replaced_by_the_secondary_with_the_longest_log() {
     h.ticks(2).await;
     assert_eq!(h.primary("sh1"), Some(("S1".into(), 2)));
     assert_eq!(h.write("sh1", None), Some(true));
-    assert_eq!(h.sim().replica("S0", "sh1").unwrap().role, Role::Secondary);
+    assert_eq!(
+        h.sim().replica("S0", "sh1").unwrap().role(),
+        Role::Secondary
+    );
     h.assert_safe();
 }
 
@@ -219,7 +222,7 @@ async fn primary_cut_off_from_the_control_plane_is_deposed() {
     // S0 kept running; the new primary's appends reached it and made it a secondary.
     assert_eq!(h.sim().write("sh1", "S0", None), None);
     assert_eq!(
-        h.sim().replica("S0", "sh1").unwrap().primary.as_deref(),
+        h.sim().replica("S0", "sh1").unwrap().primary(),
         Some(new.as_str())
     );
     assert_eq!(h.write("sh1", None), Some(true));
@@ -699,6 +702,43 @@ fn error_answers_are_classified() {
     assert!(matches!(
         error_answer(StatusCode::CONFLICT, br#"{"message":"x"}"#),
         ApiError::Status { status: 409, .. }
+    ));
+}
+
+#[test]
+fn error_answers_are_classified_by_their_code() {
+    // The code decides, whatever the status says.
+    assert_eq!(
+        error_answer(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"message":"m","status":"failure","code":"no-majority"}"#
+        ),
+        ApiError::Unavailable("m".into())
+    );
+    assert!(matches!(
+        error_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            br#"{"message":"m","status":"failure","code":"invalid-request"}"#
+        ),
+        ApiError::Status { status: 503, .. }
+    ));
+    assert_eq!(
+        error_answer(
+            StatusCode::CONFLICT,
+            br#"{"message":"m","status":"failure","code":"stale-epoch","epoch":4,"primary":null}"#
+        ),
+        ApiError::Conflict {
+            epoch: 4,
+            primary: None,
+            message: "m".into()
+        }
+    );
+    assert!(matches!(
+        error_answer(
+            StatusCode::from_u16(507).unwrap(),
+            br#"{"message":"full","status":"failure","code":"disk-full"}"#
+        ),
+        ApiError::Status { status: 507, .. }
     ));
 }
 

@@ -44,20 +44,22 @@ fn failure(e: ApiError) -> Answer {
         } => (
             StatusCode::CONFLICT,
             Json(
-                json!({"message": message, "status": "failure", "epoch": epoch, "primary": primary}),
+                json!({"message": message, "status": "failure", "code": "stale-epoch", "epoch": epoch, "primary": primary}),
             ),
         ),
         ApiError::Status { status, message } => (
             StatusCode::from_u16(status).unwrap(),
-            Json(json!({"message": message, "status": "failure"})),
+            Json(
+                json!({"message": message, "status": "failure", "code": walshard_contract::ErrorCode::from_status(status)}),
+            ),
         ),
         ApiError::Unavailable(m) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"message": m, "status": "failure"})),
+            Json(json!({"message": m, "status": "failure", "code": "not-ready"})),
         ),
         other => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"message": other.to_string(), "status": "failure"})),
+            Json(json!({"message": other.to_string(), "status": "failure", "code": "unavailable"})),
         ),
     }
 }
@@ -69,7 +71,7 @@ fn authorized(headers: &HeaderMap) -> bool {
 fn unauthorized() -> Answer {
     (
         StatusCode::UNAUTHORIZED,
-        Json(json!({"message": "token", "status": "failure"})),
+        Json(json!({"message": "token", "status": "failure", "code": "unauthorized"})),
     )
 }
 
