@@ -167,3 +167,68 @@ fn session_reads_see_every_acknowledged_change_through_one_and_two_routers() {
     );
     assert_eq!(misses, 0);
 }
+
+/// Figures, printed and never asserted: replica staleness (a write acknowledged → visible on each
+/// replica, polled with eventual reads of that server) and the cost of a read at each level.
+#[test]
+fn staleness_and_the_cost_of_each_read_level() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let up = Up::start(&tmp.path().join("fleet"), Some(SEED_DEFAULT));
+    up.wait_primaries(Duration::from_secs(30));
+    let status = up.ok("GET", "/status", None);
+    let holders: Vec<String> = status["servers"]
+        .as_object()
+        .expect("servers")
+        .iter()
+        .filter(|(_, held)| held.as_array().is_some_and(|h| h.contains(&json!("sh1"))))
+        .map(|(s, _)| s.clone())
+        .collect();
+    let mut staleness: Vec<f64> = Vec::new();
+    for k in 0..40 {
+        let row = json!({"Stud_id": k, "Stud_name": "s", "Stud_marks": "1"});
+        up.ok("POST", "/write", Some(json!({"data": [row]})));
+        let acked = std::time::Instant::now();
+        for server in &holders {
+            let deadline = acked + Duration::from_secs(10);
+            loop {
+                let v = up.ok("GET", &format!("/read/{server}?consistency=eventual"), None);
+                if v["sh1"]
+                    .as_array()
+                    .is_some_and(|rows| rows.iter().any(|r| r["Stud_id"] == k))
+                {
+                    staleness.push(acked.elapsed().as_secs_f64() * 1000.0);
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{server} never showed {k}"
+                );
+            }
+        }
+    }
+    staleness.sort_by(f64::total_cmp);
+    let pct = |p: usize| staleness[(staleness.len() - 1) * p / 100];
+    println!(
+        "replica staleness (ack → visible, {} samples, includes one /read/<server> round trip): p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms",
+        staleness.len(),
+        pct(50),
+        pct(90),
+        pct(100)
+    );
+    for level in ["eventual", "session", "strong"] {
+        let started = std::time::Instant::now();
+        let n = 200;
+        for i in 0..n {
+            let k = i % 40;
+            up.ok(
+                "POST",
+                "/read",
+                Some(json!({"Stud_id": {"low": k, "high": k}, "consistency": level})),
+            );
+        }
+        println!(
+            "{level} read: {:.2} ms mean over {n} sequential single-key reads",
+            started.elapsed().as_secs_f64() * 1000.0 / f64::from(n)
+        );
+    }
+}

@@ -711,6 +711,9 @@ impl Shard {
         let held = repl.held(self.wal.last().1);
         if let Some(c) = quorum_commit(held, repl.quorum, repl.epoch_start) {
             self.raise_commit(c);
+            // A primary knows its own commit point: its state stays readable if it later loses
+            // its majority (it then serves eventual reads of what it applied).
+            self.reads.learn(c);
             repl.mark_ready();
         }
     }
