@@ -17,6 +17,7 @@
 
 pub mod rules;
 mod status;
+pub mod transition;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -110,7 +111,8 @@ pub struct ShardedDatabaseSpec {
     #[x_kube(
         validation = kube::core::Rule::new(rules::DTYPES_LENGTH.rule).message(rules::DTYPES_LENGTH.message),
         validation = kube::core::Rule::new(rules::KEY_NUMBER.rule).message(rules::KEY_NUMBER.message),
-        validation = kube::core::Rule::new(rules::COLUMNS_UNIQUE.rule).message(rules::COLUMNS_UNIQUE.message)
+        validation = kube::core::Rule::new(rules::COLUMNS_UNIQUE.rule).message(rules::COLUMNS_UNIQUE.message),
+        validation = kube::core::Rule::new(transition::SCHEMA_FIXED.rule).message(transition::SCHEMA_FIXED.message)
     )]
     pub schema: Schema,
     /// The shards: `count` equal ranges of `size` keys from `low`, or an explicit `list`.
@@ -146,8 +148,9 @@ fn default_replicas() -> i32 {
 }
 
 /// The database engine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new(transition::FLAVOR_FIXED.rule).message(transition::FLAVOR_FIXED.message))]
 pub struct EngineSpec {
     /// The MySQL or MariaDB container image.
     #[serde(default = "default_image")]
@@ -295,8 +298,12 @@ impl ServersSpec {
 }
 
 /// The PersistentVolumeClaim of every server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = kube::core::Rule::new(transition::STORAGE_GROWS.rule).message(transition::STORAGE_GROWS.message),
+    validation = kube::core::Rule::new(transition::STORAGE_CLASS_FIXED.rule).message(transition::STORAGE_CLASS_FIXED.message)
+)]
 pub struct StorageSpec {
     /// Requested size: a positive quantity such as `10Gi`.
     #[serde(default = "default_storage_size")]

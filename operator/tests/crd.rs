@@ -10,6 +10,7 @@ use kube::CustomResourceExt;
 use kube::core::cel::{ScopeContext, Validator, WarningKind, analyze_rule, apply_defaults};
 use serde_json::{Value as Json, json};
 use walshard_operator::spec::rules::CEL_RULES;
+use walshard_operator::spec::transition::TRANSITION_RULES;
 use walshard_operator::spec::{ShardedDatabase, crd_yaml};
 
 const CRD_FILE: &str = "crds/shardeddatabases.walshard.io.yaml";
@@ -459,7 +460,7 @@ fn every_cel_rule_is_in_the_crd_compiles_and_is_bounded() {
     let schema = open_api_schema();
     let mut found = Vec::new();
     collect_rules(&schema, "", &mut found);
-    for cel in CEL_RULES {
+    for cel in CEL_RULES.iter().chain(&TRANSITION_RULES) {
         let (at, node) = found
             .iter()
             .find(|(_, rule, _)| rule == cel.rule)
@@ -485,7 +486,11 @@ fn every_cel_rule_is_in_the_crd_compiles_and_is_bounded() {
             .collect();
         assert!(warnings.is_empty(), "{}: {warnings:?}", cel.rule);
     }
-    assert_eq!(found.len(), CEL_RULES.len(), "rules in the CRD: {found:?}");
+    assert_eq!(
+        found.len(),
+        CEL_RULES.len() + TRANSITION_RULES.len(),
+        "rules in the CRD: {found:?}"
+    );
 }
 
 /// `(path, rule, schema node)` of every `x-kubernetes-validations` rule.

@@ -275,29 +275,20 @@ fn one_stateful_set_per_server_with_its_name_in_env() {
         assert_eq!(env["WALSHARD_CONTROLLED"], "true");
         assert_eq!(env["WALSHARD_LISTEN"], "0.0.0.0:5001");
         assert_eq!(env["WALSHARD_DATA_DIR"], "/data/agent");
+        assert_eq!(env["WALSHARD_MYSQL_HOST"], "127.0.0.1");
+        assert_eq!(env["WALSHARD_MYSQL_PORT"], "3306");
+        assert_eq!(env["WALSHARD_MYSQL_USER"], "root");
         assert_eq!(
-            env["WALSHARD_MYSQL_URL"],
-            "mysql://root:$(MYSQL_PASSWORD)@127.0.0.1:3306"
-        );
-        assert_eq!(
-            env["MYSQL_PASSWORD"],
+            env["WALSHARD_MYSQL_PASSWORD"],
             secret_ref("studt-credentials", "mysql-password")
+        );
+        assert!(
+            !env.contains_key("WALSHARD_MYSQL_URL"),
+            "no password in a URL"
         );
         assert_eq!(
             env["WALSHARD_TOKEN"],
             secret_ref("studt-credentials", "token")
-        );
-        let agent = container(sts_pod(&sts), "agent");
-        let names: Vec<&str> = agent["env"]
-            .as_array()
-            .expect("env")
-            .iter()
-            .filter_map(|e| e["name"].as_str())
-            .collect();
-        let position = |n: &str| names.iter().position(|x| *x == n).expect(n);
-        assert!(
-            position("MYSQL_PASSWORD") < position("WALSHARD_MYSQL_URL"),
-            "$(MYSQL_PASSWORD) expands only variables declared before it"
         );
     }
 }
@@ -446,7 +437,10 @@ fn credentials_refs_replace_the_generated_keys() {
         secret_ref("db-root", "password")
     );
     let agent = env_of(container(sts_pod(&sts), "agent"));
-    assert_eq!(agent["MYSQL_PASSWORD"], secret_ref("db-root", "password"));
+    assert_eq!(
+        agent["WALSHARD_MYSQL_PASSWORD"],
+        secret_ref("db-root", "password")
+    );
     assert_eq!(
         agent["WALSHARD_TOKEN"],
         secret_ref("studt-credentials", "token")

@@ -11,6 +11,7 @@ use walshard_contract::process::{LogFormat, init_tracing, shutdown_signal};
 
 use crate::agent::{Agent, AgentConfig};
 use crate::api;
+use crate::mysql::{EndpointError, MySqlEndpoint};
 use crate::wal::{FsyncPolicy, WalOptions};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -28,9 +29,26 @@ pub struct Args {
     /// Address and port to listen on.
     #[arg(long, env = "WALSHARD_LISTEN", default_value = "127.0.0.1:5001")]
     pub listen: SocketAddr,
-    /// MySQL server URL, e.g. mysql://root@127.0.0.1:3306 (the agent creates its database).
+    /// MySQL server as a URL, e.g. mysql://root@127.0.0.1:3306 (the local fleet's form; the
+    /// agent creates its database). Excludes --mysql-host/-port/-user/-socket; prefer those and
+    /// --mysql-password when the password comes from a Secret.
     #[arg(long, env = "WALSHARD_MYSQL_URL")]
-    pub mysql_url: String,
+    pub mysql_url: Option<String>,
+    /// MySQL host (default 127.0.0.1).
+    #[arg(long, env = "WALSHARD_MYSQL_HOST")]
+    pub mysql_host: Option<String>,
+    /// MySQL port (default 3306).
+    #[arg(long, env = "WALSHARD_MYSQL_PORT")]
+    pub mysql_port: Option<u16>,
+    /// MySQL Unix socket, instead of TCP.
+    #[arg(long, env = "WALSHARD_MYSQL_SOCKET")]
+    pub mysql_socket: Option<PathBuf>,
+    /// MySQL user (default root).
+    #[arg(long, env = "WALSHARD_MYSQL_USER")]
+    pub mysql_user: Option<String>,
+    /// MySQL password, taken verbatim (any characters); replaces one in --mysql-url.
+    #[arg(long, env = "WALSHARD_MYSQL_PASSWORD", hide_env_values = true)]
+    pub mysql_password: Option<String>,
     /// Directory for the WAL and local state.
     #[arg(long, env = "WALSHARD_DATA_DIR")]
     pub data_dir: PathBuf,
@@ -67,6 +85,35 @@ pub struct Args {
     pub log_format: LogFormat,
 }
 
+impl Args {
+    /// The MySQL endpoint: from --mysql-url, or from its parts with their defaults; the
+    /// password from --mysql-password when given.
+    pub fn mysql_endpoint(&self) -> Result<MySqlEndpoint, EndpointError> {
+        let parts_given = self.mysql_host.is_some()
+            || self.mysql_port.is_some()
+            || self.mysql_socket.is_some()
+            || self.mysql_user.is_some();
+        let mut endpoint = match &self.mysql_url {
+            Some(_) if parts_given => return Err(EndpointError::UrlAndParts),
+            Some(url) => MySqlEndpoint::from_url(url)?,
+            None => {
+                let d = MySqlEndpoint::default();
+                MySqlEndpoint {
+                    host: self.mysql_host.clone().unwrap_or(d.host),
+                    port: self.mysql_port.unwrap_or(d.port),
+                    socket: self.mysql_socket.clone(),
+                    user: self.mysql_user.clone().unwrap_or(d.user),
+                    password: None,
+                }
+            }
+        };
+        if let Some(password) = &self.mysql_password {
+            endpoint.password = Some(password.clone());
+        }
+        Ok(endpoint)
+    }
+}
+
 /// Runs the agent until SIGTERM or SIGINT.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     init_tracing(args.log_format, "info,sqlx=warn");
@@ -83,7 +130,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let agent = Agent::open(AgentConfig {
         server_name: args.server_name.clone(),
-        mysql_url: args.mysql_url.clone(),
+        mysql: args.mysql_endpoint()?,
         data_dir: args.data_dir.clone(),
         wal,
         mysql_pool_size: args.mysql_pool,

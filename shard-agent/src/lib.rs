@@ -2,6 +2,7 @@
 //! and serves the seed's server API.
 //!
 //! - [`wal`]: the per-shard log (segments, CRC-framed records, group commit, recovery).
+//! - [`mysql`]: the MySQL endpoint (host, port, user, password) and its connect options.
 //! - [`store`]: the MySQL tables and the transactional apply of WAL entries.
 //! - [`shard`]: one shard's roles (primary, secondary, fenced), write path and applier.
 //! - [`replication`]: the primary's streams to its secondaries and the quorum commit point.
@@ -13,6 +14,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod metrics;
+pub mod mysql;
 pub mod ops;
 pub mod replication;
 pub mod requests;

@@ -21,6 +21,7 @@
 //! Deletion: the finalizer stops the control plane ([`Fleet::remove`]), deletes the data claims
 //! when `retention.whenDeleted` is `Delete`, and lets owner references remove the rest.
 
+pub mod apply;
 mod metrics;
 pub mod status;
 
@@ -50,7 +51,6 @@ use kube::runtime::finalizer::{self, Event as Finalized, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -59,7 +59,7 @@ pub use metrics::{DatabaseLabels, ErrorLabels, ReconcileMetrics};
 use status::{Observation, OwnedStatus, RouterState, ServerState, reason};
 
 use super::names;
-use super::objects::{self, Desired, GeneratedSecrets, Images, ObjectsError};
+use super::objects::{self, GeneratedSecrets, Images, ObjectsError};
 use crate::runtime::Topology;
 use crate::spec::{API_VERSION, KIND, Retention, ShardedDatabase};
 
@@ -430,7 +430,8 @@ async fn apply<F: Fleet>(db: &ShardedDatabase, ctx: &Context<F>) -> Result<Actio
         .filter(|s| owned_by(s, db))
         .collect();
 
-    let applied = apply_all(ctx, &namespace, &desired).await?;
+    let applied = apply::apply_all(ctx, &namespace, &desired, &existing).await?;
+    report_apply(ctx, db, &applied).await;
     let new_servers: Vec<String> = applied
         .stateful_sets
         .iter()
@@ -472,6 +473,8 @@ async fn apply<F: Fleet>(db: &ShardedDatabase, ctx: &Context<F>) -> Result<Actio
         router: router_state(&applied.deployments, &name),
         topology: ctx.fleet.topology(&namespace, &name),
         control_error,
+        apply_failures: applied.failures.clone(),
+        recreating: applied.recreating.clone(),
         ..Observation::default()
     };
     let desired_sets: BTreeSet<String> = desired
@@ -492,9 +495,13 @@ async fn apply<F: Fleet>(db: &ShardedDatabase, ctx: &Context<F>) -> Result<Actio
     write_status(ctx, db, &status).await?;
     ctx.metrics.set_ready(&namespace, &name, status.is_ready());
     Ok(Action::requeue(
-        if restarted || !observation.draining.is_empty() || !observation.drain_failures.is_empty() {
+        if restarted
+            || !observation.draining.is_empty()
+            || !observation.drain_failures.is_empty()
+            || !observation.recreating.is_empty()
+        {
             DRAIN_POLL
-        } else if observation.control_error.is_some() {
+        } else if observation.control_error.is_some() || !observation.apply_failures.is_empty() {
             CONTROL_RETRY
         } else if status.is_ready() {
             READY_POLL
@@ -642,11 +649,12 @@ async fn restart_one<F: Fleet>(
             .iter()
             .any(|s| s.server == server && s.ready)
     };
+    // Not a server whose StatefulSet is being recreated: its pod is orphaned for the moment.
     let outdated: Vec<String> = sets
         .iter()
-        .filter(|s| outdated(s))
+        .filter(|s| outdated(s) && s.metadata.deletion_timestamp.is_none())
         .map(server_of)
-        .filter(|server| !recent(server))
+        .filter(|server| !recent(server) && !observation.recreating.contains(server))
         .collect();
     let topology = observation.topology.as_ref();
     let leads = |server: &str| {
@@ -659,6 +667,7 @@ async fn restart_one<F: Fleet>(
     let settled = observation.servers.iter().all(|s| s.ready)
         && observation.draining.is_empty()
         && observation.drain_failures.is_empty()
+        && observation.recreating.is_empty()
         && topology.is_some_and(|t| observation.shards.iter().all(|id| t.primary(id).is_some()));
     let chosen = match outdated.iter().find(|server| !ready(server)) {
         Some(unready) => Some(unready.clone()),
@@ -825,58 +834,6 @@ async fn cluster_token<F: Fleet>(
     }))
 }
 
-/// The applied objects as the API server returned them (with their status).
-struct Applied {
-    stateful_sets: Vec<StatefulSet>,
-    deployments: Vec<Deployment>,
-}
-
-/// Server-side applies every desired object but the Secret, in dependency order.
-async fn apply_all<F: Fleet>(
-    ctx: &Context<F>,
-    namespace: &str,
-    desired: &Desired,
-) -> Result<Applied, ReconcileError> {
-    apply_each(ctx, namespace, &desired.service_accounts).await?;
-    apply_each(ctx, namespace, &desired.roles).await?;
-    apply_each(ctx, namespace, &desired.role_bindings).await?;
-    apply_each(ctx, namespace, &desired.config_maps).await?;
-    apply_each(ctx, namespace, &desired.services).await?;
-    let stateful_sets = apply_each(ctx, namespace, &desired.stateful_sets).await?;
-    let deployments = apply_each(ctx, namespace, &desired.deployments).await?;
-    apply_each(ctx, namespace, &desired.pdbs).await?;
-    Ok(Applied {
-        stateful_sets,
-        deployments,
-    })
-}
-
-async fn apply_each<F: Fleet, K>(
-    ctx: &Context<F>,
-    namespace: &str,
-    objects: &[K],
-) -> Result<Vec<K>, ReconcileError>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let mut applied = Vec::with_capacity(objects.len());
-    for object in objects {
-        let name = object.name_any();
-        let result = api
-            .patch(&name, &params, &Patch::Apply(object))
-            .await
-            .map_err(|e| ReconcileError::api("apply", &K::kind(&()), &name, e))?;
-        applied.push(result);
-    }
-    Ok(applied)
-}
-
 async fn delete_if_present<K>(
     api: &Api<K>,
     name: &str,
@@ -889,6 +846,48 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
         Err(e) => Err(ReconcileError::api("delete", &K::kind(&()), name, e)),
+    }
+}
+
+/// Events for what [`apply::apply_all`] did: one Warning `ApplyFailed` listing every refused
+/// object, one `ExpandingVolume` for claims resized and StatefulSets being recreated.
+async fn report_apply<F: Fleet>(ctx: &Context<F>, db: &ShardedDatabase, applied: &apply::Applied) {
+    if !applied.failures.is_empty() {
+        let failures: Vec<String> = applied
+            .failures
+            .iter()
+            .map(|(object, error)| format!("{object}: {error}"))
+            .collect();
+        publish(
+            ctx,
+            db,
+            None,
+            EventType::Warning,
+            reason::APPLY_FAILED,
+            "Apply",
+            failures.join("; "),
+        )
+        .await;
+    }
+    if !applied.expanded.is_empty() {
+        let resized: Vec<String> = applied
+            .expanded
+            .iter()
+            .map(|(server, from, to)| format!("{server} {from} -> {to}"))
+            .collect();
+        publish(
+            ctx,
+            db,
+            None,
+            EventType::Normal,
+            reason::EXPANDING_VOLUMES,
+            "ExpandVolume",
+            format!(
+                "claims resized ({}); their StatefulSets are recreated with the new claim template, pods kept",
+                resized.join(", ")
+            ),
+        )
+        .await;
     }
 }
 

@@ -315,11 +315,14 @@ fn agent_container(ctx: &Ctx<'_>, server: &str) -> Container {
         image_pull_policy: ctx.images.pull_policy.clone(),
         env: Some(vec![
             env("WALSHARD_LISTEN", format!("0.0.0.0:{AGENT_PORT}")),
-            // Declared before WALSHARD_MYSQL_URL, which expands it.
-            env_secret("MYSQL_PASSWORD", mysql_password_ref(ctx.db, credentials)),
-            env(
-                "WALSHARD_MYSQL_URL",
-                format!("mysql://root:$(MYSQL_PASSWORD)@127.0.0.1:{MYSQL_PORT}"),
+            // From parts: the password goes from the Secret to the agent verbatim, never
+            // through a URL (any character a Secret holds works).
+            env("WALSHARD_MYSQL_HOST", "127.0.0.1"),
+            env("WALSHARD_MYSQL_PORT", MYSQL_PORT.to_string()),
+            env("WALSHARD_MYSQL_USER", "root"),
+            env_secret(
+                "WALSHARD_MYSQL_PASSWORD",
+                mysql_password_ref(ctx.db, credentials),
             ),
             env("WALSHARD_DATA_DIR", AGENT_DATA_DIR),
             env("WALSHARD_SERVER_NAME", server),

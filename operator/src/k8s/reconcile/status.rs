@@ -43,6 +43,11 @@ pub mod reason {
     pub const DRAIN_FAILED: &str = "DrainFailed";
     /// Degraded: starting or reconfiguring the control plane failed (retried).
     pub const CONTROL_PLANE_ERROR: &str = "ControlPlaneError";
+    /// Degraded: the API server refused some desired object (see the message and the Event);
+    /// everything else was applied and the fleet is still run.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// Progressing: claims are being resized and their StatefulSets recreated.
+    pub const EXPANDING_VOLUMES: &str = "ExpandingVolumes";
     /// Degraded: a credentials Secret the spec names is missing or lacks its key.
     pub const CREDENTIALS_MISSING: &str = "CredentialsMissing";
 }
@@ -83,6 +88,10 @@ pub struct Observation {
     pub drain_failures: Vec<(String, String)>,
     /// The control plane could not be started or reconfigured.
     pub control_error: Option<String>,
+    /// `(object, error)` of every apply the API server refused.
+    pub apply_failures: Vec<(String, String)>,
+    /// Servers whose StatefulSet is being recreated for a new claim template.
+    pub recreating: Vec<String>,
 }
 
 /// The status fields the reconciler owns, server-side applied with its field manager.
@@ -198,6 +207,15 @@ pub fn verdicts(o: &Observation) -> Verdicts {
                 list_owned(&o.draining)
             ),
         )
+    } else if !o.recreating.is_empty() {
+        Verdict::new(
+            true,
+            reason::EXPANDING_VOLUMES,
+            format!(
+                "recreating the StatefulSets of {} with their new claim template (pods kept)",
+                list_owned(&o.recreating)
+            ),
+        )
     } else if !rolling.is_empty() || router_rolling {
         let mut parts = Vec::new();
         if !rolling.is_empty() {
@@ -224,7 +242,21 @@ pub fn verdicts(o: &Observation) -> Verdicts {
         Verdict::new(false, reason::RECONCILED, "the fleet matches the spec")
     };
 
-    let degraded = if !o.drain_failures.is_empty() {
+    let degraded = if !o.apply_failures.is_empty() {
+        let failures: Vec<String> = o
+            .apply_failures
+            .iter()
+            .map(|(object, error)| format!("{object}: {error}"))
+            .collect();
+        Verdict::new(
+            true,
+            reason::APPLY_FAILED,
+            format!(
+                "refused by the API server (retrying): {}",
+                failures.join("; ")
+            ),
+        )
+    } else if !o.drain_failures.is_empty() {
         let failures: Vec<String> = o
             .drain_failures
             .iter()
