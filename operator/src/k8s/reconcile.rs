@@ -74,6 +74,9 @@ pub const GENERATED_SECRET_LEN: usize = 32;
 
 /// Requeue while a removed server is draining.
 const DRAIN_POLL: Duration = Duration::from_secs(5);
+/// Requeue while a server's primaries are handed over (a planned switchover takes well under
+/// a second).
+const HANDOVER_POLL: Duration = Duration::from_secs(1);
 /// Requeue after a control-plane error.
 const CONTROL_RETRY: Duration = Duration::from_secs(10);
 /// Requeue while the database is not ready (owned objects' changes trigger earlier).
@@ -107,6 +110,22 @@ pub trait Fleet: Send + Sync + 'static {
         namespace: &str,
         name: &str,
         server: &str,
+    ) -> impl Future<Output = Result<bool, FleetError>> + Send;
+    /// Switches the primaries of `server` (staying in the spec) over to other replicas before
+    /// it stops; `true` once it leads no shard.
+    fn handover(
+        &self,
+        namespace: &str,
+        name: &str,
+        server: &str,
+    ) -> impl Future<Output = Result<bool, FleetError>> + Send;
+    /// A user switchover of `shard` to `to`; `true` once `to` is its primary.
+    fn switchover(
+        &self,
+        namespace: &str,
+        name: &str,
+        shard: &str,
+        to: &str,
     ) -> impl Future<Output = Result<bool, FleetError>> + Send;
 }
 
@@ -187,6 +206,8 @@ pub struct Context<F> {
     draining: Mutex<BTreeSet<(Key, String)>>,
     /// When each server's pod was last deleted for a template update.
     restarts: Mutex<HashMap<(Key, String), Instant>>,
+    /// Servers whose primaries are being handed over before a restart (one Event each).
+    handovers: Mutex<BTreeSet<(Key, String)>>,
 }
 
 impl<F: Fleet> Context<F> {
@@ -212,6 +233,7 @@ impl<F: Fleet> Context<F> {
             running: Mutex::default(),
             draining: Mutex::default(),
             restarts: Mutex::default(),
+            handovers: Mutex::default(),
         }
     }
 
@@ -494,21 +516,21 @@ async fn apply<F: Fleet>(db: &ShardedDatabase, ctx: &Context<F>) -> Result<Actio
     let status = status::observed(&observation, current, Timestamp::now());
     write_status(ctx, db, &status).await?;
     ctx.metrics.set_ready(&namespace, &name, status.is_ready());
-    Ok(Action::requeue(
-        if restarted
-            || !observation.draining.is_empty()
-            || !observation.drain_failures.is_empty()
-            || !observation.recreating.is_empty()
-        {
-            DRAIN_POLL
-        } else if observation.control_error.is_some() || !observation.apply_failures.is_empty() {
-            CONTROL_RETRY
-        } else if status.is_ready() {
-            READY_POLL
-        } else {
-            NOT_READY_POLL
-        },
-    ))
+    Ok(Action::requeue(if !observation.handing_over.is_empty() {
+        HANDOVER_POLL
+    } else if restarted
+        || !observation.draining.is_empty()
+        || !observation.drain_failures.is_empty()
+        || !observation.recreating.is_empty()
+    {
+        DRAIN_POLL
+    } else if observation.control_error.is_some() || !observation.apply_failures.is_empty() {
+        CONTROL_RETRY
+    } else if status.is_ready() {
+        READY_POLL
+    } else {
+        NOT_READY_POLL
+    }))
 }
 
 /// The database is being deleted: stop its control plane, delete the data claims when
@@ -687,6 +709,33 @@ async fn restart_one<F: Fleet>(
         .iter()
         .find(|s| server_of(s) == server)
         .map(|s| s.object_ref(&()));
+    // A planned restart is not a failover: a ready server's primaries move first.
+    if ready(&server) && leads(&server) {
+        let done = match ctx.fleet.handover(&namespace, &name, &server).await {
+            Ok(done) => done,
+            Err(error) => {
+                warn!(%server, %error, "handover before restart");
+                false
+            }
+        };
+        if !done {
+            if lock(&ctx.handovers).insert((key.clone(), server.clone())) {
+                publish(
+                    ctx,
+                    db,
+                    related,
+                    EventType::Normal,
+                    reason::HANDING_OVER,
+                    "HandOver",
+                    format!("switching the primaries of {server} over before restarting it"),
+                )
+                .await;
+            }
+            observation.handing_over.push(server);
+            return Ok(true);
+        }
+    }
+    lock(&ctx.handovers).remove(&(key.clone(), server.clone()));
     let pod = names::server_pod(&name, &server);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     delete_if_present(&pods, &pod, &DeleteParams::default()).await?;

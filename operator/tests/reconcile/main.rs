@@ -939,7 +939,54 @@ async fn an_updated_template_restarts_one_settled_server_at_a_time_followers_fir
     .expect("reconciles");
     assert_eq!(action, Action::requeue(Duration::from_secs(15)));
 
-    // Server1 is back on the new template: now the leader's turn.
+    // Server1 is back on the new template: now the leader's turn, but a planned restart is not
+    // a failover: Server0's primaries are switched over first, and its pod is not deleted yet.
+    let action = reconciled(&ctx, &db, &mut api, async |api| {
+        secret_exists(api).await;
+        list_sets(api, existing_sets(&d, true)).await;
+        for (path, body) in applies(api, &d) {
+            let e = api.expect_apply(&path).await;
+            let name = body["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let set = if name == "studt-server0" {
+                outdated(with_status(body, true))
+            } else {
+                with_status(body, true)
+            };
+            e.reply(200, set);
+        }
+        let (_, reason, action, note) = api.expect_event().await;
+        assert_eq!(
+            (reason.as_str(), action.as_str()),
+            ("HandingOver", "HandOver")
+        );
+        assert!(note.contains("Server0"), "{note}");
+        let written = expect_status(api, &db).await;
+        assert_eq!(
+            condition(&written, "Progressing"),
+            pair("True", "HandingOver")
+        );
+        assert_eq!(condition(&written, "Ready"), pair("True", "AllReady"));
+    })
+    .await
+    .expect("reconciles");
+    assert_eq!(action, Action::requeue(Duration::from_secs(1)));
+    assert!(
+        fleet
+            .calls()
+            .iter()
+            .any(|c| matches!(c, Call::Handover { server, .. } if server == "Server0")),
+        "{:?}",
+        fleet.calls()
+    );
+
+    // The control plane moved both primaries to Server1: now Server0's pod is deleted.
+    fleet.set_topology(Some(healthy_topology(&[
+        ("sh1", Some("Server1"), Phase::Healthy),
+        ("sh2", Some("Server1"), Phase::Healthy),
+    ])));
     let action = reconciled(&ctx, &db, &mut api, async |api| {
         secret_exists(api).await;
         list_sets(api, existing_sets(&d, true)).await;

@@ -46,6 +46,8 @@ pub mod reason {
     /// Degraded: the API server refused some desired object (see the message and the Event);
     /// everything else was applied and the fleet is still run.
     pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// Progressing: a server's primaries are switched over before it restarts.
+    pub const HANDING_OVER: &str = "HandingOver";
     /// Progressing: claims are being resized and their StatefulSets recreated.
     pub const EXPANDING_VOLUMES: &str = "ExpandingVolumes";
     /// Degraded: a credentials Secret the spec names is missing or lacks its key.
@@ -92,6 +94,8 @@ pub struct Observation {
     pub apply_failures: Vec<(String, String)>,
     /// Servers whose StatefulSet is being recreated for a new claim template.
     pub recreating: Vec<String>,
+    /// Servers whose primaries are being handed over before a restart.
+    pub handing_over: Vec<String>,
 }
 
 /// The status fields the reconciler owns, server-side applied with its field manager.
@@ -205,6 +209,15 @@ pub fn verdicts(o: &Observation) -> Verdicts {
             format!(
                 "draining removed servers before deleting them: {}",
                 list_owned(&o.draining)
+            ),
+        )
+    } else if !o.handing_over.is_empty() {
+        Verdict::new(
+            true,
+            reason::HANDING_OVER,
+            format!(
+                "switching the primaries of {} over before restarting",
+                list_owned(&o.handing_over)
             ),
         )
     } else if !o.recreating.is_empty() {
