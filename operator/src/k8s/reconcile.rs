@@ -24,6 +24,7 @@
 pub mod apply;
 mod metrics;
 pub mod status;
+pub mod switchover;
 
 use std::collections::{BTreeSet, HashMap};
 use std::error::Error as StdError;
@@ -488,6 +489,12 @@ async fn apply<F: Fleet>(db: &ShardedDatabase, ctx: &Context<F>) -> Result<Actio
         }
     };
 
+    let switching = if control_error.is_none() {
+        switchover::requested(ctx, db).await?
+    } else {
+        false
+    };
+
     let mut observation = Observation {
         generation,
         shards: resolved.shards.iter().map(|s| s.id.to_string()).collect(),
@@ -497,6 +504,7 @@ async fn apply<F: Fleet>(db: &ShardedDatabase, ctx: &Context<F>) -> Result<Actio
         control_error,
         apply_failures: applied.failures.clone(),
         recreating: applied.recreating.clone(),
+        switching,
         ..Observation::default()
     };
     let desired_sets: BTreeSet<String> = desired
@@ -516,21 +524,23 @@ async fn apply<F: Fleet>(db: &ShardedDatabase, ctx: &Context<F>) -> Result<Actio
     let status = status::observed(&observation, current, Timestamp::now());
     write_status(ctx, db, &status).await?;
     ctx.metrics.set_ready(&namespace, &name, status.is_ready());
-    Ok(Action::requeue(if !observation.handing_over.is_empty() {
-        HANDOVER_POLL
-    } else if restarted
-        || !observation.draining.is_empty()
-        || !observation.drain_failures.is_empty()
-        || !observation.recreating.is_empty()
-    {
-        DRAIN_POLL
-    } else if observation.control_error.is_some() || !observation.apply_failures.is_empty() {
-        CONTROL_RETRY
-    } else if status.is_ready() {
-        READY_POLL
-    } else {
-        NOT_READY_POLL
-    }))
+    Ok(Action::requeue(
+        if !observation.handing_over.is_empty() || observation.switching {
+            HANDOVER_POLL
+        } else if restarted
+            || !observation.draining.is_empty()
+            || !observation.drain_failures.is_empty()
+            || !observation.recreating.is_empty()
+        {
+            DRAIN_POLL
+        } else if observation.control_error.is_some() || !observation.apply_failures.is_empty() {
+            CONTROL_RETRY
+        } else if status.is_ready() {
+            READY_POLL
+        } else {
+            NOT_READY_POLL
+        },
+    ))
 }
 
 /// The database is being deleted: stop its control plane, delete the data claims when

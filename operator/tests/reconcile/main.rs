@@ -5,6 +5,7 @@
 mod api;
 mod day2;
 mod fleet;
+mod handover;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -48,6 +48,8 @@ pub mod reason {
     pub const APPLY_FAILED: &str = "ApplyFailed";
     /// Progressing: a server's primaries are switched over before it restarts.
     pub const HANDING_OVER: &str = "HandingOver";
+    /// Progressing: a user switchover (annotation `walshard.io/switchover`) is under way.
+    pub const SWITCHING_OVER: &str = "SwitchingOver";
     /// Progressing: claims are being resized and their StatefulSets recreated.
     pub const EXPANDING_VOLUMES: &str = "ExpandingVolumes";
     /// Degraded: a credentials Secret the spec names is missing or lacks its key.
@@ -96,6 +98,8 @@ pub struct Observation {
     pub recreating: Vec<String>,
     /// Servers whose primaries are being handed over before a restart.
     pub handing_over: Vec<String>,
+    /// A user switchover (annotation) is under way.
+    pub switching: bool,
 }
 
 /// The status fields the reconciler owns, server-side applied with its field manager.
@@ -219,6 +223,12 @@ pub fn verdicts(o: &Observation) -> Verdicts {
                 "switching the primaries of {} over before restarting",
                 list_owned(&o.handing_over)
             ),
+        )
+    } else if o.switching {
+        Verdict::new(
+            true,
+            reason::SWITCHING_OVER,
+            "a switchover requested by annotation is under way",
         )
     } else if !o.recreating.is_empty() {
         Verdict::new(
