@@ -25,6 +25,7 @@ pub mod apply;
 mod metrics;
 pub mod status;
 pub mod switchover;
+pub mod terminating;
 
 use std::collections::{BTreeSet, HashMap};
 use std::error::Error as StdError;
@@ -341,24 +342,33 @@ pub async fn run<F: Fleet>(
     } else {
         namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
-    let streams = scopes.into_iter().map(|scope| {
+    let streams = scopes.clone().into_iter().map(|scope| {
         controller(&ctx.client, scope)
             .graceful_shutdown_on(stop.clone())
             .run(reconcile, error_policy, ctx.clone())
             .boxed()
     });
-    futures::stream::select_all(streams)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => debug!(%object, "reconciled"),
-                // Logged by `error_policy`, or benign (the object was deleted meanwhile).
-                Err(ControllerError::ReconcilerFailed(..) | ControllerError::ObjectNotFound(_)) => {
-                }
-                // Watch failures (RBAC, API server); the watchers retry with backoff.
-                Err(error) => warn!(%error, "controller"),
+    // Terminating server pods hand over too (stopped with the controllers).
+    let pod_watchers = futures::future::join_all(scopes.iter().map(|scope| {
+        let stop = stop.clone();
+        let watch = terminating::watch(ctx.clone(), scope.map(str::to_owned));
+        async move {
+            tokio::select! {
+                () = watch => {}
+                () = stop => {}
             }
-        })
-        .await;
+        }
+    }));
+    let controllers = futures::stream::select_all(streams).for_each(|result| async move {
+        match result {
+            Ok((object, _)) => debug!(%object, "reconciled"),
+            // Logged by `error_policy`, or benign (the object was deleted meanwhile).
+            Err(ControllerError::ReconcilerFailed(..) | ControllerError::ObjectNotFound(_)) => {}
+            // Watch failures (RBAC, API server); the watchers retry with backoff.
+            Err(error) => warn!(%error, "controller"),
+        }
+    });
+    futures::join!(controllers, pod_watchers);
     info!("controller stopped");
 }
 

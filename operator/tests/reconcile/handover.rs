@@ -122,3 +122,87 @@ async fn a_malformed_or_impossible_switchover_is_refused_with_a_warning() {
         api.assert_idle();
     }
 }
+
+fn server_pod(server_index: u32, terminating: bool) -> Pod {
+    let mut pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": format!("studt-server{server_index}-0"), "namespace": NS,
+            "labels": {
+                "app.kubernetes.io/managed-by": "walshard-operator",
+                "app.kubernetes.io/component": "server",
+                "app.kubernetes.io/instance": NAME,
+                "walshard.io/server": format!("Server{server_index}"),
+            }
+        }
+    });
+    if terminating {
+        let deadline = Timestamp::now() + k8s_openapi::jiff::SignedDuration::from_secs(30);
+        pod["metadata"]["deletionTimestamp"] = json!(deadline.to_string());
+    }
+    serde_json::from_value(pod).expect("a pod")
+}
+
+#[tokio::test]
+async fn a_terminating_server_pod_hands_its_primaries_over_first() {
+    use walshard_operator::k8s::reconcile::terminating::{
+        hand_over_terminating, terminating_server,
+    };
+    let Harness {
+        mut api,
+        fleet,
+        ctx,
+    } = harness();
+    fleet.set_topology(Some(healthy_topology(&[
+        ("sh1", Some("Server0"), Phase::Healthy),
+        ("sh2", Some("Server1"), Phase::Healthy),
+    ])));
+    assert_eq!(terminating_server(&server_pod(0, false)), None);
+    let pod = server_pod(0, true);
+    assert_eq!(
+        terminating_server(&pod),
+        Some((NS.to_owned(), NAME.to_owned(), "Server0".to_owned()))
+    );
+
+    // A server that leads nothing: done at once, no Event.
+    hand_over_terminating(&ctx, &server_pod(2, true)).await;
+    api.assert_idle();
+
+    let task = tokio::spawn({
+        let ctx = ctx.clone();
+        let pod = pod.clone();
+        async move { hand_over_terminating(&ctx, &pod).await }
+    });
+    let (type_, reason, action, note) = api.expect_event().await;
+    assert_eq!(
+        (type_.as_str(), reason.as_str(), action.as_str()),
+        ("Normal", "HandingOver", "HandOver")
+    );
+    assert!(
+        note.contains("studt-server0-0") && note.contains("Server0"),
+        "{note}"
+    );
+    // The watcher sees the pod again (any change): no second task.
+    tokio::time::timeout(
+        Duration::from_millis(100),
+        hand_over_terminating(&ctx, &pod),
+    )
+    .await
+    .expect("a pod already handled returns at once");
+    // The control plane moves sh1 away: the handover ends.
+    fleet.set_topology(Some(healthy_topology(&[
+        ("sh1", Some("Server1"), Phase::Healthy),
+        ("sh2", Some("Server1"), Phase::Healthy),
+    ])));
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the handover ends once Server0 leads nothing")
+        .expect("no panic");
+    let handovers = fleet
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Handover { server, .. } if server == "Server0"))
+        .count();
+    assert!(handovers >= 2, "stepped until done: {:?}", fleet.calls());
+    api.assert_idle();
+}
