@@ -15,6 +15,7 @@
 //!   servers: {count: 6}                   # or {placement: [{name: Server0, shards: [sh1, sh2]}, ...]}
 //! ```
 
+mod pod;
 pub mod rules;
 mod status;
 pub mod transition;
@@ -28,6 +29,7 @@ use thiserror::Error;
 use walshard_contract::{Ident, Quorum, Schema, ShardSpec};
 
 use crate::placement::{Placement, PlacementError};
+pub use pod::PodOptions;
 pub use status::{
     CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY, ShardSummary,
     ShardedDatabaseStatus, primaries_summary,
@@ -129,6 +131,9 @@ pub struct ShardedDatabaseSpec {
     /// Compute resources of the server containers.
     #[serde(default)]
     pub resources: ResourcesSpec,
+    /// How the server pods stop (grace period).
+    #[serde(default)]
+    pub pod: PodOptions,
     /// The router Deployment and Service.
     #[serde(default)]
     pub router: RouterSpec,
@@ -586,6 +591,7 @@ impl ShardedDatabaseSpec {
             servers,
             storage: StorageSpec::default(),
             resources: ResourcesSpec::default(),
+            pod: PodOptions::default(),
             router: RouterSpec::default(),
             durability: Durability::default(),
             credentials: CredentialsSpec::default(),

@@ -212,6 +212,11 @@ fn the_layers_agree_on_good_and_bad_specs() {
             None,
         ),
         (with("engine", "{image: 'mariadb:11.4'}"), None),
+        (with("pod", "{terminationGracePeriodSeconds: 120}"), None),
+        (
+            with("pod", "{terminationGracePeriodSeconds: 5}"),
+            Some(Schema),
+        ),
         (
             with(
                 "storage",

@@ -685,7 +685,23 @@ fn security_contexts_are_non_root_and_restricted() {
         "RuntimeDefault"
     );
     assert_eq!(pod["automountServiceAccountToken"], false);
-    assert_eq!(pod["terminationGracePeriodSeconds"], 30);
+    assert_eq!(
+        pod["terminationGracePeriodSeconds"], 60,
+        "spec.pod's default"
+    );
+    let mysql = container(pod, "mysql");
+    let pre_stop = mysql["lifecycle"]["preStop"]["exec"]["command"][2]
+        .as_str()
+        .expect("MySQL has a preStop hook");
+    assert!(
+        pre_stop.contains("/dev/tcp/127.0.0.1/5001"),
+        "MySQL waits for the agent to stop: {pre_stop}"
+    );
+    assert_eq!(
+        env_of(container(pod, "agent"))["WALSHARD_SHUTDOWN_HANDOVER_SECONDS"],
+        "30",
+        "the agent waits at most half the grace period for its handover"
+    );
     let router = serde_json::to_value(&d.deployments[0]).expect("serializes");
     let router_pod = &router["spec"]["template"]["spec"];
     assert_eq!(router_pod["serviceAccountName"], "studt-router");

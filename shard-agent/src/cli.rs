@@ -83,6 +83,29 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "WALSHARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Under a control plane: on SIGTERM, keep serving until no shard here is primary (the
+    /// control plane switches them over) or this many seconds passed, then stop.
+    #[arg(long, env = "WALSHARD_SHUTDOWN_HANDOVER_SECONDS", default_value_t = 30)]
+    pub shutdown_handover_seconds: u64,
+}
+
+/// Waits until `leads()` is false, checking every `step`, for at most `bound`; `true` when it
+/// became false in time.
+pub async fn wait_for_handover(
+    leads: impl Fn() -> bool,
+    bound: std::time::Duration,
+    step: std::time::Duration,
+) -> bool {
+    let until = tokio::time::Instant::now() + bound;
+    loop {
+        if !leads() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(step).await;
+    }
 }
 
 impl Args {
@@ -145,11 +168,70 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     info!(listen = %args.listen, server = %args.server_name, "serving");
     let app = api::router(agent.clone(), args.token.clone(), args.max_body_bytes);
+    let stopping = {
+        let agent = agent.clone();
+        let controlled = args.controlled;
+        let bound = std::time::Duration::from_secs(args.shutdown_handover_seconds);
+        async move {
+            shutdown_signal().await;
+            if controlled {
+                let leads = || {
+                    agent
+                        .shards()
+                        .iter()
+                        .any(|s| s.status().role == crate::shard::Role::Primary)
+                };
+                if leads() {
+                    info!(
+                        bound_s = bound.as_secs(),
+                        "waiting for the control plane to switch this server's primaries over"
+                    );
+                    let step = std::time::Duration::from_millis(100);
+                    if wait_for_handover(leads, bound, step).await {
+                        info!("no primary here any more: stopping");
+                    } else {
+                        tracing::warn!("still primary after the handover bound: stopping anyway");
+                    }
+                }
+            }
+        }
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stopping)
         .await
         .context("serving HTTP")?;
     agent.shutdown().await;
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::wait_for_handover;
+
+    #[tokio::test]
+    async fn sigterm_waits_for_the_handover_within_its_bound() {
+        let leading = Arc::new(AtomicBool::new(true));
+        let flag = leading.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            flag.store(false, Ordering::SeqCst);
+        });
+        let started = tokio::time::Instant::now();
+        let leads = || leading.load(Ordering::SeqCst);
+        let step = Duration::from_millis(10);
+        assert!(wait_for_handover(leads, Duration::from_secs(30), step).await);
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(10));
+
+        // Never handed over: stops at the bound.
+        let started = tokio::time::Instant::now();
+        assert!(!wait_for_handover(|| true, Duration::from_millis(200), step).await);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(wait_for_handover(|| false, Duration::ZERO, step).await);
+    }
 }

@@ -127,6 +127,17 @@ pub fn validate(spec: &ShardedDatabaseSpec) -> Result<(), SpecError> {
             "must have 1 to 512 characters",
         ));
     }
+    let grace = spec.pod.termination_grace_period_seconds;
+    if !(super::pod::MIN_GRACE_SECONDS..=super::pod::MAX_GRACE_SECONDS).contains(&grace) {
+        return Err(SpecError::invalid(
+            "pod.terminationGracePeriodSeconds",
+            format!(
+                "must be {} to {}",
+                super::pod::MIN_GRACE_SECONDS,
+                super::pod::MAX_GRACE_SECONDS
+            ),
+        ));
+    }
     if spec.schema.columns().len() > MAX_COLUMNS {
         return Err(SpecError::invalid(
             "schema.columns",

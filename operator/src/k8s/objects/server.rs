@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, ExecAction,
-    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    HTTPGetAction, Lifecycle, LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Service,
+    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
+    WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -221,7 +222,7 @@ fn pod_spec(ctx: &Ctx<'_>, server: &str) -> PodSpec {
             ..PodSecurityContext::default()
         }),
         affinity: Some(spread(ctx.db, COMPONENT_SERVER)),
-        termination_grace_period_seconds: Some(30),
+        termination_grace_period_seconds: Some(ctx.spec.pod.termination_grace_period_seconds),
         // Server pods never call the Kubernetes API.
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
@@ -296,6 +297,15 @@ fn mysql_container(ctx: &Ctx<'_>) -> Container {
             ..ping_probe(ping())
         }),
         resources: ctx.spec.resources.mysql.clone(),
+        // MySQL outlives the agent: on deletion the agent keeps serving until its primaries are
+        // switched over, and needs MySQL until it has stopped listening.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(exec(&["bash", "-c", &mysql_pre_stop()])),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         // The image's entrypoint writes outside the data directory (socket, temporary files).
         security_context: Some(restricted(MYSQL_UID, false)),
         ..Container::default()
@@ -330,6 +340,10 @@ fn agent_container(ctx: &Ctx<'_>, server: &str) -> Container {
             env("WALSHARD_CONTROLLED", "true"),
             env("WALSHARD_WAL_FSYNC", ctx.spec.durability.wal_fsync.as_str()),
             env("WALSHARD_LOG_FORMAT", "json"),
+            env(
+                "WALSHARD_SHUTDOWN_HANDOVER_SECONDS",
+                ctx.spec.pod.handover_seconds().to_string(),
+            ),
         ]),
         ports: Some(vec![ContainerPort {
             name: Some(AGENT_PORT_NAME.to_owned()),
@@ -371,6 +385,15 @@ fn agent_container(ctx: &Ctx<'_>, server: &str) -> Container {
         security_context: Some(restricted(NONROOT_UID, true)),
         ..Container::default()
     }
+}
+
+/// MySQL's `preStop`: wait while the agent still listens on its port (bash's `/dev/tcp`; the
+/// MySQL and MariaDB images ship bash), then 2 s for its last requests. The kubelet's grace
+/// period bounds it.
+fn mysql_pre_stop() -> String {
+    format!(
+        "while (exec 3<>/dev/tcp/127.0.0.1/{AGENT_PORT}) 2>/dev/null; do sleep 0.5; done; sleep 2"
+    )
 }
 
 fn exec(command: &[&str]) -> ExecAction {
