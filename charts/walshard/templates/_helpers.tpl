@@ -91,8 +91,11 @@ Least privilege: exactly the verbs the operator's code uses (operator/README.md,
   - statefulsets delete: a drained server's StatefulSet; statefulsets patch also switches a
     removed server's claim retention to Retain before that;
   - pods delete: rolling an updated template out, one server at a time (OnDelete StatefulSets);
+    pods list + watch: a server pod being deleted by someone else (eviction, drain) has its
+    primaries handed over while its preStop hook holds it;
   - persistentvolumeclaims get + delete: a removed server's claim is checked (Retain) or deleted
     (Delete), and every claim when the database goes with retention.whenDeleted: Delete;
+    persistentvolumeclaims patch: volume expansion (a larger storage.size);
   - events.k8s.io events create + patch: the Event recorder (a repeat patches the series).
 No update, deletecollection, escalate, bind or impersonate, apart from the finalizers' update.
 Leader election has its own Role in the release namespace (rbac.yaml).
@@ -121,7 +124,7 @@ Leader election has its own Role in the release namespace (rbac.yaml).
   verbs: ["list", "watch", "delete"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "delete"]
+  verbs: ["get", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["list", "watch", "create", "patch", "delete"]
