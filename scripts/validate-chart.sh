@@ -202,7 +202,10 @@ check(roles == [("team-a", "walshard"), ("team-b", "walshard"), ("walshard-syste
       f"watchNamespaces: a Role per watched namespace + leader election, got {roles}")
 check(len(of(namespaced, "RoleBinding")) == 3, "watchNamespaces: a RoleBinding per Role")
 lease = [r for r in of(default, "Role")][0]["rules"]
-check(any(r.get("resourceNames") == ["walshard-operator"] for r in lease), "leader election limited to the Lease walshard-operator")
+dep0 = of(default, "Deployment")[0]
+lease_name = env(dep0).get("WALSHARD_LEASE_NAME")
+check(lease_name == dep0["metadata"]["name"], f"the Lease is named after the release: {lease_name!r}")
+check(any(r.get("resourceNames") == [lease_name] for r in lease), f"leader election limited to the Lease {lease_name}")
 
 for docs, ns in ((default, ""), (namespaced, "team-a,team-b")):
     dep = of(docs, "Deployment")[0]

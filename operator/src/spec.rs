@@ -371,8 +371,9 @@ pub struct ResourcesSpec {
 }
 
 /// The router: a Deployment behind a Service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new(rules::ROUTER_TOKEN_EXPOSED.rule).message(rules::ROUTER_TOKEN_EXPOSED.message))]
 pub struct RouterSpec {
     /// Router pods.
     #[serde(default = "default_router_replicas")]

@@ -289,6 +289,14 @@ fn the_layers_agree_on_good_and_bad_specs() {
         (with("router", "{replicas: 0}"), Some(Schema)),
         (with("router", "{serviceType: ExternalName}"), Some(Schema)),
         (
+            with("router", "{serviceType: LoadBalancer}"),
+            Some(Cel(
+                ROUTER_TOKEN_EXPOSED.message,
+                ROUTER_TOKEN_EXPOSED.message,
+            )),
+        ),
+        (with("router", "{serviceType: NodePort}"), None),
+        (
             with("credentials", "{clusterTokenSecretRef: {name: Token}}"),
             Some(Schema),
         ),

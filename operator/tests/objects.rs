@@ -690,6 +690,15 @@ fn security_contexts_are_non_root_and_restricted() {
         "spec.pod's default"
     );
     let mysql = container(pod, "mysql");
+    assert_eq!(
+        mysql["resources"]["requests"],
+        json!({"cpu": "250m", "memory": "512Mi"}),
+        "default requests: never BestEffort"
+    );
+    assert_eq!(
+        container(pod, "agent")["resources"]["requests"]["memory"],
+        "128Mi"
+    );
     let pre_stop = mysql["lifecycle"]["preStop"]["exec"]["command"][2]
         .as_str()
         .expect("MySQL has a preStop hook");

@@ -112,7 +112,12 @@ fn container(ctx: &Ctx<'_>) -> Container {
             failure_threshold: Some(6),
             ..Probe::default()
         }),
-        resources: router.resources.clone(),
+        resources: Some(
+            router
+                .resources
+                .clone()
+                .unwrap_or_else(|| super::server::requests("100m", "64Mi")),
+        ),
         security_context: Some(restricted(NONROOT_UID, true)),
         ..Container::default()
     }

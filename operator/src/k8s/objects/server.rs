@@ -7,9 +7,9 @@ use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdate
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, ExecAction,
     HTTPGetAction, Lifecycle, LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec,
-    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Service,
-    ServicePort, ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
-    WeightedPodAffinityTerm,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -296,7 +296,13 @@ fn mysql_container(ctx: &Ctx<'_>) -> Container {
             failure_threshold: Some(6),
             ..ping_probe(ping())
         }),
-        resources: ctx.spec.resources.mysql.clone(),
+        resources: Some(
+            ctx.spec
+                .resources
+                .mysql
+                .clone()
+                .unwrap_or_else(|| requests("250m", "512Mi")),
+        ),
         // MySQL outlives the agent: on deletion the agent keeps serving until its primaries are
         // switched over, and needs MySQL until it has stopped listening.
         lifecycle: Some(Lifecycle {
@@ -380,7 +386,13 @@ fn agent_container(ctx: &Ctx<'_>, server: &str) -> Container {
             failure_threshold: Some(6),
             ..Probe::default()
         }),
-        resources: ctx.spec.resources.agent.clone(),
+        resources: Some(
+            ctx.spec
+                .resources
+                .agent
+                .clone()
+                .unwrap_or_else(|| requests("100m", "128Mi")),
+        ),
         // Writes only to its data directory.
         security_context: Some(restricted(NONROOT_UID, true)),
         ..Container::default()
@@ -394,6 +406,19 @@ fn mysql_pre_stop() -> String {
     format!(
         "while (exec 3<>/dev/tcp/127.0.0.1/{AGENT_PORT}) 2>/dev/null; do sleep 0.5; done; sleep 2"
     )
+}
+
+/// Requests (no limits) for a container the spec gives no resources: a pod with none is
+/// BestEffort, the first evicted under node pressure, and each eviction of a primary's pod is a
+/// failover.
+pub(super) fn requests(cpu: &str, memory: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])),
+        ..ResourceRequirements::default()
+    }
 }
 
 fn exec(command: &[&str]) -> ExecAction {
