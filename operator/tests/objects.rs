@@ -852,3 +852,53 @@ fn missing_metadata_and_bad_images_are_refused() {
         Err(ObjectsError::PullPolicy(_))
     ));
 }
+
+#[test]
+fn spec_pod_schedules_and_identifies_the_server_pods() {
+    let mut db = example("seed-default");
+    let d = render(&db);
+    let sts = serde_json::to_value(&d.stateful_sets[0]).expect("serializes");
+    let pod = sts_pod(&sts);
+    // Defaults: a soft zone spread and the per-node anti-affinity; no selector, no tolerations.
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["topologyKey"],
+        "topology.kubernetes.io/zone"
+    );
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["whenUnsatisfiable"],
+        "ScheduleAnyway"
+    );
+    assert!(pod["affinity"]["podAntiAffinity"].is_object());
+    assert!(pod["nodeSelector"].is_null() && pod["tolerations"].is_null());
+
+    db.spec.pod = serde_json::from_value(json!({
+        "nodeSelector": {"pool": "db"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {}},
+        "topologySpreadConstraints": [{"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}],
+        "priorityClassName": "walshard-critical",
+        "labels": {"team": "a", "app.kubernetes.io/component": "ignored"},
+        "annotations": {"note": "x"},
+        "runAsUser": 27,
+        "fsGroup": 27
+    }))
+    .expect("spec.pod");
+    let d = render(&db);
+    let sts = serde_json::to_value(&d.stateful_sets[0]).expect("serializes");
+    let template = &sts["spec"]["template"];
+    let pod = &template["spec"];
+    assert_eq!(pod["nodeSelector"], json!({"pool": "db"}));
+    assert_eq!(pod["tolerations"][0]["key"], "dedicated");
+    assert_eq!(pod["affinity"], json!({"nodeAffinity": {}}));
+    assert_eq!(pod["topologySpreadConstraints"][0]["maxSkew"], 2);
+    assert_eq!(pod["priorityClassName"], "walshard-critical");
+    assert_eq!(pod["securityContext"]["fsGroup"], 27);
+    assert_eq!(container(pod, "mysql")["securityContext"]["runAsUser"], 27);
+    let labels = &template["metadata"]["labels"];
+    assert_eq!(labels["team"], "a");
+    assert_eq!(
+        labels["app.kubernetes.io/component"], "server",
+        "the operator's labels win (selectors depend on them)"
+    );
+    assert_eq!(template["metadata"]["annotations"]["note"], "x");
+}

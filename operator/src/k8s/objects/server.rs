@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::{
     Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, ExecAction,
     HTTPGetAction, Lifecycle, LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec,
     PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    ResourceRequirements, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements, WeightedPodAffinityTerm,
+    ResourceRequirements, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -186,11 +186,19 @@ pub(super) fn stateful_set(ctx: &Ctx<'_>, server: &str) -> StatefulSet {
             volume_claim_templates: Some(vec![claim]),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(ctx.db, COMPONENT_SERVER, Some(server))),
-                    annotations: Some(BTreeMap::from([(
-                        "kubectl.kubernetes.io/default-container".to_owned(),
-                        "agent".to_owned(),
-                    )])),
+                    labels: Some({
+                        let mut all = ctx.spec.pod.labels.clone();
+                        all.extend(labels(ctx.db, COMPONENT_SERVER, Some(server)));
+                        all
+                    }),
+                    annotations: Some({
+                        let mut all = ctx.spec.pod.annotations.clone();
+                        all.insert(
+                            "kubectl.kubernetes.io/default-container".to_owned(),
+                            "agent".to_owned(),
+                        );
+                        all
+                    }),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod_spec(ctx, server)),
@@ -202,6 +210,7 @@ pub(super) fn stateful_set(ctx: &Ctx<'_>, server: &str) -> StatefulSet {
 }
 
 fn pod_spec(ctx: &Ctx<'_>, server: &str) -> PodSpec {
+    let pod = &ctx.spec.pod;
     PodSpec {
         containers: vec![mysql_container(ctx), agent_container(ctx, server)],
         volumes: Some(vec![Volume {
@@ -216,17 +225,45 @@ fn pod_spec(ctx: &Ctx<'_>, server: &str) -> PodSpec {
         // fsGroup 999 makes the claim (and its subPath directories) writable by both.
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
-            fs_group: Some(MYSQL_UID),
+            fs_group: Some(ctx.spec.pod.fs_group.unwrap_or_else(|| mysql_uid(ctx))),
             fs_group_change_policy: Some("OnRootMismatch".to_owned()),
             seccomp_profile: Some(runtime_default_seccomp()),
             ..PodSecurityContext::default()
         }),
-        affinity: Some(spread(ctx.db, COMPONENT_SERVER)),
+        affinity: Some(
+            pod.affinity
+                .clone()
+                .unwrap_or_else(|| spread(ctx.db, COMPONENT_SERVER)),
+        ),
+        topology_spread_constraints: Some(if pod.topology_spread_constraints.is_empty() {
+            vec![zone_spread(ctx.db)]
+        } else {
+            pod.topology_spread_constraints.clone()
+        }),
+        node_selector: Some(pod.node_selector.clone()).filter(|m| !m.is_empty()),
+        tolerations: Some(pod.tolerations.clone()).filter(|t| !t.is_empty()),
+        priority_class_name: pod.priority_class_name.clone(),
         termination_grace_period_seconds: Some(ctx.spec.pod.termination_grace_period_seconds),
         // Server pods never call the Kubernetes API.
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         ..PodSpec::default()
+    }
+}
+
+/// The MySQL container's user: `spec.pod.runAsUser`, else the official images' `mysql` (999).
+fn mysql_uid(ctx: &Ctx<'_>) -> i64 {
+    ctx.spec.pod.run_as_user.unwrap_or(MYSQL_UID)
+}
+
+/// Server pods spread over zones, softly: nothing changes where nodes have no zone label.
+fn zone_spread(db: &str) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "topology.kubernetes.io/zone".to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        label_selector: Some(match_labels(selector_labels(db, COMPONENT_SERVER))),
+        ..TopologySpreadConstraint::default()
     }
 }
 
@@ -313,7 +350,7 @@ fn mysql_container(ctx: &Ctx<'_>) -> Container {
             ..Lifecycle::default()
         }),
         // The image's entrypoint writes outside the data directory (socket, temporary files).
-        security_context: Some(restricted(MYSQL_UID, false)),
+        security_context: Some(restricted(mysql_uid(ctx), false)),
         ..Container::default()
     }
 }
