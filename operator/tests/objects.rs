@@ -33,6 +33,7 @@ fn generated() -> GeneratedSecrets {
     GeneratedSecrets {
         cluster_token: "goldenClusterToken0".to_owned(),
         mysql_password: "goldenMysqlPassword0".to_owned(),
+        router_admin_token: "goldenRouterAdminToken0".to_owned(),
     }
 }
 
@@ -379,7 +380,16 @@ fn the_secret_holds_the_generated_values() {
     let data = d.secret.data.as_ref().expect("data");
     assert_eq!(data["token"].0, b"goldenClusterToken0");
     assert_eq!(data["mysql-password"].0, b"goldenMysqlPassword0");
-    assert_eq!(data.len(), 2);
+    assert_eq!(data["router-admin-token"].0, b"goldenRouterAdminToken0");
+    assert_eq!(data.len(), 3);
+    // The router's admin endpoints need it; reads and writes stay open (no API token).
+    let router = serde_json::to_value(&d.deployments[0]).expect("serializes");
+    let env = env_of(container(&router["spec"]["template"]["spec"], "router"));
+    assert_eq!(
+        env["WALSHARD_ADMIN_TOKEN"],
+        secret_ref("studt-credentials", "router-admin-token")
+    );
+    assert!(!env.contains_key("WALSHARD_API_TOKEN"));
     assert!(
         !format!("{:?}", generated()).contains("golden"),
         "Debug hides the generated values"
@@ -393,6 +403,7 @@ fn other_objects_do_not_depend_on_the_generated_values() {
     let other = GeneratedSecrets {
         cluster_token: "another".to_owned(),
         mysql_password: "another".to_owned(),
+        router_admin_token: "another".to_owned(),
     };
     let b = desired(&db, &images(), &other).expect("desired objects");
     assert_ne!(a.secret, b.secret);
@@ -427,7 +438,7 @@ fn credentials_refs_replace_the_generated_keys() {
     let data = d.secret.data.as_ref().expect("data");
     assert_eq!(
         data.keys().collect::<Vec<_>>(),
-        ["token"],
+        ["router-admin-token", "token"],
         "the password comes from db-root"
     );
     let sts = serde_json::to_value(&d.stateful_sets[0]).expect("serializes");
@@ -455,7 +466,14 @@ fn credentials_refs_replace_the_generated_keys() {
         key: None,
     });
     let d = render(&db);
-    assert_eq!(d.secret.data.as_ref().map(BTreeMap::len), Some(0));
+    assert_eq!(
+        d.secret
+            .data
+            .as_ref()
+            .map(|d| d.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["router-admin-token".to_owned()]),
+        "only the router's admin token is generated"
+    );
     let sts = serde_json::to_value(&d.stateful_sets[0]).expect("serializes");
     let agent = env_of(container(sts_pod(&sts), "agent"));
     assert_eq!(agent["WALSHARD_TOKEN"], secret_ref("db-token", "t"));

@@ -86,7 +86,8 @@ Least privilege: exactly the verbs the operator's code uses (operator/README.md,
     create a Role or bind it only when it holds every permission in it, so the router's Role must
     stay a subset of these rules;
   - shardeddatabases/finalizers update: owner references with blockOwnerDeletion;
-  - secrets get + create, never patch or delete: the generated Secret is create-only; user
+  - secrets get + create + patch, never delete: the generated Secret is created once; a patch only
+    adds a key a newer operator generates (the router's admin token) and never changes one; user
     Secrets named in credentials refs are read;
   - statefulsets delete: a drained server's StatefulSet; statefulsets patch also switches a
     removed server's claim retention to Retain before that;
@@ -112,7 +113,7 @@ Leader election has its own Role in the release namespace (rbac.yaml).
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["list", "watch", "create", "patch"]

@@ -426,6 +426,7 @@ async fn apply<F: Fleet>(db: &ShardedDatabase, ctx: &Context<F>) -> Result<Actio
     let generated = GeneratedSecrets {
         cluster_token: random_secret(),
         mysql_password: random_secret(),
+        router_admin_token: random_secret(),
     };
     let desired = match objects::desired(db, &ctx.images, &generated) {
         Ok(desired) => desired,
@@ -836,7 +837,7 @@ async fn ensure_secret<F: Fleet>(
             .map_err(|e| ReconcileError::api("get", "Secret", &name, e))
     };
     if let Some(existing) = get().await? {
-        return Ok(existing);
+        return add_missing_keys(&secrets, existing, secret).await;
     }
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -990,6 +991,34 @@ async fn invalid_spec<F: Fleet>(
     let namespace = db.namespace().unwrap_or_default();
     ctx.metrics.set_ready(&namespace, &db.name_any(), false);
     Ok(Action::await_change())
+}
+
+/// Adds the keys `desired` has and `existing` lacks (a key a newer operator generates, e.g. the
+/// router's admin token), with a JSON merge patch of those keys only: a key, once written, is
+/// never changed.
+async fn add_missing_keys(
+    secrets: &Api<Secret>,
+    existing: Secret,
+    desired: &Secret,
+) -> Result<Secret, ReconcileError> {
+    let have = existing.data.as_ref();
+    let missing: std::collections::BTreeMap<&String, &k8s_openapi::ByteString> = desired
+        .data
+        .iter()
+        .flatten()
+        .filter(|(k, _)| !have.is_some_and(|d| d.contains_key(*k)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(existing);
+    }
+    let name = existing.name_any();
+    let keys: Vec<&str> = missing.keys().map(|k| k.as_str()).collect();
+    info!(secret = %name, ?keys, "adding generated keys to the credentials Secret");
+    let patch = serde_json::json!({ "data": missing });
+    secrets
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| ReconcileError::api("patch", "Secret", &name, e))
 }
 
 /// Server-side applies the reconciler's status fields, unless the status already shows them.

@@ -4,6 +4,7 @@
 //! and deletes nothing.
 
 use super::*;
+use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 
 fn refusal(code: u16, reason: &str, message: &str) -> Json {
@@ -240,6 +241,45 @@ async fn a_refused_volume_expansion_degrades_and_deletes_nothing() {
         let written = expect_status(api, &db).await;
         assert_eq!(condition(&written, "Degraded"), pair("True", "ApplyFailed"));
         assert_eq!(condition(&written, "Ready"), pair("True", "AllReady"));
+    })
+    .await
+    .expect("reconciles");
+    api.assert_idle();
+}
+
+#[tokio::test]
+async fn a_credentials_secret_from_an_older_operator_gets_only_the_missing_key() {
+    let Harness {
+        mut api,
+        fleet,
+        ctx,
+    } = harness();
+    let db = database(spec(3, 2));
+    let d = desired(&db);
+    ready_topology(&fleet);
+    reconciled(&ctx, &db, &mut api, async |api| {
+        let path = api.path_of::<Secret>(&format!("{NAME}-credentials"));
+        let mut old = secret_json(TOKEN);
+        old["data"]
+            .as_object_mut()
+            .expect("data")
+            .remove(objects::SECRET_ROUTER_ADMIN_TOKEN_KEY);
+        api.expect("GET", &path).await.reply(200, old.clone());
+        let e = api.expect("PATCH", &path).await;
+        assert_eq!(
+            e.content_type.as_deref(),
+            Some("application/merge-patch+json")
+        );
+        let keys: Vec<&String> = e.body["data"].as_object().expect("data").keys().collect();
+        assert_eq!(
+            keys,
+            ["router-admin-token"],
+            "only the missing key, never the others"
+        );
+        e.reply(200, secret_json(TOKEN));
+        list_sets(api, existing_sets(&d, true)).await;
+        apply_everything(api, &d, |_| true).await;
+        expect_status(api, &db).await;
     })
     .await
     .expect("reconciles");

@@ -72,6 +72,7 @@ fn desired(db: &ShardedDatabase) -> Desired {
     let any = GeneratedSecrets {
         cluster_token: "unused".to_owned(),
         mysql_password: "unused".to_owned(),
+        router_admin_token: "unused".to_owned(),
     };
     objects::desired(db, &images(), &any).expect("desired objects")
 }
@@ -155,6 +156,10 @@ fn secret_json(token: &str) -> Json {
             (
                 objects::SECRET_MYSQL_PASSWORD_KEY.to_owned(),
                 ByteString(b"pw".to_vec()),
+            ),
+            (
+                objects::SECRET_ROUTER_ADMIN_TOKEN_KEY.to_owned(),
+                ByteString(b"admin".to_vec()),
             ),
         ])),
         ..Default::default()
