@@ -5,7 +5,9 @@
 #   3. `helm template --include-crds` of each, rendered for Kubernetes 1.33 and 1.37, validated by
 #      `kubernetes-validate --strict` against that version's OpenAPI schemas (every rendered
 #      object must pass; the only object allowed to have no schema is the optional
-#      ServiceMonitor, a Prometheus Operator CRD kind, in ci/servicemonitor-values.yaml);
+#      ServiceMonitor, a Prometheus Operator CRD kind, in ci/servicemonitor-values.yaml, and the
+#      PodMonitors and PrometheusRule in ci/monitoring-values.yaml, whose alert and dashboard
+#      expressions are checked against the metrics the operator registers);
 #   4. what the chart renders: cluster-wide vs namespaced RBAC, the operator's environment, the
 #      security context; and that bad values (values.schema.json, the templates' checks) are
 #      refused;
@@ -132,9 +134,10 @@ for variant in "${variants[@]}"; do
   "$helm" lint --strict "$chart" "${args[@]}"
 
   allowed_missing=""
-  if [ "$name" = servicemonitor ]; then
-    allowed_missing=ServiceMonitor
-  fi
+  case $name in
+  servicemonitor) allowed_missing=ServiceMonitor ;;
+  monitoring) allowed_missing="ServiceMonitor PodMonitor PrometheusRule" ;;
+  esac
   for kv in "${kube_versions[@]}"; do
     rendered=$out/$name-$kv.yaml
     step "helm template --include-crds --kube-version $kv $chart ${args[*]} > ${rendered#"$root"/}"
@@ -151,23 +154,24 @@ for variant in "${variants[@]}"; do
     # refuse any "no schema" warning but the one allowed for this variant.
     "$py" - "$rendered" "$log" "$allowed_missing" <<'EOF' || die "not every object of the $name rendering was validated (see above)"
 import re, sys, yaml
-rendered, log, allowed = sys.argv[1], sys.argv[2], sys.argv[3]
+rendered, log, allowed = sys.argv[1], sys.argv[2], set(sys.argv[3].split())
 docs = [d for d in yaml.safe_load_all(open(rendered)) if d]
 kinds = [d["kind"] for d in docs]
 lines = open(log).read().splitlines()
 passed = [l for l in lines if " passed for resource " in l]
 missing = [l for l in lines if "Couldn't find schema" in l]
-bad = [l for l in missing if not (allowed and f"kind {allowed} " in l)]
-expected = len([k for k in kinds if k != allowed]) if allowed else len(kinds)
+bad = [l for l in missing if not any(f"kind {a} " in l for a in allowed)]
+expected = len([k for k in kinds if k not in allowed])
 for l in lines:
     print("   ", l)
 if bad:
     sys.exit(f"objects without a schema: {bad}")
-if allowed and len(missing) != kinds.count(allowed):
-    sys.exit(f"expected {kinds.count(allowed)} {allowed} without a schema, log says {len(missing)}")
+unvalidated = sum(kinds.count(a) for a in allowed)
+if len(missing) != unvalidated:
+    sys.exit(f"expected {unvalidated} of {sorted(allowed)} without a schema, log says {len(missing)}")
 if len(passed) != expected:
     sys.exit(f"{len(docs)} objects rendered ({', '.join(kinds)}), {len(passed)} passed, {expected} expected")
-print(f"    {len(passed)} of {len(docs)} objects validated" + (f" ({allowed}: no schema, rendered only)" if allowed else ""))
+print(f"    {len(passed)} of {len(docs)} objects validated" + (f" ({', '.join(sorted(allowed))}: no schema, rendered only)" if allowed else ""))
 EOF
   done
 done
@@ -202,7 +206,10 @@ check(roles == [("team-a", "walshard"), ("team-b", "walshard"), ("walshard-syste
       f"watchNamespaces: a Role per watched namespace + leader election, got {roles}")
 check(len(of(namespaced, "RoleBinding")) == 3, "watchNamespaces: a RoleBinding per Role")
 lease = [r for r in of(default, "Role")][0]["rules"]
-check(any(r.get("resourceNames") == ["walshard-operator"] for r in lease), "leader election limited to the Lease walshard-operator")
+dep0 = of(default, "Deployment")[0]
+lease_name = env(dep0).get("WALSHARD_LEASE_NAME")
+check(lease_name == dep0["metadata"]["name"], f"the Lease is named after the release: {lease_name!r}")
+check(any(r.get("resourceNames") == [lease_name] for r in lease), f"leader election limited to the Lease {lease_name}")
 
 for docs, ns in ((default, ""), (namespaced, "team-a,team-b")):
     dep = of(docs, "Deployment")[0]
@@ -250,6 +257,36 @@ refuse "a misspelled key" "additional properties 'watchNamespace' not allowed" -
 refuse "an unknown log format" "value must be one of" --set logFormat=xml
 refuse "a ServiceMonitor without the metrics Service" "needs metrics.service.enabled" \
   --set metrics.serviceMonitor.enabled=true --set metrics.service.enabled=false
+
+step "the monitoring rendering: PodMonitors for agents and routers, alerts and dashboard on real metrics"
+"$py" - "$out/monitoring-1.37.0.yaml" "$root/operator/src/runtime.rs" <<'EOF' || die "the monitoring objects are wrong (see above)"
+import json, re, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+source = open(sys.argv[2]).read()
+# Metric names the control plane registers (prefix walshard_operator_; counters get _total).
+registered = set(re.findall(r'^\s*"([a-z_]+)",\s*$', source, re.M))
+def known(metric):
+    name = metric.removeprefix("walshard_operator_").removesuffix("_total")
+    return name in registered
+errors = []
+pods = {d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]: d["spec"]["podMetricsEndpoints"][0]["port"]
+        for d in docs if d["kind"] == "PodMonitor"}
+if pods != {"server": "agent", "router": "http"}:
+    errors.append(f"PodMonitors: {pods}")
+exprs = [r["expr"] for d in docs if d["kind"] == "PrometheusRule" for g in d["spec"]["groups"] for r in g["rules"]]
+dash = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
+if len(dash) != 1:
+    errors.append("no dashboard ConfigMap")
+else:
+    exprs += [t["expr"] for p in json.loads(dash[0]["data"]["walshard.json"])["panels"] for t in p["targets"]]
+for e in exprs:
+    for m in re.findall(r"walshard_operator_[a-z_]+", e):
+        if not known(m):
+            errors.append(f"{m} (in {e}) is not a metric the operator registers")
+print(f"    {len(pods)} PodMonitors, {len(exprs)} expressions over registered metrics")
+if errors:
+    sys.exit("\n".join(errors))
+EOF
 
 # --- shell scripts and Dockerfiles -----------------------------------------------------------
 mapfile -t scripts < <(find scripts tests/e2e -name '*.sh' -type f | sort)

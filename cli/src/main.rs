@@ -24,6 +24,8 @@ enum Command {
     Status(walshard_cli::local::StatusArgs),
     /// Stop a running local fleet.
     Down(walshard_cli::local::DownArgs),
+    /// Planned switchover of a shard's primary on a running local fleet: `sh1=Server2`.
+    Switchover(walshard_cli::local::SwitchoverArgs),
     /// The seed's analysis (A-1..A-3): 10,000 writes and 10,000 reads per configuration,
     /// against a direct-MariaDB baseline measured in the same run.
     Bench(walshard_cli::bench::BenchArgs),
@@ -41,6 +43,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Up(args) => walshard_cli::local::up(args).await,
         Command::Status(args) => walshard_cli::local::status(args).await,
         Command::Down(args) => walshard_cli::local::down(args).await,
+        Command::Switchover(args) => walshard_cli::local::switchover(args).await,
         Command::Bench(args) => walshard_cli::bench::run(args).await,
         Command::Agent(args) => walshard_agent::cli::run(args).await,
         Command::Router(args) => walshard_router::cli::run(args).await,

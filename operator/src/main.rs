@@ -67,6 +67,10 @@ struct Args {
     /// This replica's identity in the Lease and in Events (the pod name).
     #[arg(long, env = "POD_NAME")]
     pod_name: Option<String>,
+    /// Name of the leader-election Lease (the chart: the release's full name, so two releases in
+    /// one namespace elect separately).
+    #[arg(long, env = "WALSHARD_LEASE_NAME", default_value = LEASE_NAME)]
+    lease_name: String,
     /// Namespace of the Lease (the operator's own); the client's default namespace when unset.
     #[arg(long, env = "POD_NAMESPACE")]
     pod_namespace: Option<String>,
@@ -223,7 +227,8 @@ async fn run(args: Args) -> Result<(), StartError> {
         "walshard-operator started"
     );
 
-    let elector = LeaderElector::new(client, &lease_namespace, identity, LeaderConfig::default())?;
+    let elector = LeaderElector::new(client, &lease_namespace, identity, LeaderConfig::default())?
+        .with_lease_name(args.lease_name.clone());
     let (leading_tx, leading) = watch::channel(false);
     let election = tokio::spawn({
         let mut until = shutdown.clone();

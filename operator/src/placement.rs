@@ -3,11 +3,13 @@
 //! A placement is the seed's `servers` map, `{"Server0": ["sh1", "sh2"], ...}`. It is either given
 //! explicitly (validated by [`validate_placement`]) or computed from N servers, S shards and R
 //! replicas per shard (by [`compute_placement`]), spread evenly with never two replicas of a shard on
-//! one server.
+//! one server, and stable: changing the server count moves close to the fewest replicas.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
+
+pub mod stable;
 
 /// Server name → the shard ids it holds (the seed's `servers` map).
 pub type Placement = BTreeMap<String, Vec<String>>;
@@ -35,12 +37,11 @@ pub enum PlacementError {
     ShardWithoutReplica(String),
 }
 
-/// Places `replicas` replicas of each shard on `servers`, evenly.
+/// Places `replicas` replicas of each shard on `servers`, evenly and stably.
 ///
-/// Replica `j` of shard `i` goes to server `(i * R + j) mod N`: the S·R replica slots are dealt
-/// round-robin, so every server's load is ⌊S·R/N⌋ or ⌈S·R/N⌉, and the R consecutive slots of a
-/// shard land on R distinct servers because R ≤ N. Every server appears in the result, possibly with
-/// no shard.
+/// Every server's load is ⌊S·R/N⌋ or ⌈S·R/N⌉, never two replicas of a shard on one server, and
+/// adding or removing the last server moves the fewest replicas a balanced placement can (see
+/// [`stable`]). Every server appears in the result, possibly with no shard.
 pub fn compute_placement(
     servers: &[String],
     shards: &[String],
@@ -60,18 +61,20 @@ pub fn compute_placement(
             servers: servers.len(),
         });
     }
-    let mut placement: Placement = servers.iter().map(|s| (s.clone(), Vec::new())).collect();
-    let n = servers.len();
-    for (i, shard) in shards.iter().enumerate() {
-        for j in 0..replicas {
-            let server = &servers[(i * replicas + j) % n];
-            placement
-                .entry(server.clone())
-                .or_default()
-                .push(shard.clone());
-        }
-    }
-    Ok(placement)
+    let held = stable::chain(servers.len(), shards.len(), replicas);
+    Ok(servers
+        .iter()
+        .zip(held)
+        .map(|(server, held)| {
+            let mine = shards
+                .iter()
+                .zip(held)
+                .filter(|(_, h)| *h)
+                .map(|(shard, _)| shard.clone())
+                .collect();
+            (server.clone(), mine)
+        })
+        .collect())
 }
 
 /// Validates an explicit placement against the shard list and returns it inverted
@@ -218,6 +221,69 @@ mod tests {
                 shard: "sh9".into()
             })
         );
+    }
+
+    /// Replicas of `b` that `a` did not have on the same server: each is a copy.
+    fn moves(a: &Placement, b: &Placement) -> usize {
+        b.iter()
+            .map(|(server, shards)| {
+                let before = a.get(server);
+                shards
+                    .iter()
+                    .filter(|x| !before.is_some_and(|h| h.contains(x)))
+                    .count()
+            })
+            .sum()
+    }
+
+    /// The fewest copies any placement of `servers` with loads ⌊S·R/N⌋ or ⌈S·R/N⌉ needs from
+    /// `a`: a server keeps at most min(its old load, its new load), and only `extra` servers
+    /// may have the ceiling (shard-distinctness ignored, so it is a lower bound).
+    fn lower_bound(a: &Placement, servers: &[String], total: usize) -> usize {
+        let n = servers.len();
+        let (q, extra) = (total / n, total % n);
+        let old = |s: &String| a.get(s).map_or(0, Vec::len);
+        let kept: usize = servers.iter().map(|s| old(s).min(q)).sum::<usize>()
+            + extra.min(servers.iter().filter(|s| old(s) > q).count());
+        total - kept
+    }
+
+    #[test]
+    fn twelve_to_thirteen_servers_moves_fourteen_replicas() {
+        // The example: 64 shards × 3 replicas; (i·R + j) mod N moved 132 of 192.
+        let shards = names("sh", 64);
+        let a = compute_placement(&names("Server", 12), &shards, 3).unwrap();
+        let b = compute_placement(&names("Server", 13), &shards, 3).unwrap();
+        assert_eq!(moves(&a, &b), 14);
+        assert_eq!(lower_bound(&a, &names("Server", 13), 192), 14);
+        assert_eq!(moves(&b, &a), 14, "back to 12: Server12's 14 go back");
+        assert_eq!(lower_bound(&b, &names("Server", 12), 192), 14);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        /// Changing the server count by 1..=4 either way moves at most 1.25× the lower bound
+        /// (exactly the bound by one server), keeps loads within one and shards distinct.
+        #[test]
+        fn changing_the_server_count_moves_close_to_the_minimum(
+            n in 1usize..24, k in 1usize..5, s in 1usize..80, r in 1usize..5,
+        ) {
+            prop_assume!(r <= n);
+            let shards = names("sh", s);
+            let small = names("Server", n);
+            let large = names("Server", n + k);
+            let a = compute_placement(&small, &shards, r).unwrap();
+            let b = compute_placement(&large, &shards, r).unwrap();
+            for (from, to, servers) in [(&a, &b, &large), (&b, &a, &small)] {
+                let bound = lower_bound(from, servers, s * r);
+                let moved = moves(from, to);
+                prop_assert!(moved >= bound, "the bound is wrong: {moved} < {bound}");
+                if k == 1 {
+                    prop_assert_eq!(moved, bound, "one server: exactly the minimum");
+                }
+                prop_assert!(4 * moved <= 5 * bound, "moved {} > 1.25 × {}", moved, bound);
+            }
+        }
     }
 
     proptest! {

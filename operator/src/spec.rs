@@ -15,8 +15,10 @@
 //!   servers: {count: 6}                   # or {placement: [{name: Server0, shards: [sh1, sh2]}, ...]}
 //! ```
 
+mod pod;
 pub mod rules;
 mod status;
+pub mod transition;
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use kube::{CustomResource, CustomResourceExt, KubeSchema};
@@ -27,6 +29,7 @@ use thiserror::Error;
 use walshard_contract::{Ident, Quorum, Schema, ShardSpec};
 
 use crate::placement::{Placement, PlacementError};
+pub use pod::PodOptions;
 pub use status::{
     CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY, ShardSummary,
     ShardedDatabaseStatus, primaries_summary,
@@ -110,7 +113,8 @@ pub struct ShardedDatabaseSpec {
     #[x_kube(
         validation = kube::core::Rule::new(rules::DTYPES_LENGTH.rule).message(rules::DTYPES_LENGTH.message),
         validation = kube::core::Rule::new(rules::KEY_NUMBER.rule).message(rules::KEY_NUMBER.message),
-        validation = kube::core::Rule::new(rules::COLUMNS_UNIQUE.rule).message(rules::COLUMNS_UNIQUE.message)
+        validation = kube::core::Rule::new(rules::COLUMNS_UNIQUE.rule).message(rules::COLUMNS_UNIQUE.message),
+        validation = kube::core::Rule::new(transition::SCHEMA_FIXED.rule).message(transition::SCHEMA_FIXED.message)
     )]
     pub schema: Schema,
     /// The shards: `count` equal ranges of `size` keys from `low`, or an explicit `list`.
@@ -127,6 +131,9 @@ pub struct ShardedDatabaseSpec {
     /// Compute resources of the server containers.
     #[serde(default)]
     pub resources: ResourcesSpec,
+    /// How the server pods stop (grace period).
+    #[serde(default)]
+    pub pod: PodOptions,
     /// The router Deployment and Service.
     #[serde(default)]
     pub router: RouterSpec,
@@ -146,8 +153,9 @@ fn default_replicas() -> i32 {
 }
 
 /// The database engine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new(transition::FLAVOR_FIXED.rule).message(transition::FLAVOR_FIXED.message))]
 pub struct EngineSpec {
     /// The MySQL or MariaDB container image.
     #[serde(default = "default_image")]
@@ -295,8 +303,12 @@ impl ServersSpec {
 }
 
 /// The PersistentVolumeClaim of every server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(
+    validation = kube::core::Rule::new(transition::STORAGE_GROWS.rule).message(transition::STORAGE_GROWS.message),
+    validation = kube::core::Rule::new(transition::STORAGE_CLASS_FIXED.rule).message(transition::STORAGE_CLASS_FIXED.message)
+)]
 pub struct StorageSpec {
     /// Requested size: a positive quantity such as `10Gi`.
     #[serde(default = "default_storage_size")]
@@ -359,8 +371,9 @@ pub struct ResourcesSpec {
 }
 
 /// The router: a Deployment behind a Service.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[x_kube(validation = kube::core::Rule::new(rules::ROUTER_TOKEN_EXPOSED.rule).message(rules::ROUTER_TOKEN_EXPOSED.message))]
 pub struct RouterSpec {
     /// Router pods.
     #[serde(default = "default_router_replicas")]
@@ -579,6 +592,7 @@ impl ShardedDatabaseSpec {
             servers,
             storage: StorageSpec::default(),
             resources: ResourcesSpec::default(),
+            pod: PodOptions::default(),
             router: RouterSpec::default(),
             durability: Durability::default(),
             credentials: CredentialsSpec::default(),

@@ -10,6 +10,7 @@ use kube::CustomResourceExt;
 use kube::core::cel::{ScopeContext, Validator, WarningKind, analyze_rule, apply_defaults};
 use serde_json::{Value as Json, json};
 use walshard_operator::spec::rules::CEL_RULES;
+use walshard_operator::spec::transition::TRANSITION_RULES;
 use walshard_operator::spec::{ShardedDatabase, crd_yaml};
 
 const CRD_FILE: &str = "crds/shardeddatabases.walshard.io.yaml";
@@ -211,6 +212,11 @@ fn the_layers_agree_on_good_and_bad_specs() {
             None,
         ),
         (with("engine", "{image: 'mariadb:11.4'}"), None),
+        (with("pod", "{terminationGracePeriodSeconds: 120}"), None),
+        (
+            with("pod", "{terminationGracePeriodSeconds: 5}"),
+            Some(Schema),
+        ),
         (
             with(
                 "storage",
@@ -282,6 +288,14 @@ fn the_layers_agree_on_good_and_bad_specs() {
         ),
         (with("router", "{replicas: 0}"), Some(Schema)),
         (with("router", "{serviceType: ExternalName}"), Some(Schema)),
+        (
+            with("router", "{serviceType: LoadBalancer}"),
+            Some(Cel(
+                ROUTER_TOKEN_EXPOSED.message,
+                ROUTER_TOKEN_EXPOSED.message,
+            )),
+        ),
+        (with("router", "{serviceType: NodePort}"), None),
         (
             with("credentials", "{clusterTokenSecretRef: {name: Token}}"),
             Some(Schema),
@@ -459,7 +473,7 @@ fn every_cel_rule_is_in_the_crd_compiles_and_is_bounded() {
     let schema = open_api_schema();
     let mut found = Vec::new();
     collect_rules(&schema, "", &mut found);
-    for cel in CEL_RULES {
+    for cel in CEL_RULES.iter().chain(&TRANSITION_RULES) {
         let (at, node) = found
             .iter()
             .find(|(_, rule, _)| rule == cel.rule)
@@ -485,7 +499,11 @@ fn every_cel_rule_is_in_the_crd_compiles_and_is_bounded() {
             .collect();
         assert!(warnings.is_empty(), "{}: {warnings:?}", cel.rule);
     }
-    assert_eq!(found.len(), CEL_RULES.len(), "rules in the CRD: {found:?}");
+    assert_eq!(
+        found.len(),
+        CEL_RULES.len() + TRANSITION_RULES.len(),
+        "rules in the CRD: {found:?}"
+    );
 }
 
 /// `(path, rule, schema node)` of every `x-kubernetes-validations` rule.

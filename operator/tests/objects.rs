@@ -33,6 +33,7 @@ fn generated() -> GeneratedSecrets {
     GeneratedSecrets {
         cluster_token: "goldenClusterToken0".to_owned(),
         mysql_password: "goldenMysqlPassword0".to_owned(),
+        router_admin_token: "goldenRouterAdminToken0".to_owned(),
     }
 }
 
@@ -275,29 +276,20 @@ fn one_stateful_set_per_server_with_its_name_in_env() {
         assert_eq!(env["WALSHARD_CONTROLLED"], "true");
         assert_eq!(env["WALSHARD_LISTEN"], "0.0.0.0:5001");
         assert_eq!(env["WALSHARD_DATA_DIR"], "/data/agent");
+        assert_eq!(env["WALSHARD_MYSQL_HOST"], "127.0.0.1");
+        assert_eq!(env["WALSHARD_MYSQL_PORT"], "3306");
+        assert_eq!(env["WALSHARD_MYSQL_USER"], "root");
         assert_eq!(
-            env["WALSHARD_MYSQL_URL"],
-            "mysql://root:$(MYSQL_PASSWORD)@127.0.0.1:3306"
-        );
-        assert_eq!(
-            env["MYSQL_PASSWORD"],
+            env["WALSHARD_MYSQL_PASSWORD"],
             secret_ref("studt-credentials", "mysql-password")
+        );
+        assert!(
+            !env.contains_key("WALSHARD_MYSQL_URL"),
+            "no password in a URL"
         );
         assert_eq!(
             env["WALSHARD_TOKEN"],
             secret_ref("studt-credentials", "token")
-        );
-        let agent = container(sts_pod(&sts), "agent");
-        let names: Vec<&str> = agent["env"]
-            .as_array()
-            .expect("env")
-            .iter()
-            .filter_map(|e| e["name"].as_str())
-            .collect();
-        let position = |n: &str| names.iter().position(|x| *x == n).expect(n);
-        assert!(
-            position("MYSQL_PASSWORD") < position("WALSHARD_MYSQL_URL"),
-            "$(MYSQL_PASSWORD) expands only variables declared before it"
         );
     }
 }
@@ -388,7 +380,16 @@ fn the_secret_holds_the_generated_values() {
     let data = d.secret.data.as_ref().expect("data");
     assert_eq!(data["token"].0, b"goldenClusterToken0");
     assert_eq!(data["mysql-password"].0, b"goldenMysqlPassword0");
-    assert_eq!(data.len(), 2);
+    assert_eq!(data["router-admin-token"].0, b"goldenRouterAdminToken0");
+    assert_eq!(data.len(), 3);
+    // The router's admin endpoints need it; reads and writes stay open (no API token).
+    let router = serde_json::to_value(&d.deployments[0]).expect("serializes");
+    let env = env_of(container(&router["spec"]["template"]["spec"], "router"));
+    assert_eq!(
+        env["WALSHARD_ADMIN_TOKEN"],
+        secret_ref("studt-credentials", "router-admin-token")
+    );
+    assert!(!env.contains_key("WALSHARD_API_TOKEN"));
     assert!(
         !format!("{:?}", generated()).contains("golden"),
         "Debug hides the generated values"
@@ -402,6 +403,7 @@ fn other_objects_do_not_depend_on_the_generated_values() {
     let other = GeneratedSecrets {
         cluster_token: "another".to_owned(),
         mysql_password: "another".to_owned(),
+        router_admin_token: "another".to_owned(),
     };
     let b = desired(&db, &images(), &other).expect("desired objects");
     assert_ne!(a.secret, b.secret);
@@ -436,7 +438,7 @@ fn credentials_refs_replace_the_generated_keys() {
     let data = d.secret.data.as_ref().expect("data");
     assert_eq!(
         data.keys().collect::<Vec<_>>(),
-        ["token"],
+        ["router-admin-token", "token"],
         "the password comes from db-root"
     );
     let sts = serde_json::to_value(&d.stateful_sets[0]).expect("serializes");
@@ -446,7 +448,10 @@ fn credentials_refs_replace_the_generated_keys() {
         secret_ref("db-root", "password")
     );
     let agent = env_of(container(sts_pod(&sts), "agent"));
-    assert_eq!(agent["MYSQL_PASSWORD"], secret_ref("db-root", "password"));
+    assert_eq!(
+        agent["WALSHARD_MYSQL_PASSWORD"],
+        secret_ref("db-root", "password")
+    );
     assert_eq!(
         agent["WALSHARD_TOKEN"],
         secret_ref("studt-credentials", "token")
@@ -461,7 +466,14 @@ fn credentials_refs_replace_the_generated_keys() {
         key: None,
     });
     let d = render(&db);
-    assert_eq!(d.secret.data.as_ref().map(BTreeMap::len), Some(0));
+    assert_eq!(
+        d.secret
+            .data
+            .as_ref()
+            .map(|d| d.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["router-admin-token".to_owned()]),
+        "only the router's admin token is generated"
+    );
     let sts = serde_json::to_value(&d.stateful_sets[0]).expect("serializes");
     let agent = env_of(container(sts_pod(&sts), "agent"));
     assert_eq!(agent["WALSHARD_TOKEN"], secret_ref("db-token", "t"));
@@ -691,7 +703,32 @@ fn security_contexts_are_non_root_and_restricted() {
         "RuntimeDefault"
     );
     assert_eq!(pod["automountServiceAccountToken"], false);
-    assert_eq!(pod["terminationGracePeriodSeconds"], 30);
+    assert_eq!(
+        pod["terminationGracePeriodSeconds"], 60,
+        "spec.pod's default"
+    );
+    let mysql = container(pod, "mysql");
+    assert_eq!(
+        mysql["resources"]["requests"],
+        json!({"cpu": "250m", "memory": "512Mi"}),
+        "default requests: never BestEffort"
+    );
+    assert_eq!(
+        container(pod, "agent")["resources"]["requests"]["memory"],
+        "128Mi"
+    );
+    let pre_stop = mysql["lifecycle"]["preStop"]["exec"]["command"][2]
+        .as_str()
+        .expect("MySQL has a preStop hook");
+    assert!(
+        pre_stop.contains("/dev/tcp/127.0.0.1/5001"),
+        "MySQL waits for the agent to stop: {pre_stop}"
+    );
+    assert_eq!(
+        env_of(container(pod, "agent"))["WALSHARD_SHUTDOWN_HANDOVER_SECONDS"],
+        "30",
+        "the agent waits at most half the grace period for its handover"
+    );
     let router = serde_json::to_value(&d.deployments[0]).expect("serializes");
     let router_pod = &router["spec"]["template"]["spec"];
     assert_eq!(router_pod["serviceAccountName"], "studt-router");
@@ -832,4 +869,54 @@ fn missing_metadata_and_bad_images_are_refused() {
         desired(&db, &bad, &generated()),
         Err(ObjectsError::PullPolicy(_))
     ));
+}
+
+#[test]
+fn spec_pod_schedules_and_identifies_the_server_pods() {
+    let mut db = example("seed-default");
+    let d = render(&db);
+    let sts = serde_json::to_value(&d.stateful_sets[0]).expect("serializes");
+    let pod = sts_pod(&sts);
+    // Defaults: a soft zone spread and the per-node anti-affinity; no selector, no tolerations.
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["topologyKey"],
+        "topology.kubernetes.io/zone"
+    );
+    assert_eq!(
+        pod["topologySpreadConstraints"][0]["whenUnsatisfiable"],
+        "ScheduleAnyway"
+    );
+    assert!(pod["affinity"]["podAntiAffinity"].is_object());
+    assert!(pod["nodeSelector"].is_null() && pod["tolerations"].is_null());
+
+    db.spec.pod = serde_json::from_value(json!({
+        "nodeSelector": {"pool": "db"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {}},
+        "topologySpreadConstraints": [{"maxSkew": 2, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule"}],
+        "priorityClassName": "walshard-critical",
+        "labels": {"team": "a", "app.kubernetes.io/component": "ignored"},
+        "annotations": {"note": "x"},
+        "runAsUser": 27,
+        "fsGroup": 27
+    }))
+    .expect("spec.pod");
+    let d = render(&db);
+    let sts = serde_json::to_value(&d.stateful_sets[0]).expect("serializes");
+    let template = &sts["spec"]["template"];
+    let pod = &template["spec"];
+    assert_eq!(pod["nodeSelector"], json!({"pool": "db"}));
+    assert_eq!(pod["tolerations"][0]["key"], "dedicated");
+    assert_eq!(pod["affinity"], json!({"nodeAffinity": {}}));
+    assert_eq!(pod["topologySpreadConstraints"][0]["maxSkew"], 2);
+    assert_eq!(pod["priorityClassName"], "walshard-critical");
+    assert_eq!(pod["securityContext"]["fsGroup"], 27);
+    assert_eq!(container(pod, "mysql")["securityContext"]["runAsUser"], 27);
+    let labels = &template["metadata"]["labels"];
+    assert_eq!(labels["team"], "a");
+    assert_eq!(
+        labels["app.kubernetes.io/component"], "server",
+        "the operator's labels win (selectors depend on them)"
+    );
+    assert_eq!(template["metadata"]["annotations"]["note"], "x");
 }

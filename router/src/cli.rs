@@ -49,6 +49,10 @@ pub struct Args {
     /// If set, clients must send `Authorization: Bearer <api-token>` (all but `/metrics`).
     #[arg(long, env = "WALSHARD_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// Token the administrative endpoints (`/init`, `/add`, `/rm`) require instead; reads and
+    /// writes stay as `--api-token` says.
+    #[arg(long, env = "WALSHARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// How eventual reads pick a shard's replica: `default` (rendezvous hashing, XXH3) or
     /// `seed` (the seed's 512-slot ring with 9 virtual nodes per server).
     #[arg(long, env = "WALSHARD_HASH_MODE", default_value = "default")]
@@ -102,6 +106,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
     if let Some(t) = args.api_token.as_ref().filter(|t| !t.is_empty()) {
         state.require_api_token(t.clone());
+    }
+    if let Some(t) = args.admin_token.as_ref().filter(|t| !t.is_empty()) {
+        state.require_admin_token(t.clone());
     }
     let follower = tokio::spawn(fleet::follow(
         control,

@@ -136,6 +136,9 @@ pub struct RouterState {
     control: Option<Control>,
     /// If set, every endpoint but `/metrics` needs `Authorization: Bearer <api_token>`.
     api_token: Option<String>,
+    /// If set, `/init`, `/add` and `/rm` need `Authorization: Bearer <admin_token>` (instead of
+    /// the API token).
+    admin_token: Option<String>,
     http: reqwest::Client,
     token: String,
     metrics: RouterMetrics,
@@ -180,6 +183,7 @@ impl RouterState {
             primaries,
             control,
             api_token: None,
+            admin_token: None,
             http: reqwest::Client::builder()
                 .timeout(CALL_TIMEOUT)
                 .tcp_nodelay(true)
@@ -197,6 +201,13 @@ impl RouterState {
     pub fn require_api_token(self: &mut Arc<Self>, token: impl Into<String>) {
         if let Some(state) = Arc::get_mut(self) {
             state.api_token = Some(token.into());
+        }
+    }
+
+    /// Guards the administrative endpoints (`/init`, `/add`, `/rm`) with their own token.
+    pub fn require_admin_token(self: &mut Arc<Self>, token: impl Into<String>) {
+        if let Some(state) = Arc::get_mut(self) {
+            state.admin_token = Some(token.into());
         }
     }
 
@@ -513,13 +524,19 @@ pub fn router(state: Arc<RouterState>, max_body_bytes: usize) -> Router {
         .with_state(state)
 }
 
-/// Refuses requests without the public API token, when one is required.
+/// Refuses requests without the token they need: the admin token for `/init`, `/add`, `/rm`
+/// when one is set, else the public API token when one is set.
 async fn check_api_token(
     State(state): State<Arc<RouterState>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if let Some(token) = &state.api_token {
+    let admin = matches!(req.uri().path(), "/init" | "/add" | "/rm");
+    let required = match (&state.admin_token, admin) {
+        (Some(t), true) => Some(t),
+        _ => state.api_token.as_ref(),
+    };
+    if let Some(token) = required {
         let given = req
             .headers()
             .get(axum::http::header::AUTHORIZATION)
@@ -974,6 +991,32 @@ mod tests {
             "{v}"
         );
         assert_eq!(call(&app, "GET", "/metrics", None).await.0, 200);
+    }
+
+    #[tokio::test]
+    async fn the_admin_token_guards_init_add_rm_only() {
+        let mut state = RouterState::new(None, Arc::new(NoPrimaries), "agent-token");
+        state.require_admin_token("adm1n");
+        let app = router(state, 1 << 20);
+        for (method, path) in [("POST", "/init"), ("POST", "/add"), ("DELETE", "/rm")] {
+            assert_eq!(call(&app, method, path, None).await.0, 401, "{path}");
+            assert_eq!(
+                call(&app, method, path, Some("wrong")).await.0,
+                401,
+                "{path}"
+            );
+            // Past the token (no control plane here: 501).
+            assert_eq!(
+                call(&app, method, path, Some("adm1n")).await.0,
+                501,
+                "{path}"
+            );
+        }
+        assert_eq!(
+            call(&app, "GET", "/status", None).await.0,
+            400,
+            "reads stay open"
+        );
     }
 
     #[tokio::test]

@@ -12,6 +12,7 @@ use walshard_contract::{Ident, Schema, ShardSpec, validate_layout};
 
 use crate::disk_guard::DiskGuard;
 use crate::metrics::Metrics;
+use crate::mysql::MySqlEndpoint;
 use crate::requests::NamedShard;
 use crate::shard::{Shard, ShardContext, ShardError};
 use crate::state::{AgentState, ShardState, StateError, StateFile};
@@ -22,7 +23,8 @@ use crate::wal::WalOptions;
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
     pub server_name: String,
-    pub mysql_url: String,
+    /// The MySQL server beside the agent.
+    pub mysql: MySqlEndpoint,
     pub data_dir: PathBuf,
     pub wal: WalOptions,
     pub mysql_pool_size: u32,
@@ -82,7 +84,7 @@ impl Agent {
             path: config.data_dir.clone(),
             source,
         })?;
-        let store = connect_with_retry(&config.mysql_url, config.mysql_pool_size).await?;
+        let store = connect_with_retry(&config.mysql, config.mysql_pool_size).await?;
         let state_file = StateFile::new(&config.data_dir);
         let state = state_file.load()?;
         let agent = Arc::new(Agent {
@@ -229,12 +231,13 @@ impl Agent {
 }
 
 /// Waits for MySQL to answer (it may start after the agent); a malformed URL fails at once.
-async fn connect_with_retry(url: &str, pool_size: u32) -> Result<Store, AgentError> {
+async fn connect_with_retry(mysql: &MySqlEndpoint, pool_size: u32) -> Result<Store, AgentError> {
     let mut delay = Duration::from_millis(100);
     loop {
-        match Store::connect(url, pool_size).await {
+        match Store::connect(mysql.connect_options(), pool_size).await {
             Ok(store) => return Ok(store),
-            Err(e @ StoreError::Url(_)) => return Err(e.into()),
+            // A client that cannot authenticate this way never will: fail instead of looping.
+            Err(e @ StoreError::Sql(sqlx::Error::Configuration(_))) => return Err(e.into()),
             Err(e) => {
                 warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MySQL not reachable yet");
                 tokio::time::sleep(delay).await;

@@ -11,6 +11,7 @@ use walshard_contract::process::{LogFormat, init_tracing, shutdown_signal};
 
 use crate::agent::{Agent, AgentConfig};
 use crate::api;
+use crate::mysql::{EndpointError, MySqlEndpoint};
 use crate::wal::{FsyncPolicy, WalOptions};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -28,9 +29,26 @@ pub struct Args {
     /// Address and port to listen on.
     #[arg(long, env = "WALSHARD_LISTEN", default_value = "127.0.0.1:5001")]
     pub listen: SocketAddr,
-    /// MySQL server URL, e.g. mysql://root@127.0.0.1:3306 (the agent creates its database).
+    /// MySQL server as a URL, e.g. mysql://root@127.0.0.1:3306 (the local fleet's form; the
+    /// agent creates its database). Excludes --mysql-host/-port/-user/-socket; prefer those and
+    /// --mysql-password when the password comes from a Secret.
     #[arg(long, env = "WALSHARD_MYSQL_URL")]
-    pub mysql_url: String,
+    pub mysql_url: Option<String>,
+    /// MySQL host (default 127.0.0.1).
+    #[arg(long, env = "WALSHARD_MYSQL_HOST")]
+    pub mysql_host: Option<String>,
+    /// MySQL port (default 3306).
+    #[arg(long, env = "WALSHARD_MYSQL_PORT")]
+    pub mysql_port: Option<u16>,
+    /// MySQL Unix socket, instead of TCP.
+    #[arg(long, env = "WALSHARD_MYSQL_SOCKET")]
+    pub mysql_socket: Option<PathBuf>,
+    /// MySQL user (default root).
+    #[arg(long, env = "WALSHARD_MYSQL_USER")]
+    pub mysql_user: Option<String>,
+    /// MySQL password, taken verbatim (any characters); replaces one in --mysql-url.
+    #[arg(long, env = "WALSHARD_MYSQL_PASSWORD", hide_env_values = true)]
+    pub mysql_password: Option<String>,
     /// Directory for the WAL and local state.
     #[arg(long, env = "WALSHARD_DATA_DIR")]
     pub data_dir: PathBuf,
@@ -70,6 +88,58 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "WALSHARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Under a control plane: on SIGTERM, keep serving until no shard here is primary (the
+    /// control plane switches them over) or this many seconds passed, then stop.
+    #[arg(long, env = "WALSHARD_SHUTDOWN_HANDOVER_SECONDS", default_value_t = 30)]
+    pub shutdown_handover_seconds: u64,
+}
+
+/// Waits until `leads()` is false, checking every `step`, for at most `bound`; `true` when it
+/// became false in time.
+pub async fn wait_for_handover(
+    leads: impl Fn() -> bool,
+    bound: std::time::Duration,
+    step: std::time::Duration,
+) -> bool {
+    let until = tokio::time::Instant::now() + bound;
+    loop {
+        if !leads() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(step).await;
+    }
+}
+
+impl Args {
+    /// The MySQL endpoint: from --mysql-url, or from its parts with their defaults; the
+    /// password from --mysql-password when given.
+    pub fn mysql_endpoint(&self) -> Result<MySqlEndpoint, EndpointError> {
+        let parts_given = self.mysql_host.is_some()
+            || self.mysql_port.is_some()
+            || self.mysql_socket.is_some()
+            || self.mysql_user.is_some();
+        let mut endpoint = match &self.mysql_url {
+            Some(_) if parts_given => return Err(EndpointError::UrlAndParts),
+            Some(url) => MySqlEndpoint::from_url(url)?,
+            None => {
+                let d = MySqlEndpoint::default();
+                MySqlEndpoint {
+                    host: self.mysql_host.clone().unwrap_or(d.host),
+                    port: self.mysql_port.unwrap_or(d.port),
+                    socket: self.mysql_socket.clone(),
+                    user: self.mysql_user.clone().unwrap_or(d.user),
+                    password: None,
+                }
+            }
+        };
+        if let Some(password) = &self.mysql_password {
+            endpoint.password = Some(password.clone());
+        }
+        Ok(endpoint)
+    }
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -88,7 +158,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let agent = Agent::open(AgentConfig {
         server_name: args.server_name.clone(),
-        mysql_url: args.mysql_url.clone(),
+        mysql: args.mysql_endpoint()?,
         data_dir: args.data_dir.clone(),
         wal,
         mysql_pool_size: args.mysql_pool,
@@ -104,11 +174,70 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     info!(listen = %args.listen, server = %args.server_name, "serving");
     let app = api::router(agent.clone(), args.token.clone(), args.max_body_bytes);
+    let stopping = {
+        let agent = agent.clone();
+        let controlled = args.controlled;
+        let bound = std::time::Duration::from_secs(args.shutdown_handover_seconds);
+        async move {
+            shutdown_signal().await;
+            if controlled {
+                let leads = || {
+                    agent
+                        .shards()
+                        .iter()
+                        .any(|s| s.status().role == crate::shard::Role::Primary)
+                };
+                if leads() {
+                    info!(
+                        bound_s = bound.as_secs(),
+                        "waiting for the control plane to switch this server's primaries over"
+                    );
+                    let step = std::time::Duration::from_millis(100);
+                    if wait_for_handover(leads, bound, step).await {
+                        info!("no primary here any more: stopping");
+                    } else {
+                        tracing::warn!("still primary after the handover bound: stopping anyway");
+                    }
+                }
+            }
+        }
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stopping)
         .await
         .context("serving HTTP")?;
     agent.shutdown().await;
     info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::wait_for_handover;
+
+    #[tokio::test]
+    async fn sigterm_waits_for_the_handover_within_its_bound() {
+        let leading = Arc::new(AtomicBool::new(true));
+        let flag = leading.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            flag.store(false, Ordering::SeqCst);
+        });
+        let started = tokio::time::Instant::now();
+        let leads = || leading.load(Ordering::SeqCst);
+        let step = Duration::from_millis(10);
+        assert!(wait_for_handover(leads, Duration::from_secs(30), step).await);
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(10));
+
+        // Never handed over: stops at the bound.
+        let started = tokio::time::Instant::now();
+        assert!(!wait_for_handover(|| true, Duration::from_millis(200), step).await);
+        assert!(started.elapsed() >= Duration::from_millis(200));
+        assert!(wait_for_handover(|| false, Duration::ZERO, step).await);
+    }
 }

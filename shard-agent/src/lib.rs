@@ -2,6 +2,7 @@
 //! and serves the seed's server API.
 //!
 //! - [`wal`]: the per-shard log (segments, CRC-framed records, group commit, recovery).
+//! - [`mysql`]: the MySQL endpoint (host, port, user, password) and its connect options.
 //! - [`store`]: the MySQL tables and the transactional apply of WAL entries.
 //! - [`shard`]: one shard's roles (primary, secondary, fenced), write path and applier.
 //! - [`replication`]: the primary's streams to its secondaries and the quorum commit point.
@@ -14,6 +15,7 @@ pub mod api;
 pub mod cli;
 pub mod disk_guard;
 pub mod metrics;
+pub mod mysql;
 pub mod ops;
 pub mod read_gate;
 pub mod replication;

@@ -11,7 +11,6 @@
 //! Identifiers reach SQL only as validated [`Ident`]s, backtick-quoted; every value is a bind.
 
 use std::collections::HashMap;
-use std::str::FromStr;
 
 use sqlx::mysql::{MySqlArguments, MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::query::Query;
@@ -39,8 +38,6 @@ const DUPLICATE_KEY: &str = "23000";
 pub enum StoreError {
     #[error("MySQL: {0}")]
     Sql(#[from] sqlx::Error),
-    #[error("invalid MySQL URL: {0}")]
-    Url(String),
     #[error("shard {shard}: MySQL has applied_lsn {found}, expected {expected}")]
     AppliedMismatch {
         shard: String,
@@ -194,10 +191,12 @@ pub struct Store {
 }
 
 impl Store {
-    /// Connects to the server at `url`, creating the `walshard` database and bookkeeping tables.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StoreError> {
-        let server =
-            MySqlConnectOptions::from_str(url).map_err(|e| StoreError::Url(e.to_string()))?;
+    /// Connects to `server` (no database selected), creating the `walshard` database and
+    /// bookkeeping tables.
+    pub async fn connect(
+        server: MySqlConnectOptions,
+        max_connections: u32,
+    ) -> Result<Store, StoreError> {
         {
             let admin = MySqlPoolOptions::new()
                 .max_connections(1)

@@ -2,7 +2,8 @@
 # walshard on a real Kubernetes (kind): build the three images, load them into a kind cluster,
 # install the chart, create the seed's default ShardedDatabase, write through the router, delete
 # the pod of a shard's primary, wait for the failover, and check that every acknowledged write is
-# still readable. Needs docker (with a running daemon), kind, kubectl, helm, curl and make.
+# still readable; then a rolling restart under writes (primaries handed over before each pod goes)
+# and a switchover by annotation. Needs docker (with a running daemon), kind, kubectl, helm, curl and make.
 # Not run in this project's CI (no Docker there): see tests/e2e/README.md.
 #
 # Settings (environment):
@@ -241,6 +242,52 @@ until kubectl get pod -n "$ns" "$victim" >/dev/null 2>&1; do
 done
 kubectl wait -n "$ns" --for=condition=Ready "pod/$victim" --timeout="$ready_timeout"
 kubectl wait -n "$ns" --for=condition=Ready "sdb/$db" --timeout="$ready_timeout"
+
+# --- planned disruptions: a rolling restart and a user switchover under writes ------------------
+# A template change (the grace period) makes the operator restart every server, one at a time,
+# switching a server's primaries over before deleting its pod (Events HandingOver, Restarting).
+log "phase 4: rolling restart (spec.pod.terminationGracePeriodSeconds 60 -> 61) under $writes writes"
+start_port_forward
+write_range $((3 * writes)) "$writes" &
+writer=$!
+kubectl patch sdb -n "$ns" "$db" --type merge -p '{"spec":{"pod":{"terminationGracePeriodSeconds":61}}}'
+deadline=$((SECONDS + 6 * failover_timeout))
+while [ "$SECONDS" -lt "$deadline" ]; do
+  # Every server pod runs the new template when each pod's grace period is 61.
+  old=$(kubectl get pods -n "$ns" -l app.kubernetes.io/component=server \
+    -o jsonpath='{range .items[*]}{.spec.terminationGracePeriodSeconds}{"\n"}{end}' | grep -vc '^61$' || true)
+  [ "$old" = "0" ] && break
+  sleep 3
+done
+wait "$writer" || true
+[ "$old" = "0" ] || die "the rolling restart did not finish within $((6 * failover_timeout))s"
+kubectl wait -n "$ns" --for=condition=Ready "sdb/$db" --timeout="$ready_timeout"
+handovers=$(kubectl get events -n "$ns" --field-selector reason=HandingOver -o name | wc -l)
+restarts=$(kubectl get events -n "$ns" --field-selector reason=Restarting -o name | wc -l)
+log "rolling restart done: $restarts Restarting and $handovers HandingOver Events"
+[ "$restarts" -gt 0 ] || die "no Restarting Event: was the template change rolled out?"
+[ "$handovers" -gt 0 ] || die "no HandingOver Event: primaries were not switched over before their pods went"
+
+# A user switchover by annotation: shard $shard_index to another of its replicas.
+shard_id=$(kubectl get sdb -n "$ns" "$db" -o jsonpath="{.status.shards[$shard_index].id}")
+current=$(primary_of_shard)
+# Another replica of the shard, from the seed's /status (servers: {"Server0": ["sh1", ...]}).
+start_port_forward
+target=$(curl -fsS --max-time 30 "$router/status" | grep -o '"Server[0-9]*": *\[[^]]*\]' |
+  grep "\"$shard_id\"" | grep -o '^"Server[0-9]*' | tr -d '"' | grep -vx "$current" | head -n 1)
+[ -n "$target" ] || die "no other replica of $shard_id found in the router's /status"
+log "phase 5: switchover of $shard_id from $current (annotation walshard.io/switchover=$shard_id=$target)"
+kubectl annotate sdb -n "$ns" "$db" "walshard.io/switchover=$shard_id=$target" --overwrite
+deadline=$((SECONDS + failover_timeout))
+while [ "$SECONDS" -lt "$deadline" ]; do
+  left=$(kubectl get sdb -n "$ns" "$db" -o jsonpath='{.metadata.annotations.walshard\.io/switchover}')
+  [ -z "$left" ] && break
+  sleep 1
+done
+[ -z "$left" ] || die "the switchover annotation is still there after ${failover_timeout}s"
+[ "$(primary_of_shard)" = "$target" ] ||
+  die "$shard_id has primary $(primary_of_shard), not $target ($(kubectl get events -n "$ns" --field-selector reason=SwitchoverRefused -o jsonpath='{.items[*].note}'))"
+log "switchover done: $shard_id primary $current -> $target"
 
 # --- nothing acknowledged is lost --------------------------------------------------------------
 start_port_forward

@@ -86,13 +86,17 @@ Least privilege: exactly the verbs the operator's code uses (operator/README.md,
     create a Role or bind it only when it holds every permission in it, so the router's Role must
     stay a subset of these rules;
   - shardeddatabases/finalizers update: owner references with blockOwnerDeletion;
-  - secrets get + create, never patch or delete: the generated Secret is create-only; user
+  - secrets get + create + patch, never delete: the generated Secret is created once; a patch only
+    adds a key a newer operator generates (the router's admin token) and never changes one; user
     Secrets named in credentials refs are read;
   - statefulsets delete: a drained server's StatefulSet; statefulsets patch also switches a
     removed server's claim retention to Retain before that;
   - pods delete: rolling an updated template out, one server at a time (OnDelete StatefulSets);
+    pods list + watch: a server pod being deleted by someone else (eviction, drain) has its
+    primaries handed over while its preStop hook holds it;
   - persistentvolumeclaims get + delete: a removed server's claim is checked (Retain) or deleted
     (Delete), and every claim when the database goes with retention.whenDeleted: Delete;
+    persistentvolumeclaims patch: volume expansion (a larger storage.size);
   - events.k8s.io events create + patch: the Event recorder (a repeat patches the series).
 No update, deletecollection, escalate, bind or impersonate, apart from the finalizers' update.
 Leader election has its own Role in the release namespace (rbac.yaml).
@@ -109,7 +113,7 @@ Leader election has its own Role in the release namespace (rbac.yaml).
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get", "list", "watch", "create"]
+  verbs: ["get", "list", "watch", "create", "patch"]
 - apiGroups: [""]
   resources: ["services", "configmaps"]
   verbs: ["list", "watch", "create", "patch"]
@@ -118,10 +122,10 @@ Leader election has its own Role in the release namespace (rbac.yaml).
   verbs: ["create", "patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["delete"]
+  verbs: ["list", "watch", "delete"]
 - apiGroups: [""]
   resources: ["persistentvolumeclaims"]
-  verbs: ["get", "delete"]
+  verbs: ["get", "patch", "delete"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["list", "watch", "create", "patch", "delete"]

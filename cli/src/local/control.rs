@@ -5,6 +5,8 @@
 //! - `GET /v1/servers`: each server's process ids and data dir;
 //! - `POST /v1/init`, `POST /v1/add`, `DELETE /v1/rm`: the seed's administrative requests,
 //!   forwarded by the router, with the seed's answers;
+//! - `POST /v1/switchover` (`{"shard": "sh1", "to": "Server2"}`): a planned switchover, answered
+//!   once `to` is primary (`walshard switchover`);
 //! - `GET /metrics`: the control plane's and the supervisor's Prometheus metrics (no token).
 
 use std::sync::Arc;
@@ -34,6 +36,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/init", post(init))
         .route("/v1/add", post(add))
         .route("/v1/rm", delete(rm))
+        .route("/v1/switchover", post(switchover))
         .layer(axum::middleware::from_fn_with_state(shared.clone(), auth))
         .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
@@ -101,6 +104,10 @@ async fn add(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 
 async fn rm(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     answer(async { shared.rm(&body_json(&body)?).await }.await)
+}
+
+async fn switchover(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    answer(async { shared.switchover(&body_json(&body)?).await }.await)
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {

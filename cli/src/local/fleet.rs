@@ -471,6 +471,44 @@ impl Shared {
         Ok(requests::rm_answer(&layout, &removed_ids))
     }
 
+    /// `POST /v1/switchover` (`walshard switchover`): `{"shard", "to"}`, a planned switchover of
+    /// the shard's primary to the replica `to`, answered once `to` is primary.
+    pub(crate) async fn switchover(&self, body: &Json) -> Result<Json, ApiError> {
+        let field = |k: &str| {
+            body[k]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ApiError::new(400u16, format!("{k} (a string) is required")))
+        };
+        let (shard, to) = (field("shard")?, field("to")?);
+        let from = self.control.topology().primary(&shard).map(str::to_owned);
+        let started = Instant::now();
+        if from.as_deref() != Some(to.as_str()) {
+            self.control.switchover(&shard, &to).await.map_err(|e| {
+                use walshard_operator::election::SwitchoverError as E;
+                let code = match e {
+                    E::UnknownShard(_) | E::NotAReplica { .. } => 400u16,
+                    _ => 503u16,
+                };
+                ApiError::new(code, format!("switchover of {shard}: {e}"))
+            })?;
+            self.say(format!("switching {shard} over to {to} (requested)"));
+            self.wait_topology(SWITCHOVER_TIMEOUT, |t| {
+                t.primary(&shard) == Some(to.as_str())
+            })
+            .await
+            .map_err(|e| ApiError::new(503u16, format!("switchover of {shard}: {e}")))?;
+        }
+        Ok(serde_json::json!({
+            "message": format!("{shard}: primary {} -> {to}", from.as_deref().unwrap_or("none")),
+            "shard": shard,
+            "from": from,
+            "primary": to,
+            "took_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "status": "success",
+        }))
+    }
+
     /// Moves every shard whose primary is on `leaving` to a staying replica, and waits for it.
     async fn switch_primaries_away(
         &self,

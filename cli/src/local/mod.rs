@@ -90,6 +90,16 @@ pub struct StatusArgs {
     pub json: bool,
 }
 
+/// `walshard switchover`.
+#[derive(Args, Debug, Clone)]
+pub struct SwitchoverArgs {
+    #[arg(long, default_value = "walshard-data")]
+    pub data_dir: PathBuf,
+    /// `shard=Server`, e.g. `sh1=Server2` (several comma-separated, done in order): the
+    /// replica to make primary, as the `walshard.io/switchover` annotation on Kubernetes.
+    pub target: String,
+}
+
 /// `walshard down`.
 #[derive(Args, Debug, Clone)]
 pub struct DownArgs {
@@ -158,6 +168,39 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     print!("{}", render_status(&view, running.pid, &running.router_url));
+    Ok(())
+}
+
+/// Planned switchovers on a running local fleet, through its control API.
+pub async fn switchover(args: SwitchoverArgs) -> anyhow::Result<()> {
+    let pairs = walshard_operator::k8s::reconcile::switchover::parse_switchover(&args.target)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = DataDir::new(&args.data_dir);
+    let running = dir
+        .load_running()?
+        .ok_or_else(|| LocalError::NotRunning(args.data_dir.clone()))?;
+    let fleet = dir
+        .load_fleet()?
+        .ok_or_else(|| LocalError::NotRunning(args.data_dir.clone()))?;
+    let http = reqwest::Client::new();
+    for (shard, to) in pairs {
+        let answer = http
+            .post(format!("{}/v1/switchover", running.control_url))
+            .bearer_auth(&fleet.token)
+            .json(&serde_json::json!({"shard": shard, "to": to}))
+            .send()
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("the fleet's control API at {}: {e}", running.control_url)
+            })?;
+        let ok = answer.status().is_success();
+        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        let message = body["message"].as_str().unwrap_or_default().to_owned();
+        if !ok {
+            anyhow::bail!("switchover of {shard} to {to}: {message}");
+        }
+        println!("{message} ({} ms)", body["took_ms"]);
+    }
     Ok(())
 }
 

@@ -21,6 +21,7 @@
 //! under the joint rule that still needs the server's answer; once no set names it, no shard is
 //! changing and the record no longer names it, `drain` answers `true` and its pod may go.
 
+mod handover;
 pub mod plan;
 pub mod status;
 #[cfg(test)]
@@ -87,6 +88,8 @@ pub enum ControlError {
     },
     #[error("annotation {SETTLED_ANNOTATION}: {0} (delete it to start from the spec)")]
     Record(String),
+    #[error("switchover: {0}")]
+    Switchover(String),
 }
 
 /// Settings of [`ControlPlanes`].
@@ -669,6 +672,16 @@ async fn publish(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>, every:
     }
 }
 
+impl ControlPlanes {
+    fn running(&self, namespace: &str, name: &str) -> Result<Arc<Shared>, ControlError> {
+        self.shared(namespace, name)
+            .ok_or_else(|| ControlError::NotRunning {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+    }
+}
+
 impl super::reconcile::Fleet for ControlPlanes {
     async fn ensure(&self, db: &ShardedDatabase, token: &str) -> Result<(), FleetError> {
         ControlPlanes::ensure(self, db, token)
@@ -686,6 +699,29 @@ impl super::reconcile::Fleet for ControlPlanes {
 
     async fn drain(&self, namespace: &str, name: &str, server: &str) -> Result<bool, FleetError> {
         ControlPlanes::drain(self, namespace, name, server)
+            .await
+            .map_err(FleetError::new)
+    }
+
+    async fn handover(
+        &self,
+        namespace: &str,
+        name: &str,
+        server: &str,
+    ) -> Result<bool, FleetError> {
+        ControlPlanes::handover(self, namespace, name, server)
+            .await
+            .map_err(FleetError::new)
+    }
+
+    async fn switchover(
+        &self,
+        namespace: &str,
+        name: &str,
+        shard: &str,
+        to: &str,
+    ) -> Result<bool, FleetError> {
+        ControlPlanes::switchover(self, namespace, name, shard, to)
             .await
             .map_err(FleetError::new)
     }

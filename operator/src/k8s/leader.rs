@@ -1,5 +1,6 @@
 //! Leader election among the operator's replicas: the coordination.k8s.io/v1 Lease
-//! [`LEASE_NAME`] in the operator's namespace, holder = the pod name.
+//! [`LEASE_NAME`] (or the name the chart derives from its release) in the operator's namespace,
+//! holder = the pod name.
 //!
 //! Hand-written and small: `kube-leader-election` does not support kube 5, and
 //! `kube-lease-manager` (which does) keeps reporting leadership while renewals fail, where this
@@ -142,21 +143,23 @@ pub fn still_leader(renewed: Instant, now: Instant, config: &LeaderConfig) -> bo
 
 #[derive(Debug, Error)]
 pub enum LeaderError {
-    #[error("{verb} Lease {LEASE_NAME}: {source}")]
+    #[error("{verb} the leader Lease: {source}")]
     Api {
         verb: &'static str,
         #[source]
         source: kube::Error,
     },
-    #[error("Lease {LEASE_NAME}: no answer within {0:?}")]
+    #[error("the leader Lease: no answer within {0:?}")]
     Timeout(Duration),
-    #[error("Lease {LEASE_NAME} changed under us (409 Conflict)")]
+    #[error("the leader Lease changed under us (409 Conflict)")]
     Conflict,
 }
 
 /// One candidate: campaigns, renews, steps down, releases.
 pub struct LeaderElector {
     api: Api<Lease>,
+    /// The Lease's name ([`LEASE_NAME`] unless [`Self::with_lease_name`]).
+    lease: String,
     identity: String,
     config: LeaderConfig,
     observed: Option<Observed>,
@@ -172,10 +175,18 @@ impl LeaderElector {
         config.validate()?;
         Ok(Self {
             api: Api::namespaced(client, namespace),
+            lease: LEASE_NAME.to_owned(),
             identity: identity.into(),
             config,
             observed: None,
         })
+    }
+
+    /// Campaigns on the Lease `name` instead (one per Helm release, so two releases in one
+    /// namespace do not share a leader).
+    pub fn with_lease_name(mut self, name: impl Into<String>) -> Self {
+        self.lease = name.into();
+        self
     }
 
     pub fn identity(&self) -> &str {
@@ -206,7 +217,7 @@ impl LeaderElector {
             match outcome {
                 Ok(true) => {
                     if renewed.is_none() {
-                        info!(identity = %self.identity, lease = LEASE_NAME, "became the leader");
+                        info!(identity = %self.identity, lease = %self.lease, "became the leader");
                         leading.send_replace(true);
                     }
                     renewed = Some(sent);
@@ -274,7 +285,7 @@ impl LeaderElector {
     pub async fn try_acquire_or_renew(&mut self, now: Instant) -> Result<bool, LeaderError> {
         let current = self
             .api
-            .get_opt(LEASE_NAME)
+            .get_opt(&self.lease)
             .await
             .map_err(|source| LeaderError::Api {
                 verb: "get",
@@ -311,7 +322,7 @@ impl LeaderElector {
         }
         spec.renew_time = Some(wall);
         spec.lease_duration_seconds = Some(self.config.lease_seconds());
-        match self.api.replace(LEASE_NAME, &post_params(), &lease).await {
+        match self.api.replace(&self.lease, &post_params(), &lease).await {
             Ok(written) => {
                 self.observe_written(&written, now);
                 Ok(true)
@@ -335,7 +346,7 @@ impl LeaderElector {
         let wall = MicroTime(Timestamp::now());
         let lease = Lease {
             metadata: ObjectMeta {
-                name: Some(LEASE_NAME.to_owned()),
+                name: Some(self.lease.clone()),
                 ..ObjectMeta::default()
             },
             spec: Some(LeaseSpec {
@@ -370,7 +381,7 @@ impl LeaderElector {
     pub async fn release(&self) -> Result<(), LeaderError> {
         let Some(mut lease) =
             self.api
-                .get_opt(LEASE_NAME)
+                .get_opt(&self.lease)
                 .await
                 .map_err(|source| LeaderError::Api {
                     verb: "get",
@@ -386,7 +397,7 @@ impl LeaderElector {
         spec.holder_identity = None;
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(Timestamp::now()));
-        match self.api.replace(LEASE_NAME, &post_params(), &lease).await {
+        match self.api.replace(&self.lease, &post_params(), &lease).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(status)) if status.is_conflict() => Err(LeaderError::Conflict),
             Err(source) => Err(LeaderError::Api {

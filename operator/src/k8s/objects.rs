@@ -60,6 +60,8 @@ pub const COMPONENT_ROUTER: &str = "router";
 pub const SECRET_TOKEN_KEY: &str = "token";
 /// Key of the MySQL root password in the generated Secret.
 pub const SECRET_MYSQL_PASSWORD_KEY: &str = "mysql-password";
+/// Key of the router's admin token (`/init`, `/add`, `/rm`) in the generated Secret.
+pub const SECRET_ROUTER_ADMIN_TOKEN_KEY: &str = "router-admin-token";
 /// Key (and file name) of the MySQL settings in the ConfigMap.
 pub const MYSQL_CONFIG_KEY: &str = "walshard.cnf";
 /// The volume claim template of every server StatefulSet.
@@ -116,6 +118,8 @@ pub struct Desired {
 pub struct GeneratedSecrets {
     pub cluster_token: String,
     pub mysql_password: String,
+    /// The router's admin token (`/init`, `/add`, `/rm`).
+    pub router_admin_token: String,
 }
 
 impl fmt::Debug for GeneratedSecrets {
@@ -332,6 +336,10 @@ fn secret(ctx: &Ctx<'_>, generated: &GeneratedSecrets) -> Secret {
             ByteString(generated.mysql_password.clone().into_bytes()),
         );
     }
+    data.insert(
+        SECRET_ROUTER_ADMIN_TOKEN_KEY.to_owned(),
+        ByteString(generated.router_admin_token.clone().into_bytes()),
+    );
     let mut metadata = ctx.meta(names::credentials_secret(ctx.db), COMPONENT_SERVER, None);
     if ctx.spec.storage.retention.when_deleted == Retention::Retain {
         metadata.owner_references = None;

@@ -21,8 +21,11 @@
 //! Deletion: the finalizer stops the control plane ([`Fleet::remove`]), deletes the data claims
 //! when `retention.whenDeleted` is `Delete`, and lets owner references remove the rest.
 
+pub mod apply;
 mod metrics;
 pub mod status;
+pub mod switchover;
+pub mod terminating;
 
 use std::collections::{BTreeSet, HashMap};
 use std::error::Error as StdError;
@@ -50,7 +53,6 @@ use kube::runtime::finalizer::{self, Event as Finalized, finalizer};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use rand::distr::{Alphanumeric, SampleString};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -59,7 +61,7 @@ pub use metrics::{DatabaseLabels, ErrorLabels, ReconcileMetrics};
 use status::{Observation, OwnedStatus, RouterState, ServerState, reason};
 
 use super::names;
-use super::objects::{self, Desired, GeneratedSecrets, Images, ObjectsError};
+use super::objects::{self, GeneratedSecrets, Images, ObjectsError};
 use crate::runtime::Topology;
 use crate::spec::{API_VERSION, KIND, Retention, ShardedDatabase};
 
@@ -74,6 +76,9 @@ pub const GENERATED_SECRET_LEN: usize = 32;
 
 /// Requeue while a removed server is draining.
 const DRAIN_POLL: Duration = Duration::from_secs(5);
+/// Requeue while a server's primaries are handed over (a planned switchover takes well under
+/// a second).
+const HANDOVER_POLL: Duration = Duration::from_secs(1);
 /// Requeue after a control-plane error.
 const CONTROL_RETRY: Duration = Duration::from_secs(10);
 /// Requeue while the database is not ready (owned objects' changes trigger earlier).
@@ -107,6 +112,22 @@ pub trait Fleet: Send + Sync + 'static {
         namespace: &str,
         name: &str,
         server: &str,
+    ) -> impl Future<Output = Result<bool, FleetError>> + Send;
+    /// Switches the primaries of `server` (staying in the spec) over to other replicas before
+    /// it stops; `true` once it leads no shard.
+    fn handover(
+        &self,
+        namespace: &str,
+        name: &str,
+        server: &str,
+    ) -> impl Future<Output = Result<bool, FleetError>> + Send;
+    /// A user switchover of `shard` to `to`; `true` once `to` is its primary.
+    fn switchover(
+        &self,
+        namespace: &str,
+        name: &str,
+        shard: &str,
+        to: &str,
     ) -> impl Future<Output = Result<bool, FleetError>> + Send;
 }
 
@@ -187,6 +208,8 @@ pub struct Context<F> {
     draining: Mutex<BTreeSet<(Key, String)>>,
     /// When each server's pod was last deleted for a template update.
     restarts: Mutex<HashMap<(Key, String), Instant>>,
+    /// Servers whose primaries are being handed over before a restart (one Event each).
+    handovers: Mutex<BTreeSet<(Key, String)>>,
 }
 
 impl<F: Fleet> Context<F> {
@@ -212,6 +235,7 @@ impl<F: Fleet> Context<F> {
             running: Mutex::default(),
             draining: Mutex::default(),
             restarts: Mutex::default(),
+            handovers: Mutex::default(),
         }
     }
 
@@ -318,24 +342,33 @@ pub async fn run<F: Fleet>(
     } else {
         namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
-    let streams = scopes.into_iter().map(|scope| {
+    let streams = scopes.clone().into_iter().map(|scope| {
         controller(&ctx.client, scope)
             .graceful_shutdown_on(stop.clone())
             .run(reconcile, error_policy, ctx.clone())
             .boxed()
     });
-    futures::stream::select_all(streams)
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => debug!(%object, "reconciled"),
-                // Logged by `error_policy`, or benign (the object was deleted meanwhile).
-                Err(ControllerError::ReconcilerFailed(..) | ControllerError::ObjectNotFound(_)) => {
-                }
-                // Watch failures (RBAC, API server); the watchers retry with backoff.
-                Err(error) => warn!(%error, "controller"),
+    // Terminating server pods hand over too (stopped with the controllers).
+    let pod_watchers = futures::future::join_all(scopes.iter().map(|scope| {
+        let stop = stop.clone();
+        let watch = terminating::watch(ctx.clone(), scope.map(str::to_owned));
+        async move {
+            tokio::select! {
+                () = watch => {}
+                () = stop => {}
             }
-        })
-        .await;
+        }
+    }));
+    let controllers = futures::stream::select_all(streams).for_each(|result| async move {
+        match result {
+            Ok((object, _)) => debug!(%object, "reconciled"),
+            // Logged by `error_policy`, or benign (the object was deleted meanwhile).
+            Err(ControllerError::ReconcilerFailed(..) | ControllerError::ObjectNotFound(_)) => {}
+            // Watch failures (RBAC, API server); the watchers retry with backoff.
+            Err(error) => warn!(%error, "controller"),
+        }
+    });
+    futures::join!(controllers, pod_watchers);
     info!("controller stopped");
 }
 
@@ -393,6 +426,7 @@ async fn apply<F: Fleet>(db: &ShardedDatabase, ctx: &Context<F>) -> Result<Actio
     let generated = GeneratedSecrets {
         cluster_token: random_secret(),
         mysql_password: random_secret(),
+        router_admin_token: random_secret(),
     };
     let desired = match objects::desired(db, &ctx.images, &generated) {
         Ok(desired) => desired,
@@ -430,7 +464,8 @@ async fn apply<F: Fleet>(db: &ShardedDatabase, ctx: &Context<F>) -> Result<Actio
         .filter(|s| owned_by(s, db))
         .collect();
 
-    let applied = apply_all(ctx, &namespace, &desired).await?;
+    let applied = apply::apply_all(ctx, &namespace, &desired, &existing).await?;
+    report_apply(ctx, db, &applied).await;
     let new_servers: Vec<String> = applied
         .stateful_sets
         .iter()
@@ -465,6 +500,12 @@ async fn apply<F: Fleet>(db: &ShardedDatabase, ctx: &Context<F>) -> Result<Actio
         }
     };
 
+    let switching = if control_error.is_none() {
+        switchover::requested(ctx, db).await?
+    } else {
+        false
+    };
+
     let mut observation = Observation {
         generation,
         shards: resolved.shards.iter().map(|s| s.id.to_string()).collect(),
@@ -472,6 +513,9 @@ async fn apply<F: Fleet>(db: &ShardedDatabase, ctx: &Context<F>) -> Result<Actio
         router: router_state(&applied.deployments, &name),
         topology: ctx.fleet.topology(&namespace, &name),
         control_error,
+        apply_failures: applied.failures.clone(),
+        recreating: applied.recreating.clone(),
+        switching,
         ..Observation::default()
     };
     let desired_sets: BTreeSet<String> = desired
@@ -492,9 +536,15 @@ async fn apply<F: Fleet>(db: &ShardedDatabase, ctx: &Context<F>) -> Result<Actio
     write_status(ctx, db, &status).await?;
     ctx.metrics.set_ready(&namespace, &name, status.is_ready());
     Ok(Action::requeue(
-        if restarted || !observation.draining.is_empty() || !observation.drain_failures.is_empty() {
+        if !observation.handing_over.is_empty() || observation.switching {
+            HANDOVER_POLL
+        } else if restarted
+            || !observation.draining.is_empty()
+            || !observation.drain_failures.is_empty()
+            || !observation.recreating.is_empty()
+        {
             DRAIN_POLL
-        } else if observation.control_error.is_some() {
+        } else if observation.control_error.is_some() || !observation.apply_failures.is_empty() {
             CONTROL_RETRY
         } else if status.is_ready() {
             READY_POLL
@@ -642,11 +692,12 @@ async fn restart_one<F: Fleet>(
             .iter()
             .any(|s| s.server == server && s.ready)
     };
+    // Not a server whose StatefulSet is being recreated: its pod is orphaned for the moment.
     let outdated: Vec<String> = sets
         .iter()
-        .filter(|s| outdated(s))
+        .filter(|s| outdated(s) && s.metadata.deletion_timestamp.is_none())
         .map(server_of)
-        .filter(|server| !recent(server))
+        .filter(|server| !recent(server) && !observation.recreating.contains(server))
         .collect();
     let topology = observation.topology.as_ref();
     let leads = |server: &str| {
@@ -659,6 +710,7 @@ async fn restart_one<F: Fleet>(
     let settled = observation.servers.iter().all(|s| s.ready)
         && observation.draining.is_empty()
         && observation.drain_failures.is_empty()
+        && observation.recreating.is_empty()
         && topology.is_some_and(|t| observation.shards.iter().all(|id| t.primary(id).is_some()));
     let chosen = match outdated.iter().find(|server| !ready(server)) {
         Some(unready) => Some(unready.clone()),
@@ -678,6 +730,33 @@ async fn restart_one<F: Fleet>(
         .iter()
         .find(|s| server_of(s) == server)
         .map(|s| s.object_ref(&()));
+    // A planned restart is not a failover: a ready server's primaries move first.
+    if ready(&server) && leads(&server) {
+        let done = match ctx.fleet.handover(&namespace, &name, &server).await {
+            Ok(done) => done,
+            Err(error) => {
+                warn!(%server, %error, "handover before restart");
+                false
+            }
+        };
+        if !done {
+            if lock(&ctx.handovers).insert((key.clone(), server.clone())) {
+                publish(
+                    ctx,
+                    db,
+                    related,
+                    EventType::Normal,
+                    reason::HANDING_OVER,
+                    "HandOver",
+                    format!("switching the primaries of {server} over before restarting it"),
+                )
+                .await;
+            }
+            observation.handing_over.push(server);
+            return Ok(true);
+        }
+    }
+    lock(&ctx.handovers).remove(&(key.clone(), server.clone()));
     let pod = names::server_pod(&name, &server);
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     delete_if_present(&pods, &pod, &DeleteParams::default()).await?;
@@ -758,7 +837,7 @@ async fn ensure_secret<F: Fleet>(
             .map_err(|e| ReconcileError::api("get", "Secret", &name, e))
     };
     if let Some(existing) = get().await? {
-        return Ok(existing);
+        return add_missing_keys(&secrets, existing, secret).await;
     }
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -825,58 +904,6 @@ async fn cluster_token<F: Fleet>(
     }))
 }
 
-/// The applied objects as the API server returned them (with their status).
-struct Applied {
-    stateful_sets: Vec<StatefulSet>,
-    deployments: Vec<Deployment>,
-}
-
-/// Server-side applies every desired object but the Secret, in dependency order.
-async fn apply_all<F: Fleet>(
-    ctx: &Context<F>,
-    namespace: &str,
-    desired: &Desired,
-) -> Result<Applied, ReconcileError> {
-    apply_each(ctx, namespace, &desired.service_accounts).await?;
-    apply_each(ctx, namespace, &desired.roles).await?;
-    apply_each(ctx, namespace, &desired.role_bindings).await?;
-    apply_each(ctx, namespace, &desired.config_maps).await?;
-    apply_each(ctx, namespace, &desired.services).await?;
-    let stateful_sets = apply_each(ctx, namespace, &desired.stateful_sets).await?;
-    let deployments = apply_each(ctx, namespace, &desired.deployments).await?;
-    apply_each(ctx, namespace, &desired.pdbs).await?;
-    Ok(Applied {
-        stateful_sets,
-        deployments,
-    })
-}
-
-async fn apply_each<F: Fleet, K>(
-    ctx: &Context<F>,
-    namespace: &str,
-    objects: &[K],
-) -> Result<Vec<K>, ReconcileError>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned,
-{
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let mut applied = Vec::with_capacity(objects.len());
-    for object in objects {
-        let name = object.name_any();
-        let result = api
-            .patch(&name, &params, &Patch::Apply(object))
-            .await
-            .map_err(|e| ReconcileError::api("apply", &K::kind(&()), &name, e))?;
-        applied.push(result);
-    }
-    Ok(applied)
-}
-
 async fn delete_if_present<K>(
     api: &Api<K>,
     name: &str,
@@ -889,6 +916,48 @@ where
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
         Err(e) => Err(ReconcileError::api("delete", &K::kind(&()), name, e)),
+    }
+}
+
+/// Events for what [`apply::apply_all`] did: one Warning `ApplyFailed` listing every refused
+/// object, one `ExpandingVolume` for claims resized and StatefulSets being recreated.
+async fn report_apply<F: Fleet>(ctx: &Context<F>, db: &ShardedDatabase, applied: &apply::Applied) {
+    if !applied.failures.is_empty() {
+        let failures: Vec<String> = applied
+            .failures
+            .iter()
+            .map(|(object, error)| format!("{object}: {error}"))
+            .collect();
+        publish(
+            ctx,
+            db,
+            None,
+            EventType::Warning,
+            reason::APPLY_FAILED,
+            "Apply",
+            failures.join("; "),
+        )
+        .await;
+    }
+    if !applied.expanded.is_empty() {
+        let resized: Vec<String> = applied
+            .expanded
+            .iter()
+            .map(|(server, from, to)| format!("{server} {from} -> {to}"))
+            .collect();
+        publish(
+            ctx,
+            db,
+            None,
+            EventType::Normal,
+            reason::EXPANDING_VOLUMES,
+            "ExpandVolume",
+            format!(
+                "claims resized ({}); their StatefulSets are recreated with the new claim template, pods kept",
+                resized.join(", ")
+            ),
+        )
+        .await;
     }
 }
 
@@ -922,6 +991,34 @@ async fn invalid_spec<F: Fleet>(
     let namespace = db.namespace().unwrap_or_default();
     ctx.metrics.set_ready(&namespace, &db.name_any(), false);
     Ok(Action::await_change())
+}
+
+/// Adds the keys `desired` has and `existing` lacks (a key a newer operator generates, e.g. the
+/// router's admin token), with a JSON merge patch of those keys only: a key, once written, is
+/// never changed.
+async fn add_missing_keys(
+    secrets: &Api<Secret>,
+    existing: Secret,
+    desired: &Secret,
+) -> Result<Secret, ReconcileError> {
+    let have = existing.data.as_ref();
+    let missing: std::collections::BTreeMap<&String, &k8s_openapi::ByteString> = desired
+        .data
+        .iter()
+        .flatten()
+        .filter(|(k, _)| !have.is_some_and(|d| d.contains_key(*k)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(existing);
+    }
+    let name = existing.name_any();
+    let keys: Vec<&str> = missing.keys().map(|k| k.as_str()).collect();
+    info!(secret = %name, ?keys, "adding generated keys to the credentials Secret");
+    let patch = serde_json::json!({ "data": missing });
+    secrets
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| ReconcileError::api("patch", "Secret", &name, e))
 }
 
 /// Server-side applies the reconciler's status fields, unless the status already shows them.

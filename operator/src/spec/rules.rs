@@ -92,8 +92,16 @@ pub const SERVER_NAMES_UNIQUE: CelRule = CelRule {
     message: "server names must be unique, ignoring case (they name Kubernetes objects)",
 };
 
+/// The admin endpoints (`/init`, `/add`, `/rm` rewrite the spec; with `whenRemoved: Delete`
+/// they delete volumes) must not face a load balancer without a token.
+pub const ROUTER_TOKEN_EXPOSED: CelRule = CelRule {
+    at: "spec.router",
+    rule: "self.serviceType != 'LoadBalancer' || has(self.apiTokenSecretRef)",
+    message: "a LoadBalancer router Service needs router.apiTokenSecretRef (its admin API rewrites the spec)",
+};
+
 /// Every CEL rule of the CRD.
-pub const CEL_RULES: [CelRule; 10] = [
+pub const CEL_RULES: [CelRule; 11] = [
     REPLICAS_FIT,
     DTYPES_LENGTH,
     KEY_NUMBER,
@@ -104,6 +112,7 @@ pub const CEL_RULES: [CelRule; 10] = [
     SHARDS_DISJOINT,
     SERVERS_FORM,
     SERVER_NAMES_UNIQUE,
+    ROUTER_TOKEN_EXPOSED,
 ];
 
 /// A positive quantity of bytes without exponent: `10Gi`, `1.5T`, `500M`.
@@ -125,6 +134,17 @@ pub fn validate(spec: &ShardedDatabaseSpec) -> Result<(), SpecError> {
         return Err(SpecError::invalid(
             "engine.image",
             "must have 1 to 512 characters",
+        ));
+    }
+    let grace = spec.pod.termination_grace_period_seconds;
+    if !(super::pod::MIN_GRACE_SECONDS..=super::pod::MAX_GRACE_SECONDS).contains(&grace) {
+        return Err(SpecError::invalid(
+            "pod.terminationGracePeriodSeconds",
+            format!(
+                "must be {} to {}",
+                super::pod::MIN_GRACE_SECONDS,
+                super::pod::MAX_GRACE_SECONDS
+            ),
         ));
     }
     if spec.schema.columns().len() > MAX_COLUMNS {
@@ -160,6 +180,11 @@ pub fn validate(spec: &ShardedDatabaseSpec) -> Result<(), SpecError> {
         1,
         MAX_ROUTER_REPLICAS,
     )?;
+    if spec.router.service_type == super::ServiceType::LoadBalancer
+        && spec.router.api_token_secret_ref.is_none()
+    {
+        return Err(SpecError::invalid("router", ROUTER_TOKEN_EXPOSED.message));
+    }
     let refs = [
         (
             "router.apiTokenSecretRef",
@@ -448,6 +473,15 @@ mod tests {
         s.servers.count = None;
         s.servers.placement = Some(vec![server("S0", &["sh1"]), server("s0", &["sh2"])]);
         fails_with(&s, SERVER_NAMES_UNIQUE.message);
+
+        let mut s = spec();
+        s.router.service_type = super::super::ServiceType::LoadBalancer;
+        fails_with(&s, ROUTER_TOKEN_EXPOSED.message);
+        s.router.api_token_secret_ref = Some(SecretKeyRef {
+            name: "api".into(),
+            key: None,
+        });
+        assert!(s.resolve().is_ok());
     }
 
     type Edit = fn(&mut ShardedDatabaseSpec);

@@ -25,6 +25,15 @@ pub enum Call {
         name: String,
         server: String,
     },
+    Handover {
+        name: String,
+        server: String,
+    },
+    Switchover {
+        name: String,
+        shard: String,
+        to: String,
+    },
 }
 
 #[derive(Default)]
@@ -90,5 +99,46 @@ impl Fleet for FakeFleet {
             .pop_front()
             .unwrap_or(Ok(true))
             .map_err(FleetError::new)
+    }
+
+    /// Done once the topology shows `server` leading no shard (as the real control plane).
+    async fn handover(
+        &self,
+        _namespace: &str,
+        name: &str,
+        server: &str,
+    ) -> Result<bool, FleetError> {
+        let mut state = self.state();
+        state.calls.push(Call::Handover {
+            name: name.to_owned(),
+            server: server.to_owned(),
+        });
+        Ok(!state.topology.as_ref().is_some_and(|t| {
+            t.shards
+                .values()
+                .any(|s| s.primary.as_deref() == Some(server))
+        }))
+    }
+
+    /// Done once the topology shows `to` as the primary of `shard`.
+    async fn switchover(
+        &self,
+        _namespace: &str,
+        name: &str,
+        shard: &str,
+        to: &str,
+    ) -> Result<bool, FleetError> {
+        let mut state = self.state();
+        state.calls.push(Call::Switchover {
+            name: name.to_owned(),
+            shard: shard.to_owned(),
+            to: to.to_owned(),
+        });
+        if shard == "sh9" {
+            return Err(FleetError::new(format!(
+                "switchover: unknown shard {shard:?}"
+            )));
+        }
+        Ok(state.topology.as_ref().and_then(|t| t.primary(shard)) == Some(to))
     }
 }

@@ -80,6 +80,15 @@ fn container(ctx: &Ctx<'_>) -> Container {
             key_selector(&r.name, r.key_or(spec::TOKEN_KEY)),
         ));
     }
+    // Secure by default: the admin endpoints need the generated token; reads and writes stay
+    // open unless router.apiTokenSecretRef asks for a token.
+    env_vars.push(env_secret(
+        "WALSHARD_ADMIN_TOKEN",
+        key_selector(
+            &names::credentials_secret(ctx.db),
+            super::SECRET_ROUTER_ADMIN_TOKEN_KEY,
+        ),
+    ));
     env_vars.push(env("WALSHARD_LOG_FORMAT", "json"));
     // /metrics answers without the API token.
     let metrics = || HTTPGetAction {
@@ -112,7 +121,12 @@ fn container(ctx: &Ctx<'_>) -> Container {
             failure_threshold: Some(6),
             ..Probe::default()
         }),
-        resources: router.resources.clone(),
+        resources: Some(
+            router
+                .resources
+                .clone()
+                .unwrap_or_else(|| super::server::requests("100m", "64Mi")),
+        ),
         security_context: Some(restricted(NONROOT_UID, true)),
         ..Container::default()
     }

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec, StatefulSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, ExecAction,
-    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodAffinityTerm,
-    PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, Service, ServicePort,
-    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
+    HTTPGetAction, Lifecycle, LifecycleHandler, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    ResourceRequirements, Service, ServicePort, ServiceSpec, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -185,11 +186,19 @@ pub(super) fn stateful_set(ctx: &Ctx<'_>, server: &str) -> StatefulSet {
             volume_claim_templates: Some(vec![claim]),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(labels(ctx.db, COMPONENT_SERVER, Some(server))),
-                    annotations: Some(BTreeMap::from([(
-                        "kubectl.kubernetes.io/default-container".to_owned(),
-                        "agent".to_owned(),
-                    )])),
+                    labels: Some({
+                        let mut all = ctx.spec.pod.labels.clone();
+                        all.extend(labels(ctx.db, COMPONENT_SERVER, Some(server)));
+                        all
+                    }),
+                    annotations: Some({
+                        let mut all = ctx.spec.pod.annotations.clone();
+                        all.insert(
+                            "kubectl.kubernetes.io/default-container".to_owned(),
+                            "agent".to_owned(),
+                        );
+                        all
+                    }),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(pod_spec(ctx, server)),
@@ -201,6 +210,7 @@ pub(super) fn stateful_set(ctx: &Ctx<'_>, server: &str) -> StatefulSet {
 }
 
 fn pod_spec(ctx: &Ctx<'_>, server: &str) -> PodSpec {
+    let pod = &ctx.spec.pod;
     PodSpec {
         containers: vec![mysql_container(ctx), agent_container(ctx, server)],
         volumes: Some(vec![Volume {
@@ -215,17 +225,45 @@ fn pod_spec(ctx: &Ctx<'_>, server: &str) -> PodSpec {
         // fsGroup 999 makes the claim (and its subPath directories) writable by both.
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
-            fs_group: Some(MYSQL_UID),
+            fs_group: Some(ctx.spec.pod.fs_group.unwrap_or_else(|| mysql_uid(ctx))),
             fs_group_change_policy: Some("OnRootMismatch".to_owned()),
             seccomp_profile: Some(runtime_default_seccomp()),
             ..PodSecurityContext::default()
         }),
-        affinity: Some(spread(ctx.db, COMPONENT_SERVER)),
-        termination_grace_period_seconds: Some(30),
+        affinity: Some(
+            pod.affinity
+                .clone()
+                .unwrap_or_else(|| spread(ctx.db, COMPONENT_SERVER)),
+        ),
+        topology_spread_constraints: Some(if pod.topology_spread_constraints.is_empty() {
+            vec![zone_spread(ctx.db)]
+        } else {
+            pod.topology_spread_constraints.clone()
+        }),
+        node_selector: Some(pod.node_selector.clone()).filter(|m| !m.is_empty()),
+        tolerations: Some(pod.tolerations.clone()).filter(|t| !t.is_empty()),
+        priority_class_name: pod.priority_class_name.clone(),
+        termination_grace_period_seconds: Some(ctx.spec.pod.termination_grace_period_seconds),
         // Server pods never call the Kubernetes API.
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         ..PodSpec::default()
+    }
+}
+
+/// The MySQL container's user: `spec.pod.runAsUser`, else the official images' `mysql` (999).
+fn mysql_uid(ctx: &Ctx<'_>) -> i64 {
+    ctx.spec.pod.run_as_user.unwrap_or(MYSQL_UID)
+}
+
+/// Server pods spread over zones, softly: nothing changes where nodes have no zone label.
+fn zone_spread(db: &str) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: "topology.kubernetes.io/zone".to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        label_selector: Some(match_labels(selector_labels(db, COMPONENT_SERVER))),
+        ..TopologySpreadConstraint::default()
     }
 }
 
@@ -295,9 +333,24 @@ fn mysql_container(ctx: &Ctx<'_>) -> Container {
             failure_threshold: Some(6),
             ..ping_probe(ping())
         }),
-        resources: ctx.spec.resources.mysql.clone(),
+        resources: Some(
+            ctx.spec
+                .resources
+                .mysql
+                .clone()
+                .unwrap_or_else(|| requests("250m", "512Mi")),
+        ),
+        // MySQL outlives the agent: on deletion the agent keeps serving until its primaries are
+        // switched over, and needs MySQL until it has stopped listening.
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                exec: Some(exec(&["bash", "-c", &mysql_pre_stop()])),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         // The image's entrypoint writes outside the data directory (socket, temporary files).
-        security_context: Some(restricted(MYSQL_UID, false)),
+        security_context: Some(restricted(mysql_uid(ctx), false)),
         ..Container::default()
     }
 }
@@ -315,11 +368,14 @@ fn agent_container(ctx: &Ctx<'_>, server: &str) -> Container {
         image_pull_policy: ctx.images.pull_policy.clone(),
         env: Some(vec![
             env("WALSHARD_LISTEN", format!("0.0.0.0:{AGENT_PORT}")),
-            // Declared before WALSHARD_MYSQL_URL, which expands it.
-            env_secret("MYSQL_PASSWORD", mysql_password_ref(ctx.db, credentials)),
-            env(
-                "WALSHARD_MYSQL_URL",
-                format!("mysql://root:$(MYSQL_PASSWORD)@127.0.0.1:{MYSQL_PORT}"),
+            // From parts: the password goes from the Secret to the agent verbatim, never
+            // through a URL (any character a Secret holds works).
+            env("WALSHARD_MYSQL_HOST", "127.0.0.1"),
+            env("WALSHARD_MYSQL_PORT", MYSQL_PORT.to_string()),
+            env("WALSHARD_MYSQL_USER", "root"),
+            env_secret(
+                "WALSHARD_MYSQL_PASSWORD",
+                mysql_password_ref(ctx.db, credentials),
             ),
             env("WALSHARD_DATA_DIR", AGENT_DATA_DIR),
             env("WALSHARD_SERVER_NAME", server),
@@ -327,6 +383,10 @@ fn agent_container(ctx: &Ctx<'_>, server: &str) -> Container {
             env("WALSHARD_CONTROLLED", "true"),
             env("WALSHARD_WAL_FSYNC", ctx.spec.durability.wal_fsync.as_str()),
             env("WALSHARD_LOG_FORMAT", "json"),
+            env(
+                "WALSHARD_SHUTDOWN_HANDOVER_SECONDS",
+                ctx.spec.pod.handover_seconds().to_string(),
+            ),
         ]),
         ports: Some(vec![ContainerPort {
             name: Some(AGENT_PORT_NAME.to_owned()),
@@ -363,10 +423,38 @@ fn agent_container(ctx: &Ctx<'_>, server: &str) -> Container {
             failure_threshold: Some(6),
             ..Probe::default()
         }),
-        resources: ctx.spec.resources.agent.clone(),
+        resources: Some(
+            ctx.spec
+                .resources
+                .agent
+                .clone()
+                .unwrap_or_else(|| requests("100m", "128Mi")),
+        ),
         // Writes only to its data directory.
         security_context: Some(restricted(NONROOT_UID, true)),
         ..Container::default()
+    }
+}
+
+/// MySQL's `preStop`: wait while the agent still listens on its port (bash's `/dev/tcp`; the
+/// MySQL and MariaDB images ship bash), then 2 s for its last requests. The kubelet's grace
+/// period bounds it.
+fn mysql_pre_stop() -> String {
+    format!(
+        "while (exec 3<>/dev/tcp/127.0.0.1/{AGENT_PORT}) 2>/dev/null; do sleep 0.5; done; sleep 2"
+    )
+}
+
+/// Requests (no limits) for a container the spec gives no resources: a pod with none is
+/// BestEffort, the first evicted under node pressure, and each eviction of a primary's pod is a
+/// failover.
+pub(super) fn requests(cpu: &str, memory: &str) -> ResourceRequirements {
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), Quantity(cpu.to_owned())),
+            ("memory".to_owned(), Quantity(memory.to_owned())),
+        ])),
+        ..ResourceRequirements::default()
     }
 }
 

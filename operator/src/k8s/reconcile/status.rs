@@ -43,6 +43,15 @@ pub mod reason {
     pub const DRAIN_FAILED: &str = "DrainFailed";
     /// Degraded: starting or reconfiguring the control plane failed (retried).
     pub const CONTROL_PLANE_ERROR: &str = "ControlPlaneError";
+    /// Degraded: the API server refused some desired object (see the message and the Event);
+    /// everything else was applied and the fleet is still run.
+    pub const APPLY_FAILED: &str = "ApplyFailed";
+    /// Progressing: a server's primaries are switched over before it restarts.
+    pub const HANDING_OVER: &str = "HandingOver";
+    /// Progressing: a user switchover (annotation `walshard.io/switchover`) is under way.
+    pub const SWITCHING_OVER: &str = "SwitchingOver";
+    /// Progressing: claims are being resized and their StatefulSets recreated.
+    pub const EXPANDING_VOLUMES: &str = "ExpandingVolumes";
     /// Degraded: a credentials Secret the spec names is missing or lacks its key.
     pub const CREDENTIALS_MISSING: &str = "CredentialsMissing";
 }
@@ -83,6 +92,14 @@ pub struct Observation {
     pub drain_failures: Vec<(String, String)>,
     /// The control plane could not be started or reconfigured.
     pub control_error: Option<String>,
+    /// `(object, error)` of every apply the API server refused.
+    pub apply_failures: Vec<(String, String)>,
+    /// Servers whose StatefulSet is being recreated for a new claim template.
+    pub recreating: Vec<String>,
+    /// Servers whose primaries are being handed over before a restart.
+    pub handing_over: Vec<String>,
+    /// A user switchover (annotation) is under way.
+    pub switching: bool,
 }
 
 /// The status fields the reconciler owns, server-side applied with its field manager.
@@ -198,6 +215,30 @@ pub fn verdicts(o: &Observation) -> Verdicts {
                 list_owned(&o.draining)
             ),
         )
+    } else if !o.handing_over.is_empty() {
+        Verdict::new(
+            true,
+            reason::HANDING_OVER,
+            format!(
+                "switching the primaries of {} over before restarting",
+                list_owned(&o.handing_over)
+            ),
+        )
+    } else if o.switching {
+        Verdict::new(
+            true,
+            reason::SWITCHING_OVER,
+            "a switchover requested by annotation is under way",
+        )
+    } else if !o.recreating.is_empty() {
+        Verdict::new(
+            true,
+            reason::EXPANDING_VOLUMES,
+            format!(
+                "recreating the StatefulSets of {} with their new claim template (pods kept)",
+                list_owned(&o.recreating)
+            ),
+        )
     } else if !rolling.is_empty() || router_rolling {
         let mut parts = Vec::new();
         if !rolling.is_empty() {
@@ -224,7 +265,21 @@ pub fn verdicts(o: &Observation) -> Verdicts {
         Verdict::new(false, reason::RECONCILED, "the fleet matches the spec")
     };
 
-    let degraded = if !o.drain_failures.is_empty() {
+    let degraded = if !o.apply_failures.is_empty() {
+        let failures: Vec<String> = o
+            .apply_failures
+            .iter()
+            .map(|(object, error)| format!("{object}: {error}"))
+            .collect();
+        Verdict::new(
+            true,
+            reason::APPLY_FAILED,
+            format!(
+                "refused by the API server (retrying): {}",
+                failures.join("; ")
+            ),
+        )
+    } else if !o.drain_failures.is_empty() {
         let failures: Vec<String> = o
             .drain_failures
             .iter()
