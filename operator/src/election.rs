@@ -1065,6 +1065,16 @@ impl ShardController {
     }
 
     /// Advances the state machine at `now` and returns the actions to execute.
+    /// Whether `server` reports itself the primary of `epoch` (a previous replica bridging a
+    /// replica-set change only once its no-op is committed).
+    fn reports_primary(&self, server: &str, epoch: u64) -> bool {
+        let bridge = !self.is_replica(server);
+        self.reports
+            .get(server)
+            .is_some_and(|r| r.role == Role::Primary && r.epoch == epoch)
+            && (!bridge || self.noop_reported(server, epoch))
+    }
+
     pub fn poll(&mut self, now: Instant) -> Vec<Action> {
         if let Some((preferred, why)) = self.joint.as_mut().and_then(|j| j.due.take()) {
             return self.start_election(now, preferred, &why, None);
@@ -1205,6 +1215,11 @@ impl ShardController {
                             answered: false,
                             failed: None,
                         };
+                        if self.reports_primary(&server, epoch) {
+                            // Already the primary of this epoch: nothing to send; what follows
+                            // from it is decided now, so a second poll has nothing to add.
+                            return self.poll(now);
+                        }
                         vec![Action::Promote {
                             shard: self.shard.clone(),
                             server,
@@ -1225,11 +1240,7 @@ impl ShardController {
                 failed,
             } => {
                 let report = self.reports.get(&server);
-                // A previous replica bridging a change is done once its no-op is committed.
-                let bridge = !self.is_replica(&server);
-                if report.is_some_and(|r| r.role == Role::Primary && r.epoch == epoch)
-                    && (!bridge || self.noop_reported(&server, epoch))
-                {
+                if self.reports_primary(&server, epoch) {
                     self.complete(
                         server.clone(),
                         epoch,
