@@ -102,7 +102,20 @@ impl Schema {
         })
     }
 
-    /// The seed's default: `Stud_id`, `Stud_name`, `Stud_marks`.
+    /// The seed's own schema: `Stud_id` (Number), `Stud_name` and `Stud_marks` (String; the
+    /// seed's clients send marks as numbers, stored as their text).
+    pub fn seed() -> Self {
+        Self {
+            columns: ["Stud_id", "Stud_name", "Stud_marks"]
+                .iter()
+                .map(|c| Ident::from_literal(c))
+                .collect(),
+            dtypes: vec![Dtype::Number, Dtype::String, Dtype::String],
+        }
+    }
+
+    /// The seed's table with numeric marks: `Stud_id`, `Stud_name`, `Stud_marks` (Number), as the
+    /// tests use it.
     pub fn seed_default() -> Self {
         Self {
             columns: ["Stud_id", "Stud_name", "Stud_marks"]

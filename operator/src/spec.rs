@@ -714,7 +714,7 @@ mod tests {
         assert_eq!(
             spec,
             ShardedDatabaseSpec::new(
-                Schema::seed_default(),
+                Schema::seed(),
                 ShardsSpec::ranges(4, 4096, 0),
                 3,
                 ServersSpec::count(6)

@@ -44,12 +44,12 @@ impl ScenarioId {
         }
     }
 
-    /// The fleet this scenario runs: the seed's table, `SHARD_SIZE`-key shards from 0, the
+    /// The fleet this scenario runs: the seed's table and schema, `SHARD_SIZE`-key shards from 0, the
     /// default durability (majority quorum, WAL fsync on).
     pub fn spec(self) -> ShardedDatabaseSpec {
         let (servers, shards, replicas) = self.shape();
         ShardedDatabaseSpec::new(
-            Schema::seed_default(),
+            Schema::seed(),
             ShardsSpec::ranges(shards, SHARD_SIZE, 0),
             replicas,
             ServersSpec::count(servers),
