@@ -106,6 +106,18 @@ fn a_full_disk_is_answered_at_once_and_writes_resume_when_space_returns() {
         .and_then(|r| r.text())
         .expect("metrics");
     assert!(metrics.contains("walshard_agent_disk_full 1"), "{metrics}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = up.status_json();
+        if status["topology"]["servers"]["Server0"]["disk_full"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "walshard status shows no full disk: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Reads still work.
     let v = up.ok(

@@ -111,6 +111,46 @@ impl Load {
     }
 }
 
+/// A client writing a key and reading it back at once (default `session` reads) until stopped:
+/// `(pairs, reads that missed the write acknowledged before them)`.
+fn read_your_writes(
+    router: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<(usize, usize)> {
+    std::thread::spawn(move || {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        let (mut pairs, mut misses) = (0, 0);
+        let mut k = 500_000i64;
+        while !stop.load(Ordering::Relaxed) {
+            k += 1;
+            let row = json!({"Stud_id": k, "Stud_name": "ryw", "Stud_marks": "1"});
+            let written = http
+                .post(format!("{router}/write"))
+                .json(&json!({"data": [row]}))
+                .send()
+                .is_ok_and(|r| r.status().is_success());
+            if !written {
+                continue;
+            }
+            let read = http
+                .post(format!("{router}/read"))
+                .json(&json!({"Stud_id": {"low": k, "high": k}}))
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+                .and_then(|r| r.json::<Value>().ok());
+            if let Some(v) = read {
+                pairs += 1;
+                misses += usize::from(v["data"] != json!([row]));
+            }
+        }
+        (pairs, misses)
+    })
+}
+
 fn agent_pid(up: &Up, server: &str) -> i32 {
     up.servers()[server]["agent_pid"]
         .as_i64()
@@ -149,6 +189,7 @@ fn frozen_and_killed_primaries_are_replaced_under_writes() {
     up.ok("POST", "/init", Some(init_body()));
     up.wait_primaries(Duration::from_secs(30));
     let load = Load::start(&up.router);
+    let ryw = read_your_writes(up.router.clone(), load.stop.clone());
     std::thread::sleep(Duration::from_millis(500));
 
     for (signal, name) in [
@@ -191,6 +232,11 @@ fn frozen_and_killed_primaries_are_replaced_under_writes() {
     }
 
     let acked = load.finish();
+    let (pairs, misses) = ryw.join().expect("read-your-writes client");
+    println!(
+        "read-your-writes through the faults: {misses} of {pairs} reads missed the write before them"
+    );
+    assert_eq!(misses, 0);
     assert!(
         acked.len() > 100,
         "the load did not run: {} writes",

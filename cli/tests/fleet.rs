@@ -362,6 +362,26 @@ fn a4_killed_server_is_respawned_and_copied_back_under_load() {
     eprintln!("{} writes acknowledged, {failed} failed", acked.len());
     assert!(acked.len() > 100, "the load did not run");
 
+    // Right after the respawned server is back: every update is seen by the (default, session)
+    // read that follows it, wherever the ring sends the read — also to the respawned replica.
+    let mut misses = 0;
+    for (n, k) in acked.iter().take(100).enumerate() {
+        let name = format!("ryw{n}");
+        up.ok(
+            "PUT",
+            "/update",
+            Some(json!({"Stud_id": k, "data": {"Stud_name": name}})),
+        );
+        let v = up.ok(
+            "POST",
+            "/read",
+            Some(json!({"Stud_id": {"low": k, "high": k}})),
+        );
+        misses += usize::from(v["data"][0]["Stud_name"] != name.as_str());
+    }
+    eprintln!("after the respawn: {misses} of 100 reads missed the update before them");
+    assert_eq!(misses, 0);
+
     // Nothing acknowledged is lost, and writes and reads go on.
     up.wait_primaries(Duration::from_secs(30));
     let rows = keys(&up.rows(0, 16383, Some("strong")));

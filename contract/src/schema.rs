@@ -105,24 +105,22 @@ impl Schema {
     /// The seed's own schema: `Stud_id` (Number), `Stud_name` and `Stud_marks` (String; the
     /// seed's clients send marks as numbers, stored as their text).
     pub fn seed() -> Self {
-        Self {
-            columns: ["Stud_id", "Stud_name", "Stud_marks"]
-                .iter()
-                .map(|c| Ident::from_literal(c))
-                .collect(),
-            dtypes: vec![Dtype::Number, Dtype::String, Dtype::String],
-        }
+        Self::seed_table(Dtype::String)
     }
 
-    /// The seed's table with numeric marks: `Stud_id`, `Stud_name`, `Stud_marks` (Number), as the
-    /// tests use it.
+    /// The seed's table with numeric marks, as the tests use it.
     pub fn seed_default() -> Self {
+        Self::seed_table(Dtype::Number)
+    }
+
+    /// `Stud_id` (Number), `Stud_name` (String), `Stud_marks` of type `marks`.
+    fn seed_table(marks: Dtype) -> Self {
         Self {
             columns: ["Stud_id", "Stud_name", "Stud_marks"]
                 .iter()
                 .map(|c| Ident::from_literal(c))
                 .collect(),
-            dtypes: vec![Dtype::Number, Dtype::String, Dtype::Number],
+            dtypes: vec![Dtype::Number, Dtype::String, marks],
         }
     }
 

@@ -10,7 +10,7 @@
 //! The agents are reached through [`AgentApi`]; [`HttpAgentApi`] is the real one
 //! (docs/replication.md's endpoints and JSON), [`crate::sim::SimAgentApi`] an in-memory one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -453,6 +453,9 @@ pub struct ServerInfo {
     /// The latest `GET /status` succeeded.
     pub reachable: bool,
     pub suspected: bool,
+    /// Its volume is below the reserve: it refuses writes (507 disk-full) until space is freed.
+    #[serde(default)]
+    pub disk_full: bool,
 }
 
 /// Snapshot of the cluster for routers and the CLI.
@@ -873,6 +876,8 @@ pub struct ControlPlane<A: AgentApi> {
     cfg: ControlPlaneConfig,
     controllers: BTreeMap<String, ShardController>,
     servers: FailureDetector,
+    /// Servers whose latest status reported a full disk.
+    disk_full: BTreeSet<String>,
     /// Servers removed from the spec that a shard's change under way still fences (name → URL).
     leaving: BTreeMap<String, String>,
     inflight: JoinSet<Completion>,
@@ -923,6 +928,7 @@ impl<A: AgentApi> ControlPlane<A> {
         Ok(Self {
             api: Arc::new(api),
             servers: FailureDetector::new(cfg.controller.detector),
+            disk_full: BTreeSet::new(),
             spec,
             cfg,
             controllers,
@@ -1112,6 +1118,7 @@ impl<A: AgentApi> ControlPlane<A> {
                             url: url.clone(),
                             reachable: self.servers.reachable(name),
                             suspected: self.servers.suspected(name, now),
+                            disk_full: self.disk_full.contains(name),
                         },
                     )
                 })
@@ -1149,6 +1156,11 @@ impl<A: AgentApi> ControlPlane<A> {
             match result {
                 Ok(status) => {
                     self.servers.record(&server, Heartbeat::Ok, t);
+                    if status.disk.as_ref().is_some_and(|d| d.full) {
+                        self.disk_full.insert(server.clone());
+                    } else {
+                        self.disk_full.remove(&server);
+                    }
                     for c in self.controllers.values_mut() {
                         match status.shards.get(c.shard()) {
                             Some(s) => c.observe_status(&server, s, t),

@@ -379,6 +379,7 @@ impl SimCluster {
                 .iter()
                 .map(|(id, r)| (id.clone(), r.status()))
                 .collect(),
+            disk: None,
         })
     }
 

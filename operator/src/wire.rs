@@ -86,6 +86,20 @@ pub struct AgentStatus {
     #[serde(default)]
     pub server: Option<String>,
     pub shards: BTreeMap<String, ShardStatus>,
+    /// The volume of the agent's data dir (absent from older agents).
+    #[serde(default)]
+    pub disk: Option<DiskReport>,
+}
+
+/// An agent's `"disk"`: free space against its reserve.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiskReport {
+    #[serde(default)]
+    pub free_bytes: Option<u64>,
+    #[serde(default)]
+    pub reserve_bytes: u64,
+    /// Writes are refused (507 disk-full) until space is freed.
+    pub full: bool,
 }
 
 /// `POST /shards/{id}/fence` body.

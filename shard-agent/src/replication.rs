@@ -427,15 +427,6 @@ mod tests {
     use bytes::Bytes;
 
     #[test]
-    fn commit_is_the_quorum_th_highest_in_the_current_epoch() {
-        assert_eq!(quorum_commit(vec![10, 7, 3], 2, 1), Some(7));
-        assert_eq!(quorum_commit(vec![10, 7, 3], 3, 1), Some(3));
-        assert_eq!(quorum_commit(vec![10, 7, 3], 2, 8), None);
-        assert_eq!(quorum_commit(vec![10], 1, 1), Some(10));
-        assert_eq!(quorum_commit(vec![10], 2, 1), None);
-    }
-
-    #[test]
     fn frames_round_trip_and_reject_torn_bodies() {
         let entries: Vec<Entry> = (1..=3)
             .map(|i| Entry {

@@ -273,6 +273,7 @@ pub fn render_status(view: &FleetView, pid: u32, router_url: &str) -> String {
     for (name, url) in &view.urls {
         let state = match t.servers.get(name) {
             Some(s) if s.suspected => "down (suspected)",
+            Some(s) if s.reachable && s.disk_full => "up, DISK FULL (writes refused)",
             Some(s) if s.reachable => "up",
             Some(_) => "unreachable",
             None => "unknown",

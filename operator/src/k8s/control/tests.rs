@@ -90,6 +90,7 @@ fn topology(shards: Vec<ShardInfo>) -> Topology {
                     url: String::new(),
                     reachable: true,
                     suspected: false,
+                    disk_full: false,
                 },
             );
         }
