@@ -78,6 +78,8 @@ fn a_full_disk_is_answered_at_once_and_writes_resume_when_space_returns() {
     let fill = volume.free().saturating_sub(RESERVE / 2);
     std::fs::write(&filler, vec![0u8; usize::try_from(fill).expect("size")]).expect("fill");
     println!("volume filled: {} bytes free", volume.free());
+    // The agents read the free space again at most every 100 ms.
+    std::thread::sleep(Duration::from_millis(300));
 
     // Writes are refused at once, naming the server and shard; nothing hangs.
     let started = Instant::now();
