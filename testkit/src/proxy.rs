@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::HarnessError;
-use crate::net::POLL_INTERVAL;
+use walshard_process::POLL_INTERVAL;
 
 /// Largest chunk read from one side before it is forwarded.
 const CHUNK: usize = 64 * 1024;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sqlx::Executor;
 use sqlx::mysql::{MySqlConnectOptions, MySqlPoolOptions};
-use walshard_testkit::{MariaDb, MariaDbOptions};
+use walshard_process::{MariaDb, MariaDbOptions};
 
 use super::driver::{chain, drive};
 use super::stats::PhaseOutcome;
@@ -37,7 +37,7 @@ pub async fn measure(
             flush_log_at_trx_commit: 1,
             ..Default::default()
         })?;
-        Ok::<_, walshard_testkit::HarnessError>((db, walshard_testkit::mariadb_version().ok()))
+        Ok::<_, walshard_process::ProcessError>((db, walshard_process::mariadb_version().ok()))
     })
     .await
     .map_err(|e| BenchError::Baseline(format!("starting MariaDB: {e}")))?

@@ -29,10 +29,10 @@ use walshard_operator::runtime::{
     Topology,
 };
 use walshard_operator::spec::ShardedDatabaseSpec;
+use walshard_process::{ChildGuard, free_port};
 use walshard_router::fleet::FleetView;
 use walshard_router::layout::Layout;
 use walshard_router::requests;
-use walshard_testkit::{ChildGuard, free_port};
 
 use super::LocalError;
 use super::server::{Launch, Server, agent_url};
@@ -1014,21 +1014,11 @@ fn internal(e: LocalError) -> ApiError {
 /// Takes the data dir's lock (held while the returned file is open), so two `walshard up` never
 /// run the same fleet.
 fn lock_data_dir(dir: &DataDir) -> Result<File, LocalError> {
-    use std::os::fd::AsRawFd;
-    let path = dir.lock_file();
-    let file = File::create(&path)
-        .map_err(|e| LocalError::io(format!("creating {}", path.display()), e))?;
-    // SAFETY: flock(2) on a descriptor we own; no memory is shared.
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-        return Ok(file);
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        let pid = dir.load_running().ok().flatten().map(|r| r.pid);
-        return Err(LocalError::Busy {
+    match walshard_process::lock::try_lock(&dir.lock_file()).map_err(LocalError::Lock)? {
+        Some(file) => Ok(file),
+        None => Err(LocalError::Busy {
             dir: dir.root().to_owned(),
-            pid,
-        });
+            pid: dir.load_running().ok().flatten().map(|r| r.pid),
+        }),
     }
-    Err(LocalError::io(format!("locking {}", path.display()), err))
 }

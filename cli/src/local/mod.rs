@@ -48,6 +48,8 @@ pub enum LocalError {
     Busy { dir: PathBuf, pid: Option<u32> },
     #[error("no fleet is running on {}", .0.display())]
     NotRunning(PathBuf),
+    #[error("locking the data dir: {0}")]
+    Lock(walshard_process::ProcessError),
     #[error("a lock was poisoned by a panic")]
     Poisoned,
 }
@@ -233,13 +235,7 @@ pub async fn down(args: DownArgs) -> anyhow::Result<()> {
 
 /// Whether a `walshard up` holds the data dir's lock.
 fn lock_held(dir: &DataDir) -> bool {
-    use std::os::fd::AsRawFd;
-    let Ok(file) = std::fs::File::open(dir.lock_file()) else {
-        return false;
-    };
-    // SAFETY: flock(2) on a descriptor we own; a successful probe lock is released on close.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    rc != 0
+    walshard_process::lock::is_locked(&dir.lock_file())
 }
 
 async fn fetch_view(data_dir: &std::path::Path) -> anyhow::Result<(FleetView, state::Running)> {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 use walshard_operator::spec::WalFsync;
-use walshard_testkit::{ChildGuard, MariaDb, MariaDbOptions};
+use walshard_process::{ChildGuard, MariaDb, MariaDbOptions};
 
 use super::LocalError;
 use super::state::ServerPorts;
@@ -104,7 +104,7 @@ impl Server {
     pub fn respawn_dead(&mut self, launch: &Launch) -> Result<Vec<Respawned>, LocalError> {
         let mut respawned = Vec::new();
         if !self.mysql.is_running() {
-            let fail = |e: walshard_testkit::HarnessError| LocalError::Process {
+            let fail = |e: walshard_process::ProcessError| LocalError::Process {
                 server: self.name.clone(),
                 what: "MariaDB",
                 reason: e.to_string(),

@@ -1,4 +1,4 @@
-//! The harness error type.
+//! The process layer's error type.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -6,9 +6,9 @@ use std::time::Duration;
 /// Hint appended to every "binary not found" error.
 pub const INSTALL_HINT: &str = "install mariadb-server (apt-get install -y mariadb-server)";
 
-/// Everything that can go wrong while starting or controlling servers and child processes.
+/// Everything that can go wrong while starting or controlling servers, child processes and locks.
 #[derive(thiserror::Error, Debug)]
-pub enum HarnessError {
+pub enum ProcessError {
     /// A required MariaDB binary does not exist.
     #[error("{name} not found at {} (override with ${env_var}); {INSTALL_HINT}", path.display())]
     MissingBinary {
@@ -23,7 +23,7 @@ pub enum HarnessError {
     /// An I/O operation failed.
     #[error("{context}: {source}")]
     Io {
-        /// What the harness was doing.
+        /// What was being done.
         context: String,
         /// The underlying error.
         #[source]
@@ -102,15 +102,15 @@ pub enum HarnessError {
     #[error("process is not running: {0}")]
     NotRunning(String),
 
-    /// A [`FaultProxy`](crate::FaultProxy) was asked to forward to a non-loopback address.
+    /// A loopback-only helper (e.g. the test fault proxy) was given a non-loopback address.
     #[error("refusing to proxy to {0}: only loopback targets (127.0.0.0/8, ::1) are allowed")]
     NotLoopback(std::net::SocketAddr),
 }
 
-impl HarnessError {
+impl ProcessError {
     /// Wraps an I/O error with a description of what was being done.
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
-        HarnessError::Io {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        ProcessError::Io {
             context: context.into(),
             source,
         }

@@ -1,9 +1,9 @@
-//! Spawning children that die with the test process.
+//! Spawning children that die with their owner.
 //!
 //! Linux delivers `PR_SET_PDEATHSIG` when the *thread* that forked the child exits, not when the
 //! whole process exits. A child spawned from a short-lived thread (a `std::thread::scope` worker, a
 //! tokio blocking-pool thread) would therefore be killed as soon as that thread ends. To avoid this,
-//! every child is forked by one dedicated harness thread that is never joined and lives until the
+//! every child is forked by one dedicated spawner thread that is never joined and lives until the
 //! process exits; callers on any thread hand their `Command` to it and get the `Child` back.
 
 use std::io;
@@ -12,7 +12,7 @@ use std::process::{Child, Command};
 use std::sync::OnceLock;
 use std::sync::mpsc;
 
-use crate::HarnessError;
+use crate::ProcessError;
 
 struct Request {
     cmd: Command,
@@ -26,7 +26,7 @@ fn spawner() -> Option<&'static mpsc::Sender<Request>> {
         .get_or_init(|| {
             let (tx, rx) = mpsc::channel::<Request>();
             let started = std::thread::Builder::new()
-                .name("walshard-testkit-spawner".into())
+                .name("walshard-spawner".into())
                 .spawn(move || {
                     for mut req in rx {
                         // The caller may have given up; a failed reply just drops the child,
@@ -41,7 +41,7 @@ fn spawner() -> Option<&'static mpsc::Sender<Request>> {
             match started {
                 Ok(_) => Some(tx),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot start the testkit spawner thread");
+                    tracing::warn!(error = %e, "cannot start the spawner thread");
                     None
                 }
             }
@@ -49,11 +49,11 @@ fn spawner() -> Option<&'static mpsc::Sender<Request>> {
         .as_ref()
 }
 
-/// Spawns `cmd` with `PR_SET_PDEATHSIG(SIGKILL)`, forked from the long-lived harness thread.
+/// Spawns `cmd` with `PR_SET_PDEATHSIG(SIGKILL)`, forked from the long-lived spawner thread.
 ///
-/// The child is killed by the kernel when the test process exits, however it exits (including
-/// `SIGKILL` of the test process). `what` names the program in error messages.
-pub(crate) fn spawn_with_pdeathsig(mut cmd: Command, what: &str) -> Result<Child, HarnessError> {
+/// The child is killed by the kernel when the owning process exits, however it exits (including
+/// `SIGKILL` of the owning process). `what` names the program in error messages.
+pub(crate) fn spawn_with_pdeathsig(mut cmd: Command, what: &str) -> Result<Child, ProcessError> {
     let parent = std::process::id();
     // SAFETY: the hook only calls async-signal-safe syscalls (prctl, getppid, raise) and does
     // not allocate.
@@ -76,10 +76,10 @@ pub(crate) fn spawn_with_pdeathsig(mut cmd: Command, what: &str) -> Result<Child
             Ok(())
         });
     }
-    let spawn_err = |e| HarnessError::io(format!("spawning {what}"), e);
+    let spawn_err = |e| ProcessError::io(format!("spawning {what}"), e);
     let Some(tx) = spawner() else {
         return Err(spawn_err(io::Error::other(
-            "the testkit spawner thread could not be started",
+            "the spawner thread could not be started",
         )));
     };
     let (reply_tx, reply_rx) = mpsc::sync_channel(1);
@@ -87,11 +87,11 @@ pub(crate) fn spawn_with_pdeathsig(mut cmd: Command, what: &str) -> Result<Child
         cmd,
         reply: reply_tx,
     })
-    .map_err(|_| spawn_err(io::Error::other("the testkit spawner thread is gone")))?;
+    .map_err(|_| spawn_err(io::Error::other("the spawner thread is gone")))?;
     match reply_rx.recv() {
         Ok(result) => result.map_err(spawn_err),
         Err(_) => Err(spawn_err(io::Error::other(
-            "the testkit spawner thread dropped the request",
+            "the spawner thread dropped the request",
         ))),
     }
 }

@@ -4,37 +4,37 @@ use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::HarnessError;
+use crate::ProcessError;
 
 /// Interval between connection attempts while polling.
-pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(10);
+pub const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Returns a currently free TCP port on 127.0.0.1.
 ///
 /// Binds `127.0.0.1:0`, reads the assigned port and closes the socket. Another process may take
 /// the port before the caller binds it; callers must tolerate that race.
-pub fn free_port() -> Result<u16, HarnessError> {
+pub fn free_port() -> Result<u16, ProcessError> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|e| HarnessError::io("binding 127.0.0.1:0 to find a free port", e))?;
+        .map_err(|e| ProcessError::io("binding 127.0.0.1:0 to find a free port", e))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| HarnessError::io("reading the local address of a bound socket", e))?;
+        .map_err(|e| ProcessError::io("reading the local address of a bound socket", e))?;
     Ok(addr.port())
 }
 
-/// Fails with [`HarnessError::PortInUse`] if `port` cannot be bound on 127.0.0.1 right now.
-pub(crate) fn ensure_port_free(port: u16) -> Result<(), HarnessError> {
+/// Fails with [`ProcessError::PortInUse`] if `port` cannot be bound on 127.0.0.1 right now.
+pub(crate) fn ensure_port_free(port: u16) -> Result<(), ProcessError> {
     match TcpListener::bind((Ipv4Addr::LOCALHOST, port)) {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-            Err(HarnessError::PortInUse { port })
+            Err(ProcessError::PortInUse { port })
         }
-        Err(e) => Err(HarnessError::io(format!("binding 127.0.0.1:{port}"), e)),
+        Err(e) => Err(ProcessError::io(format!("binding 127.0.0.1:{port}"), e)),
     }
 }
 
-/// Polls until a TCP connection to `addr` succeeds, or fails with [`HarnessError::Timeout`].
-pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> Result<(), HarnessError> {
+/// Polls until a TCP connection to `addr` succeeds, or fails with [`ProcessError::Timeout`].
+pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> Result<(), ProcessError> {
     let deadline = Instant::now() + timeout;
     loop {
         let now = Instant::now();
@@ -46,7 +46,7 @@ pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) -> Result<(), HarnessEr
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(HarnessError::Timeout {
+            return Err(ProcessError::Timeout {
                 what: format!("a TCP connection to {addr}"),
                 after: timeout,
             });
@@ -105,7 +105,7 @@ mod tests {
         let port = listener.local_addr().expect("addr").port();
         let err = ensure_port_free(port).expect_err("taken");
         assert!(
-            matches!(err, HarnessError::PortInUse { port: p } if p == port),
+            matches!(err, ProcessError::PortInUse { port: p } if p == port),
             "{err}"
         );
         assert!(err.to_string().contains(&port.to_string()), "{err}");
@@ -118,7 +118,7 @@ mod tests {
         let port = free_port().expect("free port");
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let err = wait_for_tcp(addr, Duration::from_millis(50)).expect_err("nothing listens");
-        assert!(matches!(err, HarnessError::Timeout { .. }), "{err}");
+        assert!(matches!(err, ProcessError::Timeout { .. }), "{err}");
     }
 
     #[test]
