@@ -177,7 +177,7 @@ impl Up {
             let status = self.ok("GET", "/status", None);
             let all = status["shards"]
                 .as_array()
-                .is_some_and(|s| s.iter().all(|s| s["primary"].is_string()));
+                .is_some_and(|s| !s.is_empty() && s.iter().all(|s| s["primary"].is_string()));
             if all {
                 return;
             }
