@@ -335,14 +335,22 @@ fn a4_killed_server_is_respawned_and_copied_back_under_load() {
         let p = &procs[&victim];
         let fresh = p["agent_pid"].as_i64().is_some_and(|x| x != agent_pid)
             && p["mysql_pid"].as_i64().is_some_and(|x| x != mysql_pid);
-        let read = up.call("GET", &format!("/read/{victim}"), None);
+        // Eventual: any committed state it serves; it refuses reads while catching up.
+        let read = up.call("GET", &format!("/read/{victim}?consistency=eventual"), None);
         if fresh && read.0 == 200 {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{victim} not respawned: {procs}; /read/{victim}: {read:?}"
-        );
+        if Instant::now() >= deadline {
+            let log =
+                std::fs::read_to_string(up.dir.join("servers").join(&victim).join("agent.log"))
+                    .unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            panic!(
+                "{victim} not respawned: {procs}; /read/{victim}: {read:?}\nits agent log, last lines first:\n{}\nwalshard up:\n{}",
+                tail.join("\n"),
+                up.log()
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     eprintln!(

@@ -284,11 +284,14 @@ async fn copy(
     };
     let mut out = Map::new();
     let mut applied = Map::new();
+    // One wait for the whole request, however many shards it names.
+    let deadline = positions.as_ref().map(|(_, wait)| Instant::now() + *wait);
     for id in ids {
         let (schema, shard) = target(&agent, &id).await?;
-        if let Some((min_lsn, wait)) = &positions {
+        if let (Some((min_lsn, _)), Some(deadline)) = (&positions, deadline) {
             let at = min_lsn.get(id.as_str()).copied().unwrap_or(0);
-            applied.insert(id.to_string(), shard.read_position(at, *wait).await?.into());
+            let left = deadline.saturating_duration_since(Instant::now());
+            applied.insert(id.to_string(), shard.read_position(at, left).await?.into());
         }
         let rows = agent_rows(&agent, &shard).await?;
         out.insert(id.to_string(), rows_json(&schema, &rows));
