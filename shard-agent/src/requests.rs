@@ -147,12 +147,14 @@ pub const MAX_READ_WAIT: Duration = Duration::from_secs(5);
 fn position_field(body: &Json, name: &str) -> Result<u64, RequestError> {
     match body.get(name) {
         None | Some(Json::Null) => Ok(0),
-        Some(v) => {
-            let n = parse_key(name, v)?;
-            u64::try_from(n)
-                .map_err(|_| RequestError::Invalid(format!("{name:?} must not be negative")))
-        }
+        Some(v) => position(name, v),
     }
+}
+
+/// A non-negative integer value, named `name` in errors.
+fn position(name: &str, v: &Json) -> Result<u64, RequestError> {
+    let n = parse_key(name, v)?;
+    u64::try_from(n).map_err(|_| RequestError::Invalid(format!("{name:?} must not be negative")))
 }
 
 /// `"wait_ms"`: how long a read may wait for its position (at most [`MAX_READ_WAIT`]).
@@ -178,11 +180,8 @@ pub fn copy_positions(body: &Json) -> Result<Option<CopyPositions>, RequestError
     match body.get("min_lsn") {
         None | Some(Json::Null) => {}
         Some(Json::Object(m)) => {
-            for shard in m.keys() {
-                min.insert(
-                    shard.clone(),
-                    position_field(&Json::Object(m.clone()), shard)?,
-                );
+            for (shard, v) in m {
+                min.insert(shard.clone(), position(shard, v)?);
             }
         }
         Some(_) => {

@@ -5,19 +5,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{AgentProc, Client, TOKEN, mariadb, seed_schema, spawn_control_plane, student};
+use common::{AgentProc, mariadb, seed_schema, spawn_control_plane, student};
 use reqwest::Method;
 use serde_json::{Value, json};
 use walshard_contract::{ErrorCode, Ident, Schema, ShardSpec};
 use walshard_operator::runtime::ClusterSpec;
-use walshard_router::hashing::HashMode;
 use walshard_router::layout::Layout;
-use walshard_router::routes::Routes;
-use walshard_router::service::{RouterState, router};
-use walshard_testkit::{MariaDb, MariaDbOptions, free_port};
+use walshard_testkit::{MariaDb, MariaDbOptions};
 
 /// The answer is a failure with `code`, the code's status, and a message.
 fn assert_code(answer: &(u16, Value), code: ErrorCode) {
@@ -138,17 +134,7 @@ async fn replicas_and_the_router_name_every_refusal() {
         .collect();
     let schema: Schema = serde_json::from_value(seed_schema()).expect("schema");
     let layout = Layout::new(schema, specs, placement).expect("layout");
-    let urls = agents.iter().map(|a| (ident(&a.name), a.base())).collect();
-    let routes = Routes::new(layout, urls, HashMode::Default).expect("routes");
-    let state = RouterState::new(Some(routes), Arc::new(handle.clone()), TOKEN);
-    let port = free_port().expect("port");
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("bind");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router(state, 16 << 20)).await;
-    });
-    let lb = Client::new(&format!("http://127.0.0.1:{port}"));
+    let lb = common::serve_router(layout, &agents, &handle).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     let primary = loop {
         if let Some(p) = handle.topology().primary("sh1") {

@@ -5,19 +5,15 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{AgentProc, Client, TOKEN, spawn_control_plane, student};
+use common::{AgentProc, spawn_control_plane, student};
 use reqwest::Method;
 use serde_json::{Value, json};
 use walshard_contract::{Ident, Schema, ShardSpec};
 use walshard_operator::runtime::ClusterSpec;
-use walshard_router::hashing::HashMode;
 use walshard_router::layout::Layout;
-use walshard_router::routes::Routes;
-use walshard_router::service::{RouterState, router};
-use walshard_testkit::{MariaDb, MariaDbOptions, free_port};
+use walshard_testkit::{MariaDb, MariaDbOptions};
 
 fn ident(s: &str) -> Ident {
     Ident::new(s).expect("ident")
@@ -79,17 +75,7 @@ async fn seed_data_path_through_the_router_with_failover() {
         .collect();
     let schema: Schema = serde_json::from_value(schema).expect("schema");
     let layout = Layout::new(schema, specs, placement).expect("layout");
-    let urls = agents.iter().map(|a| (ident(&a.name), a.base())).collect();
-    let routes = Routes::new(layout, urls, HashMode::Default).expect("routes");
-    let state = RouterState::new(Some(routes), Arc::new(handle.clone()), TOKEN);
-    let port = free_port().expect("port");
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-        .await
-        .expect("bind");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, router(state, 16 << 20)).await;
-    });
-    let lb = Client::new(&format!("http://127.0.0.1:{port}"));
+    let lb = common::serve_router(layout, &agents, &handle).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while handle.topology().primary("sh1").is_none() || handle.topology().primary("sh2").is_none() {
         assert!(Instant::now() < deadline, "no primaries elected");
@@ -228,7 +214,7 @@ async fn seed_data_path_through_the_router_with_failover() {
         .filter_map(|r| r["Stud_id"].as_i64())
         .collect();
     assert_eq!(keys, [1, 2, 100, 4095, 4096, 6000, 8191]);
-    let m = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+    let m = reqwest::get(format!("{}/metrics", lb.base))
         .await
         .expect("metrics")
         .text()

@@ -309,3 +309,32 @@ pub fn mariadb(flush: u8) -> MariaDb {
     })
     .expect("start MariaDB")
 }
+
+/// The router's service over `layout`, on a loopback port, sending to `agents` and following the
+/// primaries `handle` publishes; a client of it.
+pub async fn serve_router(
+    layout: walshard_router::layout::Layout,
+    agents: &[AgentProc],
+    handle: &walshard_operator::runtime::ControlHandle,
+) -> Client {
+    use std::sync::Arc;
+    use walshard_contract::Ident;
+    use walshard_router::hashing::HashMode;
+    use walshard_router::routes::Routes;
+    use walshard_router::service::{RouterState, router};
+
+    let urls = agents
+        .iter()
+        .map(|a| (Ident::new(&a.name).expect("server name"), a.base()))
+        .collect();
+    let routes = Routes::new(layout, urls, HashMode::Default).expect("routes");
+    let state = RouterState::new(Some(routes), Arc::new(handle.clone()), TOKEN);
+    let port = free_port().expect("port");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router(state, 16 << 20)).await;
+    });
+    Client::new(&format!("http://127.0.0.1:{port}"))
+}
