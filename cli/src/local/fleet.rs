@@ -134,7 +134,8 @@ impl Fleet {
             state.wal_fsync = spec.durability.wal_fsync;
             state.config = Some(resolved.init_body());
             for server in resolved.placement.keys() {
-                state.servers.insert(server.clone(), new_ports()?);
+                let ports = new_ports(&state.servers)?;
+                state.servers.insert(server.clone(), ports);
             }
         }
         dir.save_fleet(&state)?;
@@ -149,8 +150,9 @@ impl Fleet {
         // Servers.
         let layout = state.config.as_ref().map(parse_layout).transpose()?;
         let mut fresh_ports = false;
-        for ports in state.servers.values_mut() {
-            fresh_ports |= reassign_taken_ports(ports)?;
+        let names: Vec<String> = state.servers.keys().cloned().collect();
+        for name in names {
+            fresh_ports |= reassign_taken_ports(&mut state.servers, &name)?;
         }
         if fresh_ports {
             dir.save_fleet(&state)?;
@@ -427,8 +429,8 @@ impl Shared {
         let mut next = state.clone();
         next.config = Some(layout.to_json(|_| None));
         for server in layout.placement.keys() {
-            next.servers
-                .insert(server.to_string(), new_ports().map_err(internal)?);
+            let ports = new_ports(&next.servers).map_err(internal)?;
+            next.servers.insert(server.to_string(), ports);
         }
         self.say(format!(
             "/init: starting {} servers",
@@ -446,8 +448,8 @@ impl Shared {
         let mut next = state.clone();
         next.config = Some(layout.to_json(|_| None));
         for server in &added {
-            next.servers
-                .insert(server.to_string(), new_ports().map_err(internal)?);
+            let ports = new_ports(&next.servers).map_err(internal)?;
+            next.servers.insert(server.to_string(), ports);
         }
         self.say(format!("/add: starting {}", requests::join_names(&added)));
         self.apply(&mut state, next, &[]).await?;
@@ -984,23 +986,41 @@ fn parse_layout(config: &Json) -> Result<Layout, LocalError> {
     })
 }
 
-fn new_ports() -> Result<ServerPorts, LocalError> {
-    let port = || free_port().map_err(|e| LocalError::Control(e.to_string()));
+/// Two free loopback ports for a new server, none of them already given to a server of `fleet`
+/// (a port handed out earlier is free until its process binds it, so the OS may offer it again).
+fn new_ports(fleet: &BTreeMap<String, ServerPorts>) -> Result<ServerPorts, LocalError> {
+    let mut used: std::collections::BTreeSet<u16> =
+        fleet.values().flat_map(|p| [p.mysql, p.agent]).collect();
+    let mut pick = || {
+        for _ in 0..64 {
+            let port = free_port().map_err(|e| LocalError::Control(e.to_string()))?;
+            if used.insert(port) {
+                return Ok(port);
+            }
+        }
+        Err(LocalError::Control("no free loopback port".into()))
+    };
     Ok(ServerPorts {
-        mysql: port()?,
-        agent: port()?,
+        mysql: pick()?,
+        agent: pick()?,
     })
 }
 
-/// Gives a server new ports if its saved ones are taken now (after a restart of the machine,
-/// say); its URL changes, which the next election hands to its peers.
-fn reassign_taken_ports(ports: &mut ServerPorts) -> Result<bool, LocalError> {
+/// Gives server `name` new ports if its saved ones are taken now (after a restart of the
+/// machine, say); its URL changes, which the next election hands to its peers.
+fn reassign_taken_ports(
+    fleet: &mut BTreeMap<String, ServerPorts>,
+    name: &str,
+) -> Result<bool, LocalError> {
     let taken = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_err();
-    if taken(ports.mysql) || taken(ports.agent) {
-        *ports = new_ports()?;
-        return Ok(true);
+    match fleet.get(name) {
+        Some(ports) if taken(ports.mysql) || taken(ports.agent) => {
+            let fresh = new_ports(fleet)?;
+            fleet.insert(name.to_owned(), fresh);
+            Ok(true)
+        }
+        _ => Ok(false),
     }
-    Ok(false)
 }
 
 fn new_token() -> String {
