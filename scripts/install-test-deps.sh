@@ -45,3 +45,12 @@ if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
 fi
+
+# The backup tests run a real S3-compatible server on loopback: s3s-fs from crates.io (0.14.x is
+# the last release that builds with this toolchain, Rust 1.95).
+S3S_FS_VERSION=0.14.1
+if ! command -v s3s-fs >/dev/null 2>&1 || ! s3s-fs --version 2>/dev/null | grep -q "${S3S_FS_VERSION}"; then
+  echo "==> installing s3s-fs ${S3S_FS_VERSION} (cargo install, a few minutes)"
+  cargo install --quiet --locked s3s-fs --version "${S3S_FS_VERSION}" --features binary
+fi
+echo "==> $(s3s-fs --version)"

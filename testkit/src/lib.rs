@@ -9,12 +9,14 @@
 //! - [`FaultProxy`] is a loopback TCP proxy that injects partitions (cut, blackhole) and delay.
 //! - [`invariants`] has pure checkers for chaos suites: acknowledged writes survive, replicas
 //!   converge, one primary per shard and epoch, and linearizable single-key histories.
+//! - [`s3::S3Server`] runs a real S3-compatible server (`s3s-fs`) on loopback for backup tests.
 //!
 //! The harness installs nothing: `mariadbd` and `mariadb-install-db` must exist (Debian package
 //! `mariadb-server`). Their paths can be overridden with [`ENV_MARIADBD`] and [`ENV_INSTALL_DB`].
 
 pub mod invariants;
 pub mod proxy;
+pub mod s3;
 
 pub use proxy::{FaultProxy, ProxyMode, ProxyStats};
 /// The harness error: the process layer's error (the fault proxy reports through it too).

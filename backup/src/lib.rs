@@ -1,0 +1,31 @@
+//! walshard's backups, in the layout pgBackRest and WAL-G made standard: every shard's committed
+//! WAL is archived continuously in checksummed chunks, base backups are consistent copies of each
+//! shard at a known LSN with a manifest, and a restore is a base backup plus the archived entries
+//! after it, up to a target (docs/backup.md).
+//!
+//! - [`names`]: where each object lives in the store (pure);
+//! - [`chunk`]: the archived WAL chunk format (pure);
+//! - [`manifest`]: a base backup's manifest and the archive's progress marks (pure);
+//! - [`plan`]: which objects a restore to a target reads, and the restorable range (pure);
+//! - [`retention`]: what a retention policy may delete (pure);
+//! - [`store`]: the object store (a local directory or S3-compatible), through `object_store`.
+
+pub mod chunk;
+pub mod manifest;
+pub mod names;
+pub mod plan;
+pub mod retention;
+pub mod store;
+
+pub use chunk::{ArchivedEntry, ChunkError};
+pub use manifest::{Manifest, PartRef, ShardArchiveMark, ShardBackup};
+pub use names::{BackupId, ChunkName};
+pub use plan::{
+    PlanError, RestorableRange, RestorePlan, ShardPlan, Stop, Target, plan_restore,
+    restorable_range,
+};
+pub use retention::{Prune, Retention, prune};
+pub use store::{BackupStore, StoreError, StoreOptions};
+
+/// Milliseconds since the Unix epoch: the time stamps of archived entries and backups.
+pub type Millis = u64;
