@@ -8,8 +8,11 @@
 //! - [`manifest`]: a base backup's manifest and the archive's progress marks (pure);
 //! - [`plan`]: which objects a restore to a target reads, and the restorable range (pure);
 //! - [`retention`]: what a retention policy may delete (pure);
+//! - [`args`] (feature `cli`): the flags that name a store;
 //! - [`store`]: the object store (a local directory or S3-compatible), through `object_store`.
 
+#[cfg(feature = "cli")]
+pub mod args;
 pub mod chunk;
 pub mod manifest;
 pub mod names;
@@ -29,3 +32,10 @@ pub use store::{BackupStore, StoreError, StoreOptions};
 
 /// Milliseconds since the Unix epoch: the time stamps of archived entries and backups.
 pub type Millis = u64;
+
+/// This server's clock, in [`Millis`].
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -266,6 +266,16 @@ impl BackupStore {
             .collect())
     }
 
+    /// A shard's archive mark, if one was written.
+    pub async fn mark(&self, shard: &str) -> Result<Option<ShardArchiveMark>, StoreError> {
+        let key = names::mark_key(shard);
+        match self.get_json(&key).await {
+            Ok(mark) => Ok(Some(mark)),
+            Err(StoreError::Missing { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn put_mark(&self, shard: &str, mark: ShardArchiveMark) -> Result<(), StoreError> {
         self.put_json(&names::mark_key(shard), &mark).await
     }

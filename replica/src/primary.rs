@@ -87,6 +87,12 @@ pub fn compactable_through(applied: Lsn, held: Option<Lsn>, retain: u64) -> Lsn 
     }
 }
 
+/// With WAL archiving on (`archived`: the last LSN the backup archive holds), compaction never
+/// goes past it: an entry is deleted only once it is in the archive (docs/backup.md).
+pub fn keep_unarchived(compactable: Lsn, archived: Option<Lsn>) -> Lsn {
+    archived.map_or(compactable, |a| compactable.min(a))
+}
+
 /// The first LSN of `epoch` in a log given as the epoch of each entry from LSN 1 (`None`: none).
 pub fn epoch_start(log: &[Epoch], epoch: Epoch) -> Option<Lsn> {
     log.iter().position(|e| *e == epoch).map(|i| i as Lsn + 1)
@@ -151,5 +157,8 @@ mod tests {
         assert_eq!(compactable_through(50, None, 10), 50);
         assert_eq!(compactable_through(50, Some(45), 10), 45);
         assert_eq!(compactable_through(50, Some(3), 10), 40);
+        assert_eq!(keep_unarchived(40, None), 40);
+        assert_eq!(keep_unarchived(40, Some(12)), 12);
+        assert_eq!(keep_unarchived(40, Some(90)), 40);
     }
 }

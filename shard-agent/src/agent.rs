@@ -10,6 +10,9 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 use walshard_contract::{Ident, Schema, ShardSpec, validate_layout};
 
+use walshard_backup::BackupStore;
+
+use crate::archive::{ArchiveOptions, ArchiveProgress, Archiver};
 use crate::disk_guard::DiskGuard;
 use crate::metrics::Metrics;
 use crate::mysql::MySqlEndpoint;
@@ -38,6 +41,15 @@ pub struct AgentConfig {
     /// Writes are refused (507) while the data dir's volume has no more free bytes than this
     /// (0: never).
     pub disk_reserve_bytes: u64,
+    /// The backup store: each shard's committed WAL is archived there (docs/backup.md).
+    pub backup: Option<BackupConfig>,
+}
+
+/// Where and how this server archives.
+#[derive(Debug, Clone)]
+pub struct BackupConfig {
+    pub store: BackupStore,
+    pub archive: ArchiveOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +151,21 @@ impl Agent {
         let handle = tokio::spawn(shard.clone().run_applier(self.stop.subscribe()));
         if let Ok(mut a) = self.appliers.lock() {
             a.push(handle);
+        }
+        if let Some(backup) = &self.config.backup {
+            let progress = Arc::new(ArchiveProgress::default());
+            if shard.archive.set(progress.clone()).is_ok() {
+                let archiver = Archiver::new(
+                    shard.clone(),
+                    backup.store.clone(),
+                    progress,
+                    backup.archive.clone(),
+                );
+                let handle = tokio::spawn(archiver.run(self.stop.subscribe()));
+                if let Ok(mut a) = self.appliers.lock() {
+                    a.push(handle);
+                }
+            }
         }
         if let Ok(mut map) = self.shards.write() {
             map.insert(s.id.clone(), shard.clone());

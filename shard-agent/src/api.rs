@@ -118,6 +118,8 @@ fn parse_json(bytes: &[u8]) -> Result<Json_, ApiError> {
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
 }
 
+mod backup;
+
 pub type AppState = Arc<Agent>;
 
 /// The agent's router with auth, metrics and body-limit layers.
@@ -135,6 +137,7 @@ pub fn router(agent: AppState, token: String, max_body_bytes: usize) -> Router {
         .route("/shards/{id}/promote", post(promote))
         .route("/shards/{id}/confirm", post(confirm))
         .route("/shards/{id}/step-down", post(step_down))
+        .route("/shards/{id}/base-backup", post(backup::base_backup))
         .route(
             "/shards/{id}/install-snapshot",
             post(install_snapshot).layer(axum::extract::DefaultBodyLimit::disable()),
@@ -466,6 +469,7 @@ async fn status(State(agent): State<AppState>) -> Json<Json_> {
         "schema": schema,
         "shards": shards,
         "disk": disk_json(&agent),
+        "archive": archive_json(&agent),
         "status": STATUS_SUCCESS,
     }))
 }
@@ -477,6 +481,23 @@ fn disk_json(agent: &Agent) -> Json_ {
         "reserve_bytes": agent.config.disk_reserve_bytes,
         "full": agent.disk.check().is_err(),
     })
+}
+
+/// Per shard, how far its WAL archive is (`null` without a backup store).
+fn archive_json(agent: &Agent) -> Json_ {
+    if agent.config.backup.is_none() {
+        return Json_::Null;
+    }
+    let now = walshard_backup::now_ms();
+    agent
+        .shards()
+        .iter()
+        .filter_map(|s| {
+            let progress = s.archive.get()?;
+            Some((s.id().to_string(), json!(progress.status(s.commit_lsn(), now))))
+        })
+        .collect::<Map<String, Json_>>()
+        .into()
 }
 
 // ---- replication and elections (docs/replication.md) -----------------------------------------

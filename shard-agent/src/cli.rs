@@ -92,6 +92,12 @@ pub struct Args {
     /// control plane switches them over) or this many seconds passed, then stop.
     #[arg(long, env = "WALSHARD_SHUTDOWN_HANDOVER_SECONDS", default_value_t = 30)]
     pub shutdown_handover_seconds: u64,
+    /// WAL archiving (docs/backup.md): off without a store.
+    #[command(flatten)]
+    pub backup: walshard_backup::args::StoreArgs,
+    /// How often each shard's primary ships its committed entries to the backup store.
+    #[arg(long, env = "WALSHARD_ARCHIVE_INTERVAL_MS", default_value_t = 1000)]
+    pub archive_interval_ms: u64,
 }
 
 /// Waits until `leads()` is false, checking every `step`, for at most `bound`; `true` when it
@@ -166,6 +172,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         standalone: !args.controlled,
         retain_entries: args.wal_retain_entries,
         disk_reserve_bytes: args.disk_reserve_bytes,
+        backup: args
+            .backup
+            .open()
+            .context("opening the backup store")?
+            .map(|store| crate::agent::BackupConfig {
+                store,
+                archive: crate::archive::ArchiveOptions {
+                    interval: std::time::Duration::from_millis(args.archive_interval_ms.max(10)),
+                    ..crate::archive::ArchiveOptions::default()
+                },
+            }),
     })
     .await
     .context("starting the agent")?;

@@ -6,12 +6,16 @@
 //! - [`store`]: the MySQL tables and the transactional apply of WAL entries.
 //! - [`shard`]: one shard's roles (primary, secondary, fenced), write path and applier.
 //! - [`replication`]: the primary's streams to its secondaries and the quorum commit point.
+//! - [`archive`]: continuous archiving of committed entries to the backup store;
+//!   [`base_backup`]: a shard's consistent copy streamed to it; [`restore`]: the way back.
 //! - [`agent`]: the server's shards and persisted configuration.
 //! - [`api`] and [`requests`]: the HTTP surface and its pure request validation.
 //! - [`cli`]: the command line of the agent process.
 
 pub mod agent;
 pub mod api;
+pub mod archive;
+pub mod base_backup;
 pub mod cli;
 pub mod disk_guard;
 pub mod metrics;
@@ -20,6 +24,7 @@ pub mod ops;
 pub mod read_gate;
 pub mod replication;
 pub mod requests;
+pub mod restore;
 pub mod shard;
 pub mod state;
 pub mod store;

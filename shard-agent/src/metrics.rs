@@ -56,6 +56,7 @@ pub struct Metrics {
     /// Free bytes of the data dir's volume, and 1 while writes are refused for want of space.
     pub disk_free_bytes: Gauge,
     pub disk_full: Gauge,
+    pub archive: crate::archive::ArchiveMetrics,
 }
 
 impl Metrics {
@@ -191,7 +192,9 @@ impl Metrics {
             "Largest group commit since start (entries)",
             wal_max_group.clone(),
         );
+        let archive = crate::archive::ArchiveMetrics::register(&mut registry);
         Arc::new(Self {
+            archive,
             registry,
             http_requests,
             http_seconds,

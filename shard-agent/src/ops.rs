@@ -99,13 +99,38 @@ fn strict() -> OnDuplicate {
 #[error("WAL payload is not a valid operation: {0}")]
 pub struct DecodeError(#[from] serde_json::Error);
 
+/// First byte of a stamped payload: `STAMPED | at_ms u64 LE | op JSON`. Payloads logged before
+/// stamps existed are the bare JSON (starting with `{` or `"`), so both decode.
+const STAMPED: u8 = 0x01;
+
 impl Op {
-    pub fn encode(&self) -> Result<bytes::Bytes, serde_json::Error> {
-        serde_json::to_vec(self).map(bytes::Bytes::from)
+    /// The WAL payload of this op, stamped with the primary's clock (`at_ms`, milliseconds since
+    /// the Unix epoch): point-in-time restore replays entries up to a time (docs/backup.md).
+    pub fn encode(&self, at_ms: u64) -> Result<bytes::Bytes, serde_json::Error> {
+        let mut out = Vec::with_capacity(64);
+        out.push(STAMPED);
+        out.extend_from_slice(&at_ms.to_le_bytes());
+        serde_json::to_writer(&mut out, self)?;
+        Ok(bytes::Bytes::from(out))
     }
 
     pub fn decode(payload: &[u8]) -> Result<Op, DecodeError> {
-        Ok(serde_json::from_slice(payload)?)
+        Ok(serde_json::from_slice(json_of(payload))?)
+    }
+
+    /// The time stamp of a payload (`None` for one logged before stamps existed).
+    pub fn stamp(payload: &[u8]) -> Option<u64> {
+        match payload {
+            [STAMPED, at @ ..] => Some(u64::from_le_bytes(at.get(..8)?.try_into().ok()?)),
+            _ => None,
+        }
+    }
+}
+
+fn json_of(payload: &[u8]) -> &[u8] {
+    match payload {
+        [STAMPED, rest @ ..] => rest.get(8..).unwrap_or_default(),
+        _ => payload,
     }
 }
 
@@ -173,12 +198,16 @@ mod tests {
             Op::Delete { key: 7 },
             Op::Noop,
         ];
-        for op in ops {
-            assert_eq!(
-                Op::decode(&op.encode().expect("encode")).expect("decode"),
-                op
-            );
+        for (at, op) in ops.into_iter().enumerate() {
+            let payload = op.encode(1_700_000_000_000 + at as u64).expect("encode");
+            assert_eq!(Op::decode(&payload).expect("decode"), op);
+            assert_eq!(Op::stamp(&payload), Some(1_700_000_000_000 + at as u64));
         }
+        assert_eq!(Op::stamp(br#"{"Delete":{"key":7}}"#), None);
+        assert_eq!(
+            Op::decode(br#"{"Delete":{"key":7}}"#).expect("an unstamped payload"),
+            Op::Delete { key: 7 }
+        );
         assert!(Op::decode(b"{\"Nope\":1}").is_err());
         // A write logged before `on_duplicate` existed was all-or-nothing.
         assert_eq!(

@@ -17,7 +17,7 @@ use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
 use walshard_contract::{Ident, Quorum, ReplicaRef, ShardSpec};
-use walshard_replica::primary::{compactable_through, needs_snapshot};
+use walshard_replica::primary::{compactable_through, keep_unarchived, needs_snapshot};
 use walshard_replica::{
     Append, EntryId, LogFacts, NotWritable, Refusal, Replica, WriteCheck, admit_write,
     append_lookups, plan_append, step_down_done,
@@ -212,6 +212,8 @@ pub struct Shard {
     /// Client writes between their "may I write" check and their WAL append; a step-down waits
     /// for these to drain so its target really holds the whole log.
     proposing: AtomicUsize,
+    /// With WAL archiving on: how far the archive is (compaction keeps everything after it).
+    pub archive: std::sync::OnceLock<Arc<crate::archive::ArchiveProgress>>,
 }
 
 /// Counts one in-flight proposal for as long as it lives.
@@ -306,6 +308,7 @@ impl Shard {
             halted: Mutex::new(None),
             reads: ReadGate::new(ctx.standalone),
             proposing: AtomicUsize::new(0),
+            archive: std::sync::OnceLock::new(),
             ctx,
         });
         {
@@ -350,6 +353,11 @@ impl Shard {
     /// Changes of the commit point.
     pub fn subscribe_commit(&self) -> watch::Receiver<Lsn> {
         self.commit.subscribe()
+    }
+
+    /// Whether this replica is the shard's primary now.
+    pub fn is_primary(&self) -> bool {
+        self.current_replication().is_some()
     }
 
     pub fn commit_lsn(&self) -> Lsn {
@@ -467,7 +475,7 @@ impl Shard {
                 shard: self.table.shard.to_string(),
                 source,
             })?;
-        let payload = op.encode()?;
+        let payload = op.encode(walshard_backup::now_ms())?;
         let proposing = Proposing::new(&self.proposing);
         let repl = self.current_replication();
         let epoch = self.writable_epoch(repl.as_deref())?;
@@ -888,6 +896,7 @@ impl Shard {
             .current_replication()
             .map(|r| r.min_held(self.wal.last().1));
         let through = compactable_through(self.applied_lsn(), held, self.ctx.retain_entries);
+        let through = keep_unarchived(through, self.archive.get().map(|a| a.hold()));
         match self.wal.compact_through(through).await {
             Ok(0) => {}
             Ok(n) => debug!(shard = %self.id(), through, segments = n, "compacted WAL"),

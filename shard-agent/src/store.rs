@@ -20,6 +20,9 @@ use walshard_contract::{Dtype, Ident, KeyRange, OnDuplicate, Patch, Row, Schema,
 use crate::ops::{Op, Outcome, plan_writes};
 use crate::wal::{Entry, Epoch, Lsn, OpId};
 
+mod copy;
+pub use copy::CopyPoint;
+
 /// The database the agent keeps everything in.
 pub const DATABASE: &str = "walshard";
 /// How many LSNs back a retried op id is still recognised.

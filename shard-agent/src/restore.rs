@@ -1,0 +1,180 @@
+//! The way back from a backup (docs/backup.md): one shard is rebuilt in this server's MySQL from
+//! a base copy plus the archived entries its [`ShardPlan`] names (every object's checksum
+//! checked; a damaged or missing one is an error naming it), and the agent's data dir is prepared
+//! so the agent starts at the restored point.
+
+use std::path::Path;
+
+use walshard_backup::{BackupStore, ShardBackup, ShardPlan, StoreError};
+use walshard_contract::{Row, Schema};
+
+use crate::ops::{DecodeError, Op};
+use crate::state::{AgentState, EpochState, ShardState, StateError, StateFile, save_json};
+use crate::store::{CopyPoint, ShardTable, Store, StoreError as MySqlError};
+use crate::wal::{Entry, Epoch, Lsn, OpId, Wal, WalError, WalOptions};
+
+/// Entries applied per MySQL transaction while replaying.
+const REPLAY_BATCH: usize = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("MySQL: {0}")]
+    MySql(#[from] MySqlError),
+    #[error("{key}: {reason}")]
+    Unreadable { key: String, reason: String },
+    #[error("{chunk}: LSN {lsn}: {source}")]
+    Op {
+        chunk: String,
+        lsn: Lsn,
+        source: DecodeError,
+    },
+    #[error("{chunk}: expected LSN {expected}, found {found}")]
+    NotConsecutive {
+        chunk: String,
+        expected: Lsn,
+        found: Lsn,
+    },
+    #[error("preparing the agent's data dir: {0}")]
+    Wal(#[from] WalError),
+    #[error("preparing the agent's data dir: {0}")]
+    State(#[from] StateError),
+}
+
+/// What a restore reports as it goes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Restored {
+    pub rows: u64,
+    pub entries: u64,
+}
+
+/// Rebuilds `table` in `mysql` from `copy` and the chunks of `plan`; returns where it ended
+/// (the last replayed entry's epoch and LSN).
+pub async fn restore_shard(
+    mysql: &Store,
+    table: &ShardTable,
+    backups: &BackupStore,
+    copy: &ShardBackup,
+    plan: &ShardPlan,
+    progress: &(dyn Fn(Restored) + Sync),
+) -> Result<(Epoch, Lsn), RestoreError> {
+    mysql.ensure_shard(table).await?;
+    let ops = backups.get_part(&copy.ops).await?;
+    let ops = serde_json::from_slice(&ops).map_err(|e| RestoreError::Unreadable {
+        key: copy.ops.key.clone(),
+        reason: e.to_string(),
+    })?;
+    let point = CopyPoint {
+        epoch: copy.epoch,
+        lsn: copy.lsn,
+        ops,
+    };
+    mysql.begin_restore(table, &point).await?;
+    let mut done = Restored::default();
+    for part in &copy.parts {
+        let bytes = backups.get_part(part).await?;
+        let rows: Vec<Row> =
+            serde_json::from_slice(&bytes).map_err(|e| RestoreError::Unreadable {
+                key: part.key.clone(),
+                reason: e.to_string(),
+            })?;
+        mysql.restore_rows(table, &rows).await?;
+        done.rows += rows.len() as u64;
+        progress(done);
+    }
+    let mut applied = (copy.epoch, copy.lsn);
+    let mut batch: Vec<(Entry, Op)> = Vec::with_capacity(REPLAY_BATCH);
+    'chunks: for name in &plan.chunks {
+        let chunk = name.key();
+        for e in backups.get_chunk(name).await? {
+            let next = applied.1 + batch.len() as Lsn + 1;
+            if e.lsn < next {
+                continue;
+            }
+            if !plan.stop.takes(e.lsn, e.at_ms) {
+                break 'chunks;
+            }
+            if e.lsn != next {
+                return Err(RestoreError::NotConsecutive {
+                    chunk,
+                    expected: next,
+                    found: e.lsn,
+                });
+            }
+            let op = Op::decode(&e.payload).map_err(|source| RestoreError::Op {
+                chunk: chunk.clone(),
+                lsn: e.lsn,
+                source,
+            })?;
+            let entry = Entry {
+                epoch: e.epoch,
+                lsn: e.lsn,
+                op_id: OpId(e.op_id),
+                payload: e.payload,
+            };
+            batch.push((entry, op));
+            if batch.len() >= REPLAY_BATCH {
+                applied = replay(mysql, table, applied, &mut batch).await?;
+                done.entries = applied.1 - copy.lsn;
+                progress(done);
+            }
+        }
+    }
+    applied = replay(mysql, table, applied, &mut batch).await?;
+    done.entries = applied.1 - copy.lsn;
+    progress(done);
+    Ok(applied)
+}
+
+async fn replay(
+    mysql: &Store,
+    table: &ShardTable,
+    applied: (Epoch, Lsn),
+    batch: &mut Vec<(Entry, Op)>,
+) -> Result<(Epoch, Lsn), RestoreError> {
+    let Some(last) = batch.last().map(|(e, _)| (e.epoch, e.lsn)) else {
+        return Ok(applied);
+    };
+    mysql.apply(table, applied.1, batch).await?;
+    batch.clear();
+    Ok(last)
+}
+
+/// One restored shard of a server, for [`prepare_agent_dir`].
+#[derive(Debug, Clone)]
+pub struct RestoredShard {
+    pub state: ShardState,
+    pub epoch: Epoch,
+    pub lsn: Lsn,
+}
+
+/// Writes the agent's data dir for restored shards: each WAL starts right after the restored
+/// point (as after a snapshot install), each shard has promised the restored epoch (so a new
+/// election's epoch is higher than every restored entry's), and `state.json` names the schema
+/// and shards. Its MySQL must hold the restored shards ([`restore_shard`]).
+pub async fn prepare_agent_dir(
+    data_dir: &Path,
+    schema: &Schema,
+    shards: &[RestoredShard],
+    wal: &WalOptions,
+) -> Result<(), RestoreError> {
+    for s in shards {
+        let dir = data_dir.join("shards").join(s.state.id.as_str());
+        std::fs::create_dir_all(&dir).map_err(|e| WalError::Failed(format!("{}: {e}", dir.display())))?;
+        let (log, _) = Wal::open(&dir, wal.clone())?;
+        log.reset(s.epoch, s.lsn).await?;
+        log.close().await?;
+        let promise = EpochState {
+            epoch: s.epoch,
+            primary: None,
+        };
+        save_json(&dir.join("epoch.json"), &promise)?;
+    }
+    let state = AgentState {
+        schema: Some(schema.clone()),
+        shards: shards.iter().map(|s| s.state.clone()).collect(),
+    };
+    StateFile::new(data_dir).save(&state)?;
+    Ok(())
+}
