@@ -32,16 +32,34 @@ async fn chunks_marks_and_parts_round_trip_through_s3_and_survive_an_outage() {
     let entries: Vec<ArchivedEntry> = (1..=50).map(entry).collect();
     let first = store.put_chunk("sh1", &entries[..20]).await.unwrap();
     let second = store.put_chunk("sh1", &entries[20..]).await.unwrap();
-    assert_eq!(store.chunks(Some("sh1")).await.unwrap(), vec![first.clone(), second]);
-    assert_eq!(store.get_chunk(&first).await.unwrap(), entries[..20].to_vec());
+    assert_eq!(
+        store.chunks(Some("sh1")).await.unwrap(),
+        vec![first.clone(), second]
+    );
+    assert_eq!(
+        store.get_chunk(&first).await.unwrap(),
+        entries[..20].to_vec()
+    );
     store
-        .put_mark("sh1", ShardArchiveMark { through_lsn: 50, at_ms: 7 })
+        .put_mark(
+            "sh1",
+            ShardArchiveMark {
+                through_lsn: 50,
+                at_ms: 7,
+            },
+        )
         .await
         .unwrap();
     assert_eq!(store.marks().await.unwrap()["sh1"].through_lsn, 50);
 
     // Another prefix in the same bucket is another archive.
-    assert!(open(&server, "fleet-b").chunks(None).await.unwrap().is_empty());
+    assert!(
+        open(&server, "fleet-b")
+            .chunks(None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     server.stop().unwrap();
     let down = store.put_chunk("sh1", &[entry(51)]).await.unwrap_err();

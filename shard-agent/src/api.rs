@@ -494,7 +494,10 @@ fn archive_json(agent: &Agent) -> Json_ {
         .iter()
         .filter_map(|s| {
             let progress = s.archive.get()?;
-            Some((s.id().to_string(), json!(progress.status(s.commit_lsn(), now))))
+            Some((
+                s.id().to_string(),
+                json!(progress.status(s.commit_lsn(), now)),
+            ))
         })
         .collect::<Map<String, Json_>>()
         .into()

@@ -30,14 +30,20 @@ pub async fn take(
 ) -> Result<ShardBackup, BaseBackupError> {
     let name = shard.id().as_str();
     let (tx, mut rx) = mpsc::channel::<Vec<walshard_contract::Row>>(2);
-    let copy = shard.store().stream_copy(&shard.table, rows_per_part.max(1), tx);
+    let copy = shard
+        .store()
+        .stream_copy(&shard.table, rows_per_part.max(1), tx);
     let upload = async {
         let mut parts = Vec::new();
         let mut rows = 0u64;
         while let Some(batch) = rx.recv().await {
             rows += batch.len() as u64;
             let bytes = Bytes::from(serde_json::to_vec(&batch)?);
-            parts.push(store.put_part(&id.part_key(name, parts.len()), bytes).await?);
+            parts.push(
+                store
+                    .put_part(&id.part_key(name, parts.len()), bytes)
+                    .await?,
+            );
         }
         Ok::<_, BaseBackupError>((parts, rows))
     };
@@ -46,7 +52,10 @@ pub async fn take(
     let (parts, rows) = uploaded?;
     let point = point?;
     let ops = store
-        .put_part(&id.ops_key(name), Bytes::from(serde_json::to_vec(&point.ops)?))
+        .put_part(
+            &id.ops_key(name),
+            Bytes::from(serde_json::to_vec(&point.ops)?),
+        )
         .await?;
     Ok(ShardBackup {
         epoch: point.epoch,

@@ -161,7 +161,8 @@ pub async fn prepare_agent_dir(
 ) -> Result<(), RestoreError> {
     for s in shards {
         let dir = data_dir.join("shards").join(s.state.id.as_str());
-        std::fs::create_dir_all(&dir).map_err(|e| WalError::Failed(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| WalError::Failed(format!("{}: {e}", dir.display())))?;
         let (log, _) = Wal::open(&dir, wal.clone())?;
         log.reset(s.epoch, s.lsn).await?;
         log.close().await?;

@@ -29,7 +29,8 @@ impl S3Server {
             .prefix("walshard-s3-")
             .tempdir()
             .map_err(|e| ProcessError::io("creating the S3 server's root", e))?;
-        std::fs::create_dir_all(root.path().join(bucket)).map_err(|e| ProcessError::io("creating the bucket", e))?;
+        std::fs::create_dir_all(root.path().join(bucket))
+            .map_err(|e| ProcessError::io("creating the bucket", e))?;
         let mut server = S3Server {
             child: None,
             port: free_port()?,

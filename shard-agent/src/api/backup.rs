@@ -45,8 +45,11 @@ pub async fn base_backup(
                 BaseBackupError::Store(s) => s.code(),
                 _ => "mysql",
             };
-            ApiError::coded(ErrorCode::Unavailable, format!("base backup of shard {id}: {e}"))
-                .with("cause", store_code)
+            ApiError::coded(
+                ErrorCode::Unavailable,
+                format!("base backup of shard {id}: {e}"),
+            )
+            .with("cause", store_code)
         })?;
     Ok(Json(copy))
 }

@@ -27,7 +27,11 @@ impl ArchiveMetrics {
     pub fn register(registry: &mut Registry) -> ArchiveMetrics {
         let m = ArchiveMetrics::default();
         let archive = registry.sub_registry_with_prefix("archive");
-        archive.register("archived_lsn", "Last LSN known archived", m.archived_lsn.clone());
+        archive.register(
+            "archived_lsn",
+            "Last LSN known archived",
+            m.archived_lsn.clone(),
+        );
         archive.register(
             "lag_entries",
             "Committed entries not archived yet",

@@ -102,7 +102,10 @@ impl Archiver {
                 Err(e) => {
                     let shard = self.shard.id().to_string();
                     warn!(shard, error = %e, retry_in = ?backoff, "archiving failed");
-                    self.metrics().errors.get_or_create(&Metrics::shard(&shard)).inc();
+                    self.metrics()
+                        .errors
+                        .get_or_create(&Metrics::shard(&shard))
+                        .inc();
                     self.progress.failed(e.to_string());
                     let this = backoff;
                     backoff = (backoff * 2).min(self.options.max_backoff);
@@ -130,10 +133,17 @@ impl Archiver {
         m.archived_lsn
             .get_or_create(&labels)
             .set(gauge(status.archived_lsn.unwrap_or(0)));
-        m.lag_entries.get_or_create(&labels).set(gauge(status.lag_entries));
-        m.lag_seconds.get_or_create(&labels).set(gauge(status.lag_seconds));
+        m.lag_entries
+            .get_or_create(&labels)
+            .set(gauge(status.lag_entries));
+        m.lag_seconds
+            .get_or_create(&labels)
+            .set(gauge(status.lag_seconds));
         let stats = self.shard.wal().stats();
-        let mean = stats.bytes_appended.checked_div(stats.entries_appended).unwrap_or(0);
+        let mean = stats
+            .bytes_appended
+            .checked_div(stats.entries_appended)
+            .unwrap_or(0);
         m.lag_bytes
             .get_or_create(&labels)
             .set(gauge(status.lag_entries.saturating_mul(mean)));
@@ -214,9 +224,9 @@ impl Archiver {
 
     /// Writes the mark when it moved, or now and then while idle.
     async fn mark(&mut self, through: u64, at_ms: u64) -> Result<(), ArchiveError> {
-        let due = self.marked.is_none_or(|(t, when)| {
-            t != through || when.elapsed() >= self.options.idle_mark
-        });
+        let due = self
+            .marked
+            .is_none_or(|(t, when)| t != through || when.elapsed() >= self.options.idle_mark);
         if due {
             let mark = ShardArchiveMark {
                 through_lsn: through,

@@ -84,7 +84,11 @@ impl Shard {
                 Effect::AppendNoop => {
                     let entry = self
                         .wal
-                        .propose(next.promise.epoch, OpId::default(), Op::Noop.encode(walshard_backup::now_ms())?)
+                        .propose(
+                            next.promise.epoch,
+                            OpId::default(),
+                            Op::Noop.encode(walshard_backup::now_ms())?,
+                        )
                         .await?;
                     noop = Some(entry.lsn);
                 }
