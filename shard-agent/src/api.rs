@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::{Map, Value as Json_, json};
-use subtle::ConstantTimeEq;
+use walshard_contract::bearer::{BearerToken, require_bearer};
 use walshard_contract::{
     ApiError, ErrorCode, Ident, Quorum, ReplicaRef, RequestError, Row, STATUS_SUCCESS, Schema,
     ShardSpec, duplicate_message,
@@ -122,7 +122,6 @@ pub type AppState = Arc<Agent>;
 
 /// The agent's router with auth, metrics and body-limit layers.
 pub fn router(agent: AppState, token: String, max_body_bytes: usize) -> Router {
-    let token = Arc::new(token);
     let protected = Router::new()
         .route("/config", post(config))
         .route("/copy", get(copy))
@@ -145,10 +144,10 @@ pub fn router(agent: AppState, token: String, max_body_bytes: usize) -> Router {
                 crate::replication::MAX_BATCH_BYTES + (64 << 20),
             )),
         )
-        .route_layer(middleware::from_fn(move |req: Request, next: Next| {
-            let token = token.clone();
-            async move { require_token(&token, req, next).await }
-        }));
+        .route_layer(middleware::from_fn_with_state(
+            BearerToken::new(token),
+            require_bearer,
+        ));
     Router::new()
         .route("/heartbeat", get(heartbeat))
         .route("/metrics", get(metrics))
@@ -166,20 +165,6 @@ pub fn router(agent: AppState, token: String, max_body_bytes: usize) -> Router {
         ))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(agent)
-}
-
-async fn require_token(token: &str, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
-        next.run(req).await
-    } else {
-        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
-    }
 }
 
 async fn record_metrics(State(agent): State<AppState>, req: Request, next: Next) -> Response {
