@@ -3,7 +3,7 @@
 //!
 //! The core is pure: parsing and validation of JSON values, no IO, and the retry [`backoff`]
 //! policy. The features add what the walshard processes share at their edges: `http` (the axum
-//! answer of [`ApiError`] and the `bearer` token layer), `client` (the `http_client` builder),
+//! answer of [`ApiError`], the `bearer` token layer and the common `answers`), `client` (the `http_client` builder),
 //! `process` (logs, the shutdown signal, `durable` JSON files). Field names that depend on the
 //! schema (the key column, e.g. `Stud_id`, and `<key>_low` in shard specs) are resolved here, so
 //! callers never build them by hand.
@@ -12,6 +12,8 @@
 //! the codes ([`ErrorCode`]) and their HTTP statuses are listed in [`error_code`]. Callers branch
 //! on the code, never on the message.
 
+#[cfg(feature = "http")]
+pub mod answers;
 pub mod backoff;
 #[cfg(feature = "http")]
 pub mod bearer;

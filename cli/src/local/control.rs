@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 use walshard_contract::ApiError;
+use walshard_contract::answers::{self, openmetrics, parse_json};
 use walshard_contract::bearer::{BearerToken, require_bearer};
 use walshard_router::fleet::FleetView;
 
@@ -42,7 +42,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             require_bearer,
         ))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .fallback(answers::no_such_endpoint)
         .with_state(shared)
 }
 
@@ -70,11 +70,6 @@ async fn servers(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(shared.processes())
 }
 
-fn body_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
-}
-
 fn answer(result: Result<Value, ApiError>) -> Response {
     match result {
         Ok(v) => Json(v).into_response(),
@@ -83,19 +78,19 @@ fn answer(result: Result<Value, ApiError>) -> Response {
 }
 
 async fn init(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    answer(async { shared.init(&body_json(&body)?).await }.await)
+    answer(async { shared.init(&parse_json(&body)?).await }.await)
 }
 
 async fn add(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    answer(async { shared.add(&body_json(&body)?).await }.await)
+    answer(async { shared.add(&parse_json(&body)?).await }.await)
 }
 
 async fn rm(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    answer(async { shared.rm(&body_json(&body)?).await }.await)
+    answer(async { shared.rm(&parse_json(&body)?).await }.await)
 }
 
 async fn switchover(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    answer(async { shared.switchover(&body_json(&body)?).await }.await)
+    answer(async { shared.switchover(&parse_json(&body)?).await }.await)
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -103,12 +98,5 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     if prometheus_client::encoding::text::encode(&mut out, &shared.registry).is_err() {
         out.clear();
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    openmetrics(out)
 }

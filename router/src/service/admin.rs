@@ -9,9 +9,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use tracing::{info, warn};
+use walshard_contract::answers::parse_json;
 use walshard_contract::{ApiError, Backoff};
 
-use super::handlers::{parse_json, timed};
+use super::handlers::timed;
 use super::state::RouterState;
 use crate::fleet::{Admin, Control, FleetPrimaries, LONG_POLL};
 use crate::hashing::HashMode;

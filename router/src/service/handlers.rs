@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value as Json_, json};
 use tracing::warn;
+use walshard_contract::answers::{openmetrics, parse_json};
 use walshard_contract::{ApiError, ErrorCode, Ident, KeyRange, Row, STATUS_SUCCESS, code_of};
 
 use super::agents::{PRIMARY_SESSION_WAIT_MS, applied_of, message_of, relayed};
@@ -18,14 +19,20 @@ use super::state::RouterState;
 use crate::requests::{self, Consistency};
 use crate::session::{SESSION_HEADER, SessionToken};
 
-/// The seed's answer to an acknowledged `/update` or `/del`, with the causality token it
-/// reached; this router remembers the position.
-fn acknowledged(
+/// Sends a one-row change (`/update` or `/del`) to the shard's primary with a new operation id,
+/// and answers as the seed does, with the causality token it reached; this router remembers the
+/// position.
+async fn change_one_row(
     state: &RouterState,
     headers: &HeaderMap,
     shard: &Ident,
-    agent_answer: &Json_,
+    method: reqwest::Method,
+    path: &str,
+    agent_body: &Json_,
 ) -> Result<Json_, ApiError> {
+    let agent_answer = &state
+        .to_primary(shard, method, path, agent_body, Some(&new_op_id()))
+        .await?;
     let lsn = applied_of(agent_answer);
     state.memory.raise(shard.as_str(), lsn);
     let mut token = session_of(headers, None)?;
@@ -60,12 +67,6 @@ fn session_of(headers: &HeaderMap, body: Option<&Json_>) -> Result<SessionToken,
         }
     }
     Ok(token)
-}
-
-/// The request body as JSON; malformed JSON is a 400.
-pub(super) fn parse_json(bytes: &[u8]) -> Result<Json_, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
 }
 
 /// A new operation id (the same across a write's retries).
@@ -121,14 +122,7 @@ pub(super) async fn status(State(state): State<Arc<RouterState>>) -> Response {
 
 /// `GET /metrics`: the router's Prometheus metrics.
 pub(super) async fn metrics(State(state): State<Arc<RouterState>>) -> Response {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
-        .into_response()
+    openmetrics(state.metrics.encode())
 }
 
 /// `POST /read`: each shard the range touches, in parallel, at the requested consistency
@@ -295,16 +289,15 @@ pub(super) async fn update(
         let key_name = routes.layout.schema.key().to_string();
         let data = Json_::Object(patch.to_json(&routes.layout.schema, key));
         let agent_body = json!({"shard": shard.as_str(), key_name: key, "data": data});
-        let v = state
-            .to_primary(
-                &shard,
-                reqwest::Method::PUT,
-                "/update",
-                &agent_body,
-                Some(&new_op_id()),
-            )
-            .await?;
-        acknowledged(&state, &headers, &shard, &v)
+        change_one_row(
+            &state,
+            &headers,
+            &shard,
+            reqwest::Method::PUT,
+            "/update",
+            &agent_body,
+        )
+        .await
     })
     .await
 }
@@ -320,16 +313,15 @@ pub(super) async fn del(
         let (shard, key) = requests::parse_delete(&routes.layout, &body)?;
         let key_name = routes.layout.schema.key().to_string();
         let agent_body = json!({"shard": shard.as_str(), key_name: key});
-        let v = state
-            .to_primary(
-                &shard,
-                reqwest::Method::DELETE,
-                "/del",
-                &agent_body,
-                Some(&new_op_id()),
-            )
-            .await?;
-        acknowledged(&state, &headers, &shard, &v)
+        change_one_row(
+            &state,
+            &headers,
+            &shard,
+            reqwest::Method::DELETE,
+            "/del",
+            &agent_body,
+        )
+        .await
     })
     .await
 }

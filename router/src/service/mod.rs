@@ -26,9 +26,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
-use walshard_contract::ApiError;
+use walshard_contract::answers;
 
 pub use admin::follow;
 pub use agents::WRITE_DEADLINE;
@@ -52,13 +51,8 @@ pub fn router(state: Arc<RouterState>, max_body_bytes: usize) -> Router {
             state::check_tokens,
         ))
         .route("/metrics", get(handlers::metrics))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this endpoint",
-            )
-        })
+        .fallback(answers::no_such_endpoint)
+        .method_not_allowed_fallback(answers::method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
