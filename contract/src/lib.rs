@@ -1,18 +1,30 @@
 //! The wire contract shared by the walshard agent, router and control plane: the table schema and
 //! its dtypes, validated identifiers, shard key ranges, typed rows and the seed API's JSON envelope.
 //!
-//! Everything here is pure: parsing and validation of JSON values, no IO. Field names that depend on
-//! the schema (the key column, e.g. `Stud_id`, and `<key>_low` in shard specs) are resolved here, so
+//! The core is pure: parsing and validation of JSON values, no IO, and the retry [`backoff`]
+//! policy. The features add what the walshard processes share at their edges: `http` (the axum
+//! answer of [`ApiError`], the `bearer` token layer and the common `answers`), `client` (the `http_client` builder),
+//! `process` (logs, the shutdown signal, `durable` JSON files). Field names that depend on the
+//! schema (the key column, e.g. `Stud_id`, and `<key>_low` in shard specs) are resolved here, so
 //! callers never build them by hand.
 //!
 //! Every error answer of the agent and the router is `{"message", "status": "failure", "code"}`;
 //! the codes ([`ErrorCode`]) and their HTTP statuses are listed in [`error_code`]. Callers branch
 //! on the code, never on the message.
 
+#[cfg(feature = "http")]
+pub mod answers;
+pub mod backoff;
+#[cfg(feature = "http")]
+pub mod bearer;
 pub mod body;
 pub mod coerce;
+#[cfg(feature = "process")]
+pub mod durable;
 pub mod envelope;
 pub mod error_code;
+#[cfg(feature = "client")]
+pub mod http_client;
 pub mod ident;
 #[cfg(feature = "schema")]
 mod json_schema;
@@ -23,6 +35,7 @@ pub mod row;
 pub mod schema;
 pub mod shard;
 
+pub use backoff::Backoff;
 pub use body::OnDuplicate;
 pub use envelope::{
     ApiError, Failure, RequestError, STATUS_FAILURE, STATUS_SUCCESS, STATUS_SUCCESSFUL, code_of,

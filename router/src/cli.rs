@@ -10,7 +10,7 @@ use clap::Parser;
 use tracing::info;
 use walshard_contract::process::{LogFormat, init_tracing, shutdown_signal};
 
-use crate::fleet::{self, Control, ControlClient, FleetPrimaries};
+use crate::fleet::{Control, ControlClient, FleetPrimaries};
 use crate::hashing::HashMode;
 use crate::kube_mode::KubeControl;
 use crate::service::{self, RouterState};
@@ -74,7 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (control, source, watch): (Arc<dyn Control>, String, _) =
         match (&args.control_url, &args.kube_database) {
             (Some(url), _) => (
-                Arc::new(ControlClient::new(url, &args.token)),
+                Arc::new(ControlClient::new(url, &args.token)?),
                 url.clone(),
                 None,
             ),
@@ -103,14 +103,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         primaries.clone(),
         args.hash_mode,
         args.token.clone(),
-    );
+    )?;
     if let Some(t) = args.api_token.as_ref().filter(|t| !t.is_empty()) {
         state.require_api_token(t.clone());
     }
     if let Some(t) = args.admin_token.as_ref().filter(|t| !t.is_empty()) {
         state.require_admin_token(t.clone());
     }
-    let follower = tokio::spawn(fleet::follow(
+    let follower = tokio::spawn(service::follow(
         control,
         state.clone(),
         primaries,

@@ -2,28 +2,27 @@
 //! server URLs) and the live topology (primaries and epochs).
 //!
 //! A [`Control`] publishes [`FleetView`]s and carries out the seed's `/init`, `/add` and `/rm`,
-//! which only the control plane may do; [`follow`] keeps a router's [`RouterState`] current from
+//! which only the control plane may do; `service::follow` keeps a router current from
 //! one. Two implementations: [`ControlClient`], the local fleet's control API (`GET
 //! /v1/fleet?after=<version>` as a long poll: it answers at once when its version is newer than
 //! `after`, else when the fleet changes or after [`LONG_POLL`]), and
 //! [`crate::kube_mode::KubeControl`], a `ShardedDatabase` on Kubernetes.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use thiserror::Error;
-use tracing::{info, warn};
+use walshard_contract::http_client::{ClientError, ClientSettings};
 use walshard_contract::{ApiError, Ident, code_of};
 use walshard_operator::runtime::Topology;
 
 use crate::hashing::HashMode;
 use crate::requests;
 use crate::routes::{Primaries, Routes};
-use crate::service::RouterState;
 
 /// How long the control plane holds a `GET /v1/fleet` without news.
 pub const LONG_POLL: Duration = Duration::from_secs(20);
@@ -66,7 +65,8 @@ impl FleetView {
 pub struct FleetPrimaries(RwLock<Topology>);
 
 impl FleetPrimaries {
-    fn set(&self, topology: Topology) {
+    /// Replaces the topology (a new fleet view).
+    pub(crate) fn set(&self, topology: Topology) {
         match self.0.write() {
             Ok(mut t) => *t = topology,
             Err(poisoned) => *poisoned.into_inner() = topology,
@@ -144,15 +144,12 @@ pub struct ControlClient {
 
 impl ControlClient {
     /// `base` is the control API's URL, e.g. `http://127.0.0.1:5900`; `token` its bearer token.
-    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
-        Self {
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Result<Self, ClientError> {
+        Ok(Self {
             base: base.into().trim_end_matches('/').to_owned(),
             token: token.into(),
-            http: reqwest::Client::builder()
-                .tcp_nodelay(true)
-                .build()
-                .unwrap_or_default(),
-        }
+            http: ClientSettings::default().build()?,
+        })
     }
 
     /// The fleet view newer than `after`, waiting up to `wait` for one.
@@ -216,45 +213,6 @@ impl Control for ControlClient {
             request.path(),
             body,
         ))
-    }
-}
-
-/// Applies `view` to the router: routes and primaries.
-pub fn apply(state: &RouterState, primaries: &FleetPrimaries, view: FleetView, mode: HashMode) {
-    match view.routes(mode) {
-        Ok(routes) => state.set_routes(routes),
-        Err(e) => warn!(error = %e, version = view.version, "ignoring an unusable fleet view"),
-    }
-    primaries.set(view.topology);
-}
-
-/// Keeps `state` and `primaries` current from the control plane, forever.
-pub async fn follow(
-    control: Arc<dyn Control>,
-    state: Arc<RouterState>,
-    primaries: Arc<FleetPrimaries>,
-    mode: HashMode,
-) {
-    let mut version = 0;
-    let mut pause = Duration::from_millis(50);
-    loop {
-        match control.view(version, LONG_POLL).await {
-            Ok(view) => {
-                if view.version != version {
-                    if version == 0 {
-                        info!(version = view.version, "fleet view received");
-                    }
-                    version = view.version;
-                    apply(&state, &primaries, view, mode);
-                }
-                pause = Duration::from_millis(50);
-            }
-            Err(e) => {
-                warn!(error = %e, "control plane unreachable; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-        }
     }
 }
 

@@ -16,7 +16,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use walshard_operator::spec::ShardedDatabase;
-use walshard_router::fleet::{self, Control, FleetPrimaries};
+use walshard_router::fleet::{Control, FleetPrimaries};
 use walshard_router::hashing::HashMode;
 use walshard_router::kube_mode::{FIELD_MANAGER, KubeControl};
 use walshard_router::service::{self, RouterState};
@@ -199,8 +199,9 @@ async fn admin_requests_become_spec_patches() {
     let control: Arc<dyn Control> = control;
     let primaries = Arc::new(FleetPrimaries::default());
     let state =
-        RouterState::with_control(control.clone(), primaries.clone(), HashMode::Default, "t");
-    let follower = tokio::spawn(fleet::follow(
+        RouterState::with_control(control.clone(), primaries.clone(), HashMode::Default, "t")
+            .expect("router state");
+    let follower = tokio::spawn(service::follow(
         control,
         state.clone(),
         primaries,

@@ -8,7 +8,8 @@ use std::time::Duration;
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
-use walshard_contract::{Ident, Schema, ShardSpec, validate_layout};
+use walshard_contract::http_client::{ClientError, ClientSettings};
+use walshard_contract::{Backoff, Ident, Schema, ShardSpec, validate_layout};
 
 use walshard_backup::BackupStore;
 
@@ -71,6 +72,8 @@ pub enum AgentError {
     RangeMismatch(String),
     #[error("shard layout: {0}")]
     Layout(#[from] walshard_contract::ShardError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
 pub struct Agent {
@@ -111,11 +114,11 @@ impl Agent {
                 config.data_dir.clone(),
                 config.disk_reserve_bytes,
             )),
-            http: reqwest::Client::builder()
-                .pool_max_idle_per_host(4)
-                .tcp_nodelay(true)
-                .build()
-                .unwrap_or_default(),
+            http: ClientSettings {
+                pool_max_idle_per_host: Some(4),
+                ..ClientSettings::default()
+            }
+            .build()?,
             config,
         });
         if let Some(schema) = &state.schema {
@@ -257,18 +260,21 @@ impl Agent {
     }
 }
 
+/// Pauses between attempts to reach MySQL.
+const MYSQL_RETRY: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+
 /// Waits for MySQL to answer (it may start after the agent); a malformed URL fails at once.
 async fn connect_with_retry(mysql: &MySqlEndpoint, pool_size: u32) -> Result<Store, AgentError> {
-    let mut delay = Duration::from_millis(100);
+    let mut pauses = MYSQL_RETRY.start();
     loop {
         match Store::connect(mysql.connect_options(), pool_size).await {
             Ok(store) => return Ok(store),
             // A client that cannot authenticate this way never will: fail instead of looping.
             Err(e @ StoreError::Sql(sqlx::Error::Configuration(_))) => return Err(e.into()),
             Err(e) => {
-                warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "MySQL not reachable yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
+                let pause = pauses.next_pause();
+                warn!(error = %e, retry_in_ms = pause.as_millis() as u64, "MySQL not reachable yet");
+                tokio::time::sleep(pause).await;
             }
         }
     }

@@ -9,13 +9,14 @@ use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, MatchedPath, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde_json::{Map, Value as Json_, json};
-use subtle::ConstantTimeEq;
+use walshard_contract::answers;
+use walshard_contract::bearer::{BearerToken, require_bearer};
 use walshard_contract::{
     ApiError, ErrorCode, Ident, Quorum, ReplicaRef, RequestError, Row, STATUS_SUCCESS, Schema,
     ShardSpec, duplicate_message,
@@ -109,13 +110,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             ApiError::new(e.status(), format!("cannot read body: {}", e.body_text()))
         })?;
-        parse_json(&bytes).map(JsonBody)
+        answers::parse_json(&bytes).map(JsonBody)
     }
-}
-
-fn parse_json(bytes: &[u8]) -> Result<Json_, ApiError> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
 }
 
 mod backup;
@@ -124,7 +120,6 @@ pub type AppState = Arc<Agent>;
 
 /// The agent's router with auth, metrics and body-limit layers.
 pub fn router(agent: AppState, token: String, max_body_bytes: usize) -> Router {
-    let token = Arc::new(token);
     let protected = Router::new()
         .route("/config", post(config))
         .route("/copy", get(copy))
@@ -148,41 +143,22 @@ pub fn router(agent: AppState, token: String, max_body_bytes: usize) -> Router {
                 crate::replication::MAX_BATCH_BYTES + (64 << 20),
             )),
         )
-        .route_layer(middleware::from_fn(move |req: Request, next: Next| {
-            let token = token.clone();
-            async move { require_token(&token, req, next).await }
-        }));
+        .route_layer(middleware::from_fn_with_state(
+            BearerToken::new(token),
+            require_bearer,
+        ));
     Router::new()
         .route("/heartbeat", get(heartbeat))
         .route("/metrics", get(metrics))
         .merge(protected)
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method not allowed on this endpoint",
-            )
-        })
+        .fallback(answers::no_such_endpoint)
+        .method_not_allowed_fallback(answers::method_not_allowed)
         .layer(middleware::from_fn_with_state(
             agent.clone(),
             record_metrics,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(agent)
-}
-
-async fn require_token(token: &str, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) {
-        next.run(req).await
-    } else {
-        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
-    }
 }
 
 async fn record_metrics(State(agent): State<AppState>, req: Request, next: Next) -> Response {
@@ -221,14 +197,7 @@ async fn metrics(State(agent): State<AppState>) -> Response {
     m.disk_free_bytes
         .set(disk["free_bytes"].as_i64().unwrap_or(-1));
     m.disk_full.set(i64::from(disk["full"] == true));
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        agent.metrics.encode(),
-    )
-        .into_response()
+    answers::openmetrics(agent.metrics.encode())
 }
 
 async fn config(
@@ -278,7 +247,7 @@ async fn copy(
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        Some(parse_json(&body)?)
+        Some(answers::parse_json(&body)?)
     };
     let ids = requests::parse_copy(body.as_ref(), query.as_deref())?;
     let positions = match &body {

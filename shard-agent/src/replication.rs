@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use walshard_contract::{Ident, Quorum, ReplicaRef};
+use walshard_contract::{Backoff, Ident, Quorum, ReplicaRef};
 use walshard_replica::back_up;
 pub use walshard_replica::quorum_commit;
 
@@ -35,6 +35,8 @@ pub const HEARTBEAT: Duration = Duration::from_millis(100);
 const APPEND_TIMEOUT: Duration = Duration::from_secs(2);
 /// Timeout of a snapshot install.
 const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Pauses between failed sends to a peer.
+const RETRY: Backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
 
 pub const H_EPOCH: &str = "x-walshard-epoch";
 pub const H_PRIMARY: &str = "x-walshard-primary";
@@ -263,7 +265,7 @@ impl PeerTask {
         let mut durable = self.shard.wal().subscribe();
         let mut commits = self.shard.subscribe_commit();
         let mut next = self.shard.wal().last().1 + 1;
-        let mut backoff = Duration::from_millis(20);
+        let mut pauses = RETRY.start();
         info!(shard = %shard_id, peer = %self.peer.name, epoch = self.repl.epoch, "replicating");
         loop {
             if *stop.borrow() {
@@ -286,7 +288,7 @@ impl PeerTask {
             };
             match result {
                 Ok(Sent::Matched(held)) => {
-                    backoff = Duration::from_millis(20);
+                    pauses.reset();
                     self.repl.set_matched(&self.peer.name, held);
                     self.shard.recompute_commit(&self.repl);
                     next = held + 1;
@@ -315,10 +317,9 @@ impl PeerTask {
                 Err(e) => {
                     debug!(shard = %shard_id, peer = %self.peer.name, error = %e, "append failed");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(pauses.next_pause()) => {}
                         _ = stop.changed() => return,
                     }
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
                 }
             }
         }

@@ -2,11 +2,10 @@
 //! with, and per shard the highest epoch it has seen. Written atomically and durably (temp file,
 //! fsync, rename, fsync of the directory), because fencing depends on the epoch surviving a crash.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use walshard_contract::durable::DurableError;
 use walshard_contract::{Ident, Schema, ShardSpec};
 
 use crate::wal::Epoch;
@@ -26,19 +25,8 @@ pub struct ShardState {
     pub epoch: Epoch,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StateError {
-    #[error("state file {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("state file {path} is not valid: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
-}
+/// Why a state file could not be read or written.
+pub type StateError = DurableError;
 
 pub struct StateFile {
     path: PathBuf,
@@ -60,43 +48,11 @@ impl StateFile {
     }
 }
 
-/// Writes `value` as JSON to `path` atomically and durably: temp file, fsync, rename, fsync of
-/// the directory. After a crash the file holds either the old or the new value.
-pub fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    let io = |source| StateError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let bytes = serde_json::to_vec_pretty(value).map_err(|source| StateError::Parse {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("json.tmp");
-    let mut f = fs::File::create(&tmp).map_err(io)?;
-    f.write_all(&bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-    Ok(())
-}
+/// Writes `value` as JSON to `path` atomically and durably (see [`walshard_contract::durable`]).
+pub use walshard_contract::durable::write_json as save_json;
 
 /// Reads JSON written by [`save_json`]; `None` if the file does not exist.
-pub fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
-    match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| StateError::Parse {
-                path: path.to_path_buf(),
-                source,
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(StateError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
+pub use walshard_contract::durable::read_json as load_json;
 
 /// What a replica has promised (`shards/<id>/epoch.json`), persisted before it acts on it.
 pub use walshard_replica::Promise as EpochState;

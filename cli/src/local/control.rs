@@ -13,18 +13,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::Value;
 use walshard_contract::ApiError;
+use walshard_contract::answers::{self, openmetrics, parse_json};
+use walshard_contract::bearer::{BearerToken, require_bearer};
 use walshard_router::fleet::FleetView;
 
-use super::fleet::Shared;
+use super::shared::Shared;
 
 /// The longest a `GET /v1/fleet` is held.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -37,25 +37,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/add", post(add))
         .route("/v1/rm", delete(rm))
         .route("/v1/switchover", post(switchover))
-        .layer(axum::middleware::from_fn_with_state(shared.clone(), auth))
+        .layer(axum::middleware::from_fn_with_state(
+            BearerToken::new(shared.token()),
+            require_bearer,
+        ))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such endpoint") })
+        .fallback(answers::no_such_endpoint)
         .with_state(shared)
-}
-
-async fn auth(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    use subtle::ConstantTimeEq;
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    if bool::from(given.as_bytes().ct_eq(shared.token().as_bytes())) {
-        next.run(req).await
-    } else {
-        ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token").into_response()
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,11 +70,6 @@ async fn servers(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(shared.processes())
 }
 
-fn body_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("malformed JSON: {e}")))
-}
-
 fn answer(result: Result<Value, ApiError>) -> Response {
     match result {
         Ok(v) => Json(v).into_response(),
@@ -95,19 +78,19 @@ fn answer(result: Result<Value, ApiError>) -> Response {
 }
 
 async fn init(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    answer(async { shared.init(&body_json(&body)?).await }.await)
+    answer(async { shared.init(&parse_json(&body)?).await }.await)
 }
 
 async fn add(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    answer(async { shared.add(&body_json(&body)?).await }.await)
+    answer(async { shared.add(&parse_json(&body)?).await }.await)
 }
 
 async fn rm(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    answer(async { shared.rm(&body_json(&body)?).await }.await)
+    answer(async { shared.rm(&parse_json(&body)?).await }.await)
 }
 
 async fn switchover(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    answer(async { shared.switchover(&body_json(&body)?).await }.await)
+    answer(async { shared.switchover(&parse_json(&body)?).await }.await)
 }
 
 async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
@@ -115,12 +98,5 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
     if prometheus_client::encoding::text::encode(&mut out, &shared.registry).is_err() {
         out.clear();
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        out,
-    )
-        .into_response()
+    openmetrics(out)
 }

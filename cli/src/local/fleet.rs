@@ -6,48 +6,36 @@
 //! `/rm` arrive through the router and are carried out by the fleet's `init`, `add` and `rm`,
 //! one at a time; every change is saved to `fleet.json` before it is answered.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
-use walshard_contract::{ApiError, Ident};
-use walshard_operator::election::Phase;
-use walshard_operator::fleet_ops;
-use walshard_operator::placement::{Placement, ShardReplicas};
+use tracing::warn;
+use walshard_contract::http_client::ClientSettings;
 use walshard_operator::runtime::{
-    ClusterSpec, ControlHandle, ControlPlane, ControlPlaneConfig, HttpAgentApi, HttpTimeouts,
-    Topology,
+    ControlPlane, ControlPlaneConfig, HttpAgentApi, HttpTimeouts, Topology,
 };
 use walshard_operator::spec::ShardedDatabaseSpec;
 use walshard_process::{ChildGuard, free_port};
 use walshard_router::fleet::FleetView;
-use walshard_router::layout::Layout;
-use walshard_router::requests;
 
 use super::LocalError;
-use super::server::{Launch, Server, agent_url};
-use super::state::{DataDir, FleetState, Running, ServerPorts};
+use super::config::{cluster_spec, parse_layout};
+use super::control;
+use super::ports::{new_ports, reassign_taken_ports};
+use super::server::{Launch, Server, agent_url, start_servers};
+use super::shared::{RespawnLabels, Shared};
+use super::state::{DataDir, FleetState, Running};
+use super::tasks::{publish_views, supervise};
 
 /// Control-plane tick.
 const TICK: Duration = Duration::from_millis(100);
-/// How often dead server processes are looked for.
-const SUPERVISE_EVERY: Duration = Duration::from_millis(250);
-/// How long a new or restarted agent may take to answer its first heartbeat.
-const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long configuration changes wait for every shard to have a primary again.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a switchover (before removing a primary's server) may take.
-const SWITCHOVER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How to run a fleet.
 #[derive(Debug, Clone)]
@@ -60,29 +48,6 @@ pub struct FleetOptions {
     pub spec: Option<ShardedDatabaseSpec>,
     /// Progress lines on stderr.
     pub progress: bool,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RespawnLabels {
-    server: String,
-    process: String,
-}
-
-/// The fleet's state shared by its tasks and the control API.
-pub(crate) struct Shared {
-    dir: DataDir,
-    launch: Launch,
-    /// Held for the whole of `/init`, `/add` and `/rm`: one change at a time.
-    state: tokio::sync::Mutex<FleetState>,
-    servers: Mutex<BTreeMap<String, Arc<Mutex<Server>>>>,
-    control: ControlHandle,
-    view: watch::Sender<FleetView>,
-    /// The configuration and URLs the published view is built from.
-    config: watch::Sender<(Option<Json>, BTreeMap<String, String>)>,
-    http: reqwest::Client,
-    pub(crate) registry: Registry,
-    respawns: Family<RespawnLabels, Counter>,
-    progress: bool,
 }
 
 /// A running local fleet.
@@ -199,10 +164,11 @@ impl Fleet {
             servers: Mutex::new(servers),
             control,
             view: watch::Sender::new(FleetView::default()),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
+            http: ClientSettings {
+                timeout: Some(Duration::from_secs(10)),
+                ..ClientSettings::default()
+            }
+            .build()?,
             registry,
             respawns,
             progress,
@@ -236,7 +202,7 @@ impl Fleet {
                 .map_err(|e| LocalError::io("binding the control API", e))?
         );
         {
-            let app = super::control::router(shared.clone());
+            let app = control::router(shared.clone());
             let mut stopped = stopped.clone();
             tasks.push(tokio::spawn(async move {
                 let done = async move {
@@ -397,531 +363,6 @@ impl Drop for Fleet {
     }
 }
 
-impl Shared {
-    fn say(&self, msg: impl AsRef<str>) {
-        if self.progress {
-            eprintln!("walshard: {}", msg.as_ref());
-        }
-        info!("{}", msg.as_ref());
-    }
-
-    /// The current seed layout, or the 400 before `/init`.
-    fn layout(state: &FleetState) -> Result<Layout, ApiError> {
-        let config = state.config.as_ref().ok_or_else(|| {
-            ApiError::new(
-                400u16,
-                "the database is not configured yet: POST /init first",
-            )
-        })?;
-        parse_layout(config).map_err(|e| ApiError::new(500u16, e.to_string()))
-    }
-
-    /// `/init`: configures a new fleet. The same configuration again is accepted (idempotent);
-    /// another one is refused (use `/add` and `/rm`).
-    pub(crate) async fn init(&self, body: &Json) -> Result<Json, ApiError> {
-        let layout = requests::parse_init(body)?;
-        let mut state = self.state.lock().await;
-        if let Some(config) = &state.config {
-            let current = parse_layout(config).map_err(|e| ApiError::new(500u16, e.to_string()))?;
-            requests::check_reinit(&current, &layout)?;
-            return Ok(requests::init_answer());
-        }
-        let mut next = state.clone();
-        next.config = Some(layout.to_json(|_| None));
-        for server in layout.placement.keys() {
-            let ports = new_ports(&next.servers).map_err(internal)?;
-            next.servers.insert(server.to_string(), ports);
-        }
-        self.say(format!(
-            "/init: starting {} servers",
-            layout.placement.len()
-        ));
-        self.apply(&mut state, next, &[]).await?;
-        Ok(requests::init_answer())
-    }
-
-    /// `/add`: new servers (and shards); existing shards placed on new servers gain replicas.
-    pub(crate) async fn add(&self, body: &Json) -> Result<Json, ApiError> {
-        let mut state = self.state.lock().await;
-        let current = Self::layout(&state)?;
-        let (layout, added) = requests::parse_add(&current, body)?;
-        let mut next = state.clone();
-        next.config = Some(layout.to_json(|_| None));
-        for server in &added {
-            let ports = new_ports(&next.servers).map_err(internal)?;
-            next.servers.insert(server.to_string(), ports);
-        }
-        self.say(format!("/add: starting {}", requests::join_names(&added)));
-        self.apply(&mut state, next, &[]).await?;
-        Ok(requests::add_answer(&layout, &added))
-    }
-
-    /// `/rm`: removes servers; a removed server's primaries are switched over first.
-    pub(crate) async fn rm(&self, body: &Json) -> Result<Json, ApiError> {
-        let mut state = self.state.lock().await;
-        let current = Self::layout(&state)?;
-        let (layout, removed_ids) = requests::parse_rm(&current, body)?;
-        let removed: Vec<String> = removed_ids.iter().map(Ident::to_string).collect();
-        self.say(format!("/rm: removing {}", removed.join(", ")));
-        self.switch_primaries_away(&layout, &removed).await?;
-        let mut next = state.clone();
-        next.config = Some(layout.to_json(|_| None));
-        for server in &removed {
-            next.servers.remove(server);
-        }
-        self.apply(&mut state, next, &removed).await?;
-        Ok(requests::rm_answer(&layout, &removed_ids))
-    }
-
-    /// `POST /v1/switchover` (`walshard switchover`): `{"shard", "to"}`, a planned switchover of
-    /// the shard's primary to the replica `to`, answered once `to` is primary.
-    pub(crate) async fn switchover(&self, body: &Json) -> Result<Json, ApiError> {
-        let field = |k: &str| {
-            body[k]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| ApiError::new(400u16, format!("{k} (a string) is required")))
-        };
-        let (shard, to) = (field("shard")?, field("to")?);
-        let from = self.control.topology().primary(&shard).map(str::to_owned);
-        let started = Instant::now();
-        if from.as_deref() != Some(to.as_str()) {
-            self.control.switchover(&shard, &to).await.map_err(|e| {
-                use walshard_operator::election::SwitchoverError as E;
-                let code = match e {
-                    E::UnknownShard(_) | E::NotAReplica { .. } => 400u16,
-                    _ => 503u16,
-                };
-                ApiError::new(code, format!("switchover of {shard}: {e}"))
-            })?;
-            self.say(format!("switching {shard} over to {to} (requested)"));
-            self.wait_topology(SWITCHOVER_TIMEOUT, |t| {
-                t.primary(&shard) == Some(to.as_str())
-            })
-            .await
-            .map_err(|e| ApiError::new(503u16, format!("switchover of {shard}: {e}")))?;
-        }
-        Ok(serde_json::json!({
-            "message": format!("{shard}: primary {} -> {to}", from.as_deref().unwrap_or("none")),
-            "shard": shard,
-            "from": from,
-            "primary": to,
-            "took_ms": u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            "status": "success",
-        }))
-    }
-
-    /// Moves every shard whose primary is on `leaving` to a staying replica, and waits for it.
-    async fn switch_primaries_away(
-        &self,
-        next: &Layout,
-        leaving: &[String],
-    ) -> Result<(), ApiError> {
-        let topology = self.control.topology();
-        for h in fleet_ops::handovers(&topology, leaving, &shard_replicas(next)) {
-            let (shard, primary) = (&h.shard, &h.from);
-            let target = h.to.ok_or_else(|| {
-                ApiError::new(
-                    503u16,
-                    format!("shard {shard}: no reachable replica to take over from {primary}"),
-                )
-            })?;
-            self.say(format!("switching {shard} over from {primary} to {target}"));
-            self.control
-                .switchover(shard, &target)
-                .await
-                .map_err(|e| ApiError::new(503u16, format!("switchover of {shard}: {e}")))?;
-            self.wait_topology(SWITCHOVER_TIMEOUT, |t| {
-                t.primary(shard) == Some(target.as_str())
-            })
-            .await
-            .map_err(|e| ApiError::new(503u16, format!("switchover of {shard}: {e}")))?;
-        }
-        Ok(())
-    }
-
-    /// Makes `next` the fleet: starts its new servers, configures their agents, hands the new
-    /// cluster spec to the control plane, waits for every shard to have a primary, saves, then
-    /// stops and deletes `removed` servers.
-    async fn apply(
-        &self,
-        state: &mut FleetState,
-        next: FleetState,
-        removed: &[String],
-    ) -> Result<(), ApiError> {
-        let new: BTreeMap<String, ServerPorts> = next
-            .servers
-            .iter()
-            .filter(|(name, _)| !state.servers.contains_key(*name))
-            .map(|(n, p)| (n.clone(), *p))
-            .collect();
-        // Saved first: a crash from here on resumes with the new servers.
-        self.dir.save_fleet(&next).map_err(internal)?;
-        let started = start_servers(&self.dir, &self.launch, &new, self.progress)
-            .await
-            .map_err(internal)?;
-        if let Ok(mut servers) = self.servers.lock() {
-            servers.extend(started);
-        }
-        self.configure_agents(&next).await.map_err(internal)?;
-        let layout = next
-            .config
-            .as_ref()
-            .map(parse_layout)
-            .transpose()
-            .map_err(internal)?;
-        let spec = cluster_spec(&next, layout.as_ref());
-        let reconfigure = async {
-            let deadline = Instant::now() + SETTLE_TIMEOUT;
-            loop {
-                match self.control.reconfigure(spec.clone()).await {
-                    Ok(()) => return Ok(()),
-                    Err(e) if Instant::now() < deadline => {
-                        warn!(error = %e, "reconfiguration refused; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Err(e) => return Err(ApiError::new(503u16, format!("reconfiguration: {e}"))),
-                }
-            }
-        };
-        reconfigure.await?;
-        let urls = next
-            .servers
-            .iter()
-            .map(|(name, ports)| (name.clone(), agent_url(*ports)))
-            .collect();
-        self.config.send_replace((next.config.clone(), urls));
-        *state = next;
-        self.settle(state)
-            .await
-            .map_err(|e| ApiError::new(503u16, e.to_string()))?;
-        for name in removed {
-            self.retire(name).await;
-        }
-        Ok(())
-    }
-
-    /// Stops a removed server and deletes its data.
-    async fn retire(&self, name: &str) {
-        let server = self.servers.lock().ok().and_then(|mut s| s.remove(name));
-        if let Some(server) = server {
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Ok(mut s) = server.lock() {
-                    s.stop();
-                }
-            })
-            .await;
-        }
-        let dir = self.dir.server(name);
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            warn!(server = name, dir = %dir.display(), error = %e, "could not delete the removed server's data");
-        }
-        self.say(format!("{name} removed"));
-    }
-
-    /// Sends `/config` (schema and the shards it holds, with their ranges) to every agent of
-    /// `state` that holds shards, after waiting for its heartbeat.
-    async fn configure_agents(&self, state: &FleetState) -> Result<(), LocalError> {
-        let Some(config) = &state.config else {
-            return Ok(());
-        };
-        let layout = parse_layout(config)?;
-        let calls = state.servers.iter().map(|(name, ports)| {
-            let layout = &layout;
-            async move { self.configure_agent(layout, name, *ports).await }
-        });
-        for result in futures::future::join_all(calls).await {
-            result?;
-        }
-        Ok(())
-    }
-
-    async fn configure_agent(
-        &self,
-        layout: &Layout,
-        name: &str,
-        ports: ServerPorts,
-    ) -> Result<(), LocalError> {
-        let url = agent_url(ports);
-        super::agent_ready(&self.http, &url, AGENT_READY_TIMEOUT)
-            .await
-            .map_err(|reason| LocalError::Process {
-                server: name.to_owned(),
-                what: "agent",
-                reason: format!(
-                    "{reason} (see {})",
-                    self.dir.server(name).join("agent.log").display()
-                ),
-            })?;
-        let Some(held) = Ident::new(name).ok().and_then(|n| layout.placement.get(&n)) else {
-            return Ok(());
-        };
-        let Some(body) = fleet_ops::agent_config(
-            &layout.schema,
-            layout.shards(),
-            held.iter().map(Ident::as_str),
-        ) else {
-            return Ok(());
-        };
-        fleet_ops::configure_agent(&self.http, &url, &self.launch.token, &body)
-            .await
-            .map_err(|e| LocalError::Control(format!("{name}: {e}")))
-    }
-
-    /// Waits until every shard of the configuration is healthy with its configured replicas and
-    /// no replica-set change pending (only then may removed servers stop).
-    async fn settle(&self, state: &FleetState) -> Result<(), LocalError> {
-        let Some(config) = &state.config else {
-            return Ok(());
-        };
-        let expected = shard_replicas(&parse_layout(config)?);
-        let total = expected.len();
-        let mut reported = usize::MAX;
-        let healthy = |t: &Topology| fleet_ops::settled_shards(t, &expected);
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        let mut rx = self.control.watch();
-        loop {
-            let done = healthy(&rx.borrow_and_update());
-            if done != reported {
-                reported = done;
-                self.say(format!("shards with a primary: {done}/{total}"));
-            }
-            if done == total {
-                return Ok(());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || tokio::time::timeout(left, rx.changed()).await.is_err() {
-                let t = self.control.topology();
-                let stuck: Vec<String> = t
-                    .shards
-                    .iter()
-                    .filter(|(_, i)| i.state != Phase::Healthy)
-                    .map(|(s, i)| {
-                        format!(
-                            "{s}: {} {}",
-                            i.state.as_str(),
-                            i.reason.clone().unwrap_or_default()
-                        )
-                    })
-                    .collect();
-                return Err(LocalError::Timeout(format!(
-                    "shards without a primary after {}s: {}",
-                    SETTLE_TIMEOUT.as_secs(),
-                    stuck.join("; ")
-                )));
-            }
-        }
-    }
-
-    async fn wait_topology(
-        &self,
-        timeout: Duration,
-        done: impl Fn(&Topology) -> bool,
-    ) -> Result<(), LocalError> {
-        let mut rx = self.control.watch();
-        let deadline = Instant::now() + timeout;
-        loop {
-            if done(&rx.borrow_and_update()) {
-                return Ok(());
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || tokio::time::timeout(left, rx.changed()).await.is_err() {
-                return Err(LocalError::Timeout(format!(
-                    "not done after {}s",
-                    timeout.as_secs()
-                )));
-            }
-        }
-    }
-
-    /// Each server's process ids and data dir.
-    pub(crate) fn processes(&self) -> Json {
-        let servers: Vec<Arc<Mutex<Server>>> = match self.servers.lock() {
-            Ok(s) => s.values().cloned().collect(),
-            Err(_) => Vec::new(),
-        };
-        let mut out = serde_json::Map::new();
-        for server in servers {
-            // A server being respawned is skipped rather than waited for.
-            if let Ok(s) = server.try_lock() {
-                out.insert(
-                    s.name().to_owned(),
-                    json!({
-                        "mysql_pid": s.mysql_pid(),
-                        "agent_pid": s.agent_pid(),
-                        "dir": self.dir.server(s.name()),
-                    }),
-                );
-            }
-        }
-        Json::Object(out)
-    }
-
-    /// The published view, for the control API.
-    pub(crate) fn views(&self) -> watch::Receiver<FleetView> {
-        self.view.subscribe()
-    }
-
-    pub(crate) fn token(&self) -> &str {
-        &self.launch.token
-    }
-
-    /// The control plane's latest topology.
-    pub(crate) fn topology(&self) -> Topology {
-        self.control.topology()
-    }
-}
-
-/// Publishes a new [`FleetView`] whenever the configuration, the URLs or a primary changes.
-async fn publish_views(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    let mut topology = shared.control.watch();
-    let mut config = shared.config.subscribe();
-    let mut version = 0u64;
-    // What routers depend on: configuration, URLs, primaries.
-    type Routing = (
-        Option<Json>,
-        BTreeMap<String, String>,
-        BTreeMap<String, Option<String>>,
-    );
-    let mut last: Option<Routing> = None;
-    loop {
-        let t = topology.borrow_and_update().clone();
-        let (cfg, urls) = config.borrow_and_update().clone();
-        let primaries: BTreeMap<String, Option<String>> = t
-            .shards
-            .iter()
-            .map(|(s, i)| (s.clone(), i.primary.clone()))
-            .collect();
-        let key = (cfg.clone(), urls.clone(), primaries);
-        if last.as_ref() != Some(&key) {
-            version += 1;
-            last = Some(key);
-            shared.view.send_replace(FleetView {
-                version,
-                config: cfg,
-                urls,
-                topology: t,
-            });
-        }
-        tokio::select! {
-            r = topology.changed() => if r.is_err() { return },
-            r = config.changed() => if r.is_err() { return },
-            _ = stopped.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-/// Respawns the processes of servers that died (the seed's A-4), then configures their agents
-/// again (a server that lost its data dir comes back empty and is resynced by its primaries).
-async fn supervise(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(SUPERVISE_EVERY) => {}
-            _ = stopped.wait_for(|s| *s) => return,
-        }
-        let servers: Vec<Arc<Mutex<Server>>> = match shared.servers.lock() {
-            Ok(s) => s.values().cloned().collect(),
-            Err(_) => return,
-        };
-        for server in servers {
-            let launch = shared.launch.clone();
-            let result = tokio::task::spawn_blocking(move || {
-                let mut s = server.lock().map_err(|_| LocalError::Poisoned)?;
-                let respawned = s.respawn_dead(&launch)?;
-                Ok::<_, LocalError>((s.name().to_owned(), respawned))
-            })
-            .await;
-            let (name, respawned) = match result {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    warn!(error = %e, "respawning a server failed; retrying");
-                    continue;
-                }
-                Err(e) => {
-                    warn!(error = %e, "supervisor task failed");
-                    continue;
-                }
-            };
-            if respawned.is_empty() {
-                continue;
-            }
-            for r in &respawned {
-                shared
-                    .respawns
-                    .get_or_create(&RespawnLabels {
-                        server: name.clone(),
-                        process: r.as_str().to_owned(),
-                    })
-                    .inc();
-            }
-            let what: Vec<&str> = respawned.iter().map(|r| r.as_str()).collect();
-            shared.say(format!("{name}: respawned {}", what.join(" and ")));
-            let state = shared.state.lock().await.clone();
-            if let Some(ports) = state.servers.get(&name).copied()
-                && let Some(config) = &state.config
-            {
-                match parse_layout(config) {
-                    Ok(layout) => {
-                        if let Err(e) = shared.configure_agent(&layout, &name, ports).await {
-                            warn!(server = %name, error = %e, "configuring the respawned agent");
-                        }
-                    }
-                    Err(e) => warn!(error = %e, "fleet configuration unreadable"),
-                }
-            }
-        }
-    }
-}
-
-/// Starts `servers` in parallel; on any failure, the ones started are stopped again.
-async fn start_servers(
-    dir: &DataDir,
-    launch: &Launch,
-    servers: &BTreeMap<String, ServerPorts>,
-    progress: bool,
-) -> Result<BTreeMap<String, Arc<Mutex<Server>>>, LocalError> {
-    let total = servers.len();
-    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let starts = servers.iter().map(|(name, ports)| {
-        let (launch, name, ports) = (launch.clone(), name.clone(), *ports);
-        let path = dir.server(&name);
-        let done = done.clone();
-        tokio::task::spawn_blocking(move || {
-            let server = Server::start(&launch, &name, ports, &path)?;
-            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-            if progress {
-                eprintln!(
-                    "walshard: [{n}/{total}] {name}: MariaDB on 127.0.0.1:{}, agent on {}",
-                    ports.mysql,
-                    server.agent_url()
-                );
-            }
-            Ok::<_, LocalError>((name, server))
-        })
-    });
-    let mut out = BTreeMap::new();
-    let mut first_error = None;
-    for r in futures::future::join_all(starts).await {
-        match r {
-            Ok(Ok((name, server))) => {
-                out.insert(name, Arc::new(Mutex::new(server)));
-            }
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
-            }
-            Err(e) => {
-                first_error.get_or_insert(LocalError::Control(format!("start task: {e}")));
-            }
-        }
-    }
-    if let Some(e) = first_error {
-        // Dropping the started servers kills them.
-        drop(out);
-        return Err(e);
-    }
-    Ok(out)
-}
-
 fn spawn_router(shared: &Shared, port: u16, control_url: &str) -> Result<ChildGuard, LocalError> {
     let log_path = shared.dir.log("router.log");
     let open = || {
@@ -946,89 +387,8 @@ fn spawn_router(shared: &Shared, port: u16, control_url: &str) -> Result<ChildGu
     })
 }
 
-/// The control plane's view of `state`.
-fn cluster_spec(state: &FleetState, layout: Option<&Layout>) -> ClusterSpec {
-    let servers = state
-        .servers
-        .iter()
-        .map(|(name, ports)| (name.clone(), agent_url(*ports)))
-        .collect();
-    ClusterSpec::from_placement(
-        servers,
-        &layout.map(placement).unwrap_or_default(),
-        state.write_quorum,
-    )
-}
-
-/// The layout's placement in the control plane's terms.
-fn placement(layout: &Layout) -> Placement {
-    layout
-        .placement
-        .iter()
-        .map(|(server, held)| {
-            (
-                server.to_string(),
-                held.iter().map(Ident::to_string).collect(),
-            )
-        })
-        .collect()
-}
-
-/// Shard → the servers holding it.
-fn shard_replicas(layout: &Layout) -> ShardReplicas {
-    walshard_operator::placement::shard_replicas(&placement(layout))
-}
-
-fn parse_layout(config: &Json) -> Result<Layout, LocalError> {
-    requests::parse_init(config).map_err(|e| LocalError::Corrupt {
-        path: PathBuf::from("fleet.json"),
-        reason: format!("configuration: {e}"),
-    })
-}
-
-/// Two free loopback ports for a new server, none of them already given to a server of `fleet`
-/// (a port handed out earlier is free until its process binds it, so the OS may offer it again).
-fn new_ports(fleet: &BTreeMap<String, ServerPorts>) -> Result<ServerPorts, LocalError> {
-    let mut used: std::collections::BTreeSet<u16> =
-        fleet.values().flat_map(|p| [p.mysql, p.agent]).collect();
-    let mut pick = || {
-        for _ in 0..64 {
-            let port = free_port().map_err(|e| LocalError::Control(e.to_string()))?;
-            if used.insert(port) {
-                return Ok(port);
-            }
-        }
-        Err(LocalError::Control("no free loopback port".into()))
-    };
-    Ok(ServerPorts {
-        mysql: pick()?,
-        agent: pick()?,
-    })
-}
-
-/// Gives server `name` new ports if its saved ones are taken now (after a restart of the
-/// machine, say); its URL changes, which the next election hands to its peers.
-fn reassign_taken_ports(
-    fleet: &mut BTreeMap<String, ServerPorts>,
-    name: &str,
-) -> Result<bool, LocalError> {
-    let taken = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_err();
-    match fleet.get(name) {
-        Some(ports) if taken(ports.mysql) || taken(ports.agent) => {
-            let fresh = new_ports(fleet)?;
-            fleet.insert(name.to_owned(), fresh);
-            Ok(true)
-        }
-        _ => Ok(false),
-    }
-}
-
 fn new_token() -> String {
     format!("{:032x}", uuid::Uuid::new_v4().as_u128())
-}
-
-fn internal(e: LocalError) -> ApiError {
-    ApiError::new(500u16, e.to_string())
 }
 
 /// Takes the data dir's lock (held while the returned file is open), so two `walshard up` never

@@ -2,18 +2,28 @@
 //!
 //! - [`state`]: what a fleet keeps in its data dir.
 //! - [`server`]: one server's MariaDB and agent processes.
-//! - [`fleet`]: the fleet: servers, respawns, the control plane, the router, `/init` `/add` `/rm`.
+//! - [`fleet`]: starting and stopping a fleet: servers, the control plane, the router.
+//! - `shared`: what a running fleet's tasks share; `admin`: `/init` `/add` `/rm` and switchovers;
+//!   `tasks`: the published fleet view and respawns; `config`: the configuration in the router's
+//!   and the control plane's terms; `ports`: loopback ports for servers.
 //! - `control`: the control API the router follows.
 
+mod admin;
+mod config;
 mod control;
 pub mod fleet;
+mod ports;
 pub mod server;
+mod shared;
 pub mod state;
+mod tasks;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use walshard_contract::durable::DurableError;
+use walshard_contract::http_client::ClientError;
 use walshard_contract::process::{LogFormat, init_tracing, shutdown_signal};
 use walshard_operator::spec::ShardedDatabase;
 use walshard_router::fleet::{ControlClient, FleetView};
@@ -52,6 +62,24 @@ pub enum LocalError {
     Lock(walshard_process::ProcessError),
     #[error("a lock was poisoned by a panic")]
     Poisoned,
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+impl From<DurableError> for LocalError {
+    fn from(e: DurableError) -> Self {
+        match e {
+            DurableError::Io {
+                action,
+                path,
+                source,
+            } => LocalError::io(format!("{action} {}", path.display()), source),
+            DurableError::Json { path, source } => LocalError::Corrupt {
+                path,
+                reason: source.to_string(),
+            },
+        }
+    }
 }
 
 impl LocalError {
@@ -246,7 +274,7 @@ async fn fetch_view(data_dir: &std::path::Path) -> anyhow::Result<(FleetView, st
     let fleet = dir
         .load_fleet()?
         .ok_or_else(|| LocalError::NotRunning(data_dir.to_owned()))?;
-    let client = ControlClient::new(&running.control_url, &fleet.token);
+    let client = ControlClient::new(&running.control_url, &fleet.token)?;
     let view = client
         .fleet(0, Duration::ZERO)
         .await

@@ -1,11 +1,14 @@
 //! One server of a local fleet: a MariaDB process and an agent process (`walshard agent`), both
 //! children of `walshard up` (they die with it), with their data under `servers/<name>/`.
 //!
-//! Everything here blocks (process starts wait for readiness); callers run it on blocking threads.
+//! Everything here blocks (process starts wait for readiness); callers run it on blocking threads,
+//! as [`start_servers`] does for several servers at once.
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
@@ -13,7 +16,7 @@ use walshard_operator::spec::WalFsync;
 use walshard_process::{ChildGuard, MariaDb, MariaDbOptions};
 
 use super::LocalError;
-use super::state::ServerPorts;
+use super::state::{DataDir, ServerPorts};
 
 /// How long an agent gets to stop after SIGTERM.
 const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -216,4 +219,53 @@ fn mysql_options() -> MariaDbOptions {
         buffer_pool_mb: 64,
         ..MariaDbOptions::default()
     }
+}
+
+/// Starts `servers` in parallel; on any failure, the ones started are stopped again.
+pub(super) async fn start_servers(
+    dir: &DataDir,
+    launch: &Launch,
+    servers: &BTreeMap<String, ServerPorts>,
+    progress: bool,
+) -> Result<BTreeMap<String, Arc<Mutex<Server>>>, LocalError> {
+    let total = servers.len();
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let starts = servers.iter().map(|(name, ports)| {
+        let (launch, name, ports) = (launch.clone(), name.clone(), *ports);
+        let path = dir.server(&name);
+        let done = done.clone();
+        tokio::task::spawn_blocking(move || {
+            let server = Server::start(&launch, &name, ports, &path)?;
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if progress {
+                eprintln!(
+                    "walshard: [{n}/{total}] {name}: MariaDB on 127.0.0.1:{}, agent on {}",
+                    ports.mysql,
+                    server.agent_url()
+                );
+            }
+            Ok::<_, LocalError>((name, server))
+        })
+    });
+    let mut out = BTreeMap::new();
+    let mut first_error = None;
+    for r in futures::future::join_all(starts).await {
+        match r {
+            Ok(Ok((name, server))) => {
+                out.insert(name, Arc::new(Mutex::new(server)));
+            }
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(LocalError::Control(format!("start task: {e}")));
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        // Dropping the started servers kills them.
+        drop(out);
+        return Err(e);
+    }
+    Ok(out)
 }

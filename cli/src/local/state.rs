@@ -1,7 +1,7 @@
 //! What a local fleet keeps in its data dir:
 //!
 //! - `fleet.json`: the cluster token, the durability settings, the seed configuration (after
-//!   `/init`) and each server's ports. Written atomically after every change, so `walshard up`
+//!   `/init`) and each server's ports. Written atomically and durably after every change, so `walshard up`
 //!   resumes from it after a Ctrl-C or a crash.
 //! - `running.json`: the PID and URLs of the `walshard up` process while it runs (for
 //!   `walshard status` and `walshard down`).
@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use walshard_contract::Quorum;
+use walshard_contract::durable::{read_json, write_json};
 use walshard_operator::spec::WalFsync;
 
 use super::LocalError;
@@ -94,58 +95,24 @@ impl DataDir {
     }
 
     pub fn load_fleet(&self) -> Result<Option<FleetState>, LocalError> {
-        load(&self.fleet_file())
+        Ok(read_json(&self.fleet_file())?)
     }
 
     pub fn save_fleet(&self, state: &FleetState) -> Result<(), LocalError> {
-        save(&self.fleet_file(), state)
+        Ok(write_json(&self.fleet_file(), state)?)
     }
 
     pub fn load_running(&self) -> Result<Option<Running>, LocalError> {
-        load(&self.running_file())
+        Ok(read_json(&self.running_file())?)
     }
 
     pub fn save_running(&self, running: &Running) -> Result<(), LocalError> {
-        save(&self.running_file(), running)
+        Ok(write_json(&self.running_file(), running)?)
     }
 
     pub fn clear_running(&self) {
         let _ = std::fs::remove_file(self.running_file());
     }
-}
-
-fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, LocalError> {
-    match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| LocalError::Corrupt {
-                path: path.to_owned(),
-                reason: e.to_string(),
-            }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(LocalError::io(format!("reading {}", path.display()), e)),
-    }
-}
-
-/// Writes `value` to a temp file, fsyncs it and renames it over `path`.
-fn save<T: Serialize>(path: &Path, value: &T) -> Result<(), LocalError> {
-    use std::io::Write;
-    let tmp = path.with_extension("json.tmp");
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| LocalError::Corrupt {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
-    };
-    write().map_err(|e| LocalError::io(format!("writing {}", path.display()), e))
 }
 
 #[cfg(test)]

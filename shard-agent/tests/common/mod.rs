@@ -328,7 +328,8 @@ pub async fn serve_router(
         .map(|a| (Ident::new(&a.name).expect("server name"), a.base()))
         .collect();
     let routes = Routes::new(layout, urls, HashMode::Default).expect("routes");
-    let state = RouterState::new(Some(routes), Arc::new(handle.clone()), TOKEN);
+    let state =
+        RouterState::new(Some(routes), Arc::new(handle.clone()), TOKEN).expect("router state");
     let port = free_port().expect("port");
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await

@@ -16,13 +16,14 @@
 //! [`inconclusive`](Violation::inconclusive) rather than hanging.
 
 mod checks;
+mod json;
 mod ledger;
 mod linearizability;
 
 pub use checks::{
-    canonical_json, check_acked_present, check_acked_present_with, check_convergence,
-    check_single_primary, row_key, rows_checksum,
+    check_acked_present, check_acked_present_with, check_convergence, check_single_primary,
 };
+pub use json::{canonical_json, row_key, rows_checksum};
 pub use ledger::{AckLedger, LedgerSummary, Op, OpHandle, OpResult, Record, Status};
 pub use linearizability::{
     LinearizabilityLimits, RegisterKind, RegisterOp, RegisterOutcome, check_linearizable_register,
@@ -86,6 +87,25 @@ impl Violation {
         } else {
             Err(Violation::new(check, problems))
         }
+    }
+
+    /// `Ok(())` if there are neither definite problems nor inconclusive findings; else a
+    /// violation listing both, marked inconclusive if there are no definite problems.
+    pub(crate) fn from_findings(
+        check: Check,
+        mut problems: Vec<String>,
+        inconclusive: Vec<String>,
+    ) -> Result<(), Violation> {
+        if problems.is_empty() && inconclusive.is_empty() {
+            return Ok(());
+        }
+        let only_inconclusive = problems.is_empty();
+        problems.extend(inconclusive);
+        Err(Violation {
+            check,
+            inconclusive: only_inconclusive,
+            problems,
+        })
     }
 }
 
