@@ -33,8 +33,33 @@ enum Command {
     Agent(walshard_agent::cli::Args),
     /// Run a router (what `up` starts).
     Router(walshard_router::cli::Args),
+    /// Base backups of a local fleet and the contents of a backup store (docs/backup.md).
+    #[command(subcommand)]
+    Backup(BackupCommand),
+    /// Build a new local fleet data dir from a backup store: to the latest point, a time, LSNs
+    /// or one base backup; then `walshard up --data-dir NEW` serves it.
+    Restore(walshard_cli::backup::restore::RestoreArgs),
     /// Print the ShardedDatabase CRD (YAML), as in crds/shardeddatabases.walshard.io.yaml.
     Crd,
+}
+
+#[derive(Subcommand, Debug)]
+enum BackupCommand {
+    /// Take a base backup of the running fleet now and print its id.
+    Create(walshard_cli::backup::create::CreateArgs),
+    /// Print the backups and the restorable time range of a store.
+    List(ListArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ListArgs {
+    #[command(flatten)]
+    store: walshard_backup::args::StoreArgs,
+}
+
+/// A backup command's failure: its message and machine-readable code, exit status 1.
+fn backup_result(r: Result<(), walshard_cli::backup::BackupCliError>) -> anyhow::Result<()> {
+    r.map_err(|e| anyhow::anyhow!("{e} [{}]", e.code()))
 }
 
 #[tokio::main]
@@ -47,6 +72,22 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => walshard_cli::bench::run(args).await,
         Command::Agent(args) => walshard_agent::cli::run(args).await,
         Command::Router(args) => walshard_router::cli::run(args).await,
+        Command::Backup(BackupCommand::Create(args)) => {
+            backup_result(walshard_cli::backup::create::create(args).await)
+        }
+        Command::Backup(BackupCommand::List(args)) => backup_result(
+            async {
+                let store = args.store.open()?.ok_or_else(|| {
+                    walshard_cli::backup::BackupCliError::Usage(
+                        "--backup-store URL is required".into(),
+                    )
+                })?;
+                print!("{}", walshard_cli::backup::list::render(&store).await?);
+                Ok(())
+            }
+            .await,
+        ),
+        Command::Restore(args) => backup_result(walshard_cli::backup::restore::restore(args).await),
         Command::Crd => {
             print!("{}", walshard_operator::spec::crd_yaml()?);
             Ok(())

@@ -223,6 +223,11 @@ impl Store {
         Ok(store)
     }
 
+    /// Closes the pool's connections.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
     }

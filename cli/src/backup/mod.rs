@@ -1,9 +1,13 @@
 //! `walshard backup create | list` and `walshard restore` (docs/backup.md).
 //!
 //! - [`take`]: a base backup of a running fleet, through its agents;
-//! - [`list`]: what a store holds and the restorable range.
+//! - [`create`]: `walshard backup create` on a local fleet, then retention;
+//! - [`list`]: what a store holds and the restorable range;
+//! - [`restore`]: a new local fleet data dir from a store.
 
+pub mod create;
 pub mod list;
+pub mod restore;
 pub mod take;
 
 use walshard_backup::{PlanError, StoreError};

@@ -336,6 +336,7 @@ async fn run_target(
             port: 0,
             spec: Some((**spec).clone()),
             progress: !args.quiet,
+            backup: None,
         }),
     )
     .await;

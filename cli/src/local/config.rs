@@ -48,7 +48,7 @@ pub(super) fn shard_replicas(layout: &Layout) -> ShardReplicas {
 }
 
 /// The layout of a saved configuration.
-pub(super) fn parse_layout(config: &Json) -> Result<Layout, LocalError> {
+pub(crate) fn parse_layout(config: &Json) -> Result<Layout, LocalError> {
     requests::parse_init(config).map_err(|e| LocalError::Corrupt {
         path: PathBuf::from("fleet.json"),
         reason: format!("configuration: {e}"),

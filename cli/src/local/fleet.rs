@@ -48,6 +48,8 @@ pub struct FleetOptions {
     pub spec: Option<ShardedDatabaseSpec>,
     /// Progress lines on stderr.
     pub progress: bool,
+    /// Archive to this backup store from now on (kept in `fleet.json`).
+    pub backup: Option<walshard_backup::args::StoreArgs>,
 }
 
 /// A running local fleet.
@@ -103,6 +105,9 @@ impl Fleet {
                 state.servers.insert(server.clone(), ports);
             }
         }
+        if let Some(backup) = &opts.backup {
+            state.backup = Some(backup.clone());
+        }
         dir.save_fleet(&state)?;
         let exe = std::env::current_exe()
             .map_err(|e| LocalError::io("locating the walshard executable", e))?;
@@ -110,6 +115,7 @@ impl Fleet {
             exe,
             token: state.token.clone(),
             wal_fsync: state.wal_fsync,
+            backup: state.backup.clone(),
         };
 
         // Servers.
@@ -387,7 +393,7 @@ fn spawn_router(shared: &Shared, port: u16, control_url: &str) -> Result<ChildGu
     })
 }
 
-fn new_token() -> String {
+pub(crate) fn new_token() -> String {
     format!("{:032x}", uuid::Uuid::new_v4().as_u128())
 }
 

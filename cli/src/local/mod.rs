@@ -9,10 +9,10 @@
 //! - `control`: the control API the router follows.
 
 mod admin;
-mod config;
+pub(crate) mod config;
 mod control;
 pub mod fleet;
-mod ports;
+pub(crate) mod ports;
 pub mod server;
 mod shared;
 pub mod state;
@@ -108,6 +108,10 @@ pub struct UpArgs {
     /// Log format of this process (the agents and the router log to files in the data dir).
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Continuous WAL archiving and base backups (docs/backup.md): once given, the fleet keeps
+    /// archiving there across restarts.
+    #[command(flatten)]
+    pub backup: walshard_backup::args::StoreArgs,
 }
 
 /// `walshard status`.
@@ -161,6 +165,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         port: args.port,
         spec,
         progress: true,
+        backup: args.backup.url.is_some().then(|| args.backup.clone()),
     })
     .await?;
     let url = fleet.router_url().to_owned();

@@ -9,7 +9,7 @@ use super::state::ServerPorts;
 
 /// Two free loopback ports for a new server, none of them already given to a server of `fleet`
 /// (a port handed out earlier is free until its process binds it, so the OS may offer it again).
-pub(super) fn new_ports(fleet: &BTreeMap<String, ServerPorts>) -> Result<ServerPorts, LocalError> {
+pub(crate) fn new_ports(fleet: &BTreeMap<String, ServerPorts>) -> Result<ServerPorts, LocalError> {
     let mut used: std::collections::BTreeSet<u16> =
         fleet.values().flat_map(|p| [p.mysql, p.agent]).collect();
     let mut pick = || {

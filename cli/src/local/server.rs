@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::{info, warn};
+use walshard_backup::args::StoreArgs;
 use walshard_operator::spec::WalFsync;
 use walshard_process::{ChildGuard, MariaDb, MariaDbOptions};
 
@@ -28,6 +29,8 @@ pub struct Launch {
     pub exe: PathBuf,
     pub token: String,
     pub wal_fsync: WalFsync,
+    /// The backup store the agents archive to, if any.
+    pub backup: Option<StoreArgs>,
 }
 
 /// Which process of a server died and was started again.
@@ -183,6 +186,7 @@ impl Server {
             .env("WALSHARD_TOKEN", &launch.token)
             .env("WALSHARD_CONTROLLED", "true")
             .env("WALSHARD_WAL_FSYNC", launch.wal_fsync.as_str())
+            .envs(launch.backup.iter().flat_map(StoreArgs::env))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
@@ -213,7 +217,7 @@ pub fn agent_url(ports: ServerPorts) -> String {
 
 /// MariaDB settings of a local server: the WAL is the durable record (the agent replays it from
 /// `applied_lsn`), so InnoDB flushes its log once a second (`2`) instead of on every commit.
-fn mysql_options() -> MariaDbOptions {
+pub(crate) fn mysql_options() -> MariaDbOptions {
     MariaDbOptions {
         flush_log_at_trx_commit: 2,
         buffer_pool_mb: 64,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
+use walshard_backup::args::StoreArgs;
 use walshard_contract::Quorum;
 use walshard_contract::durable::{read_json, write_json};
 use walshard_operator::spec::WalFsync;
@@ -37,6 +38,9 @@ pub struct FleetState {
     /// The seed configuration (`/init` body shape); `None` until configured.
     pub config: Option<Json>,
     pub servers: BTreeMap<String, ServerPorts>,
+    /// Where the fleet archives its WAL and keeps base backups (docs/backup.md); `None`: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<StoreArgs>,
 }
 
 impl FleetState {
@@ -47,6 +51,7 @@ impl FleetState {
             wal_fsync: WalFsync::default(),
             config: None,
             servers: BTreeMap::new(),
+            backup: None,
         }
     }
 }

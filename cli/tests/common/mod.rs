@@ -28,6 +28,11 @@ pub struct Up {
 impl Up {
     /// Starts `walshard up` on `dir` (with `--file` if given) and waits until it is ready.
     pub fn start(dir: &Path, file: Option<&str>) -> Up {
+        Up::start_with(dir, file, &[], &[])
+    }
+
+    /// [`Up::start`] with more arguments and environment variables.
+    pub fn start_with(dir: &Path, file: Option<&str>, args: &[&str], env: &[(&str, &str)]) -> Up {
         let port = free_port().expect("free port");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -46,6 +51,7 @@ impl Up {
         if let Some(f) = file {
             cmd.arg("--file").arg(f);
         }
+        cmd.args(args).envs(env.iter().copied());
         let child = ChildGuard::spawn(cmd).expect("spawn walshard up");
         let mut up = Up {
             child: Some(child),
