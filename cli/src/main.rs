@@ -48,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Agent(args) => walshard_agent::cli::run(args).await,
         Command::Router(args) => walshard_router::cli::run(args).await,
         Command::Crd => {
-            print!("{}", walshard_operator::spec::crd_yaml()?);
+            print!("{}", walshard_k8s_api::spec::crd_yaml()?);
             Ok(())
         }
     }

@@ -1,12 +1,12 @@
 //! The router's view of the fleet, learned from its control plane: the configuration (layout and
 //! server URLs) and the live topology (primaries and epochs).
 //!
-//! A [`Control`] publishes [`FleetView`]s and carries out the seed's `/init`, `/add` and `/rm`,
+//! A [`FleetAdmin`] publishes [`FleetView`]s and carries out the seed's `/init`, `/add` and `/rm`,
 //! which only the control plane may do; [`follow`] keeps a router's [`RouterState`] current from
-//! one. Two implementations: [`ControlClient`], the local fleet's control API (`GET
+//! one. Two implementations: [`LocalFleetClient`], the local fleet's control API (`GET
 //! /v1/fleet?after=<version>` as a long poll: it answers at once when its version is newer than
 //! `after`, else when the fleet changes or after [`LONG_POLL`]), and
-//! [`crate::kube_mode::KubeControl`], a `ShardedDatabase` on Kubernetes.
+//! [`crate::kube_mode::KubeFleet`], a `ShardedDatabase` on Kubernetes.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -17,8 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use thiserror::Error;
 use tracing::{info, warn};
-use walshard_contract::{ApiError, Ident, code_of};
-use walshard_operator::runtime::Topology;
+use walshard_contract::{ApiError, Ident, Topology, code_of};
 
 use crate::hashing::HashMode;
 use crate::requests;
@@ -123,7 +122,7 @@ pub enum FleetError {
 
 /// The control plane a router follows: it publishes the fleet view and carries out `/init`,
 /// `/add` and `/rm`.
-pub trait Control: Send + Sync + 'static {
+pub trait FleetAdmin: Send + Sync + 'static {
     /// The fleet view newer than `after`, waiting up to `wait` for one; the current one after
     /// that.
     fn view(&self, after: u64, wait: Duration) -> BoxFuture<'_, Result<FleetView, FleetError>>;
@@ -136,13 +135,13 @@ pub trait Control: Send + Sync + 'static {
 
 /// HTTP client of the control plane's API.
 #[derive(Debug, Clone)]
-pub struct ControlClient {
+pub struct LocalFleetClient {
     base: String,
     token: String,
     http: reqwest::Client,
 }
 
-impl ControlClient {
+impl LocalFleetClient {
     /// `base` is the control API's URL, e.g. `http://127.0.0.1:5900`; `token` its bearer token.
     pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
         Self {
@@ -200,7 +199,7 @@ impl ControlClient {
     }
 }
 
-impl Control for ControlClient {
+impl FleetAdmin for LocalFleetClient {
     fn view(&self, after: u64, wait: Duration) -> BoxFuture<'_, Result<FleetView, FleetError>> {
         Box::pin(async move { Ok(self.fleet(after, wait).await?) })
     }
@@ -210,7 +209,7 @@ impl Control for ControlClient {
         request: Admin,
         body: &'a Json,
     ) -> BoxFuture<'a, Result<Json, ApiError>> {
-        Box::pin(ControlClient::admin(
+        Box::pin(LocalFleetClient::admin(
             self,
             request.method(),
             request.path(),
@@ -230,7 +229,7 @@ pub fn apply(state: &RouterState, primaries: &FleetPrimaries, view: FleetView, m
 
 /// Keeps `state` and `primaries` current from the control plane, forever.
 pub async fn follow(
-    control: Arc<dyn Control>,
+    control: Arc<dyn FleetAdmin>,
     state: Arc<RouterState>,
     primaries: Arc<FleetPrimaries>,
     mode: HashMode,

@@ -122,7 +122,7 @@ impl RouterMetrics {
 
 /// The control plane the router follows (see [`crate::fleet`]).
 struct Control {
-    plane: Arc<dyn fleet::Control>,
+    plane: Arc<dyn fleet::FleetAdmin>,
     primaries: Arc<FleetPrimaries>,
     mode: HashMode,
 }
@@ -159,7 +159,7 @@ impl RouterState {
     /// A router whose routes and primaries come from a control plane (kept current by
     /// [`fleet::follow`]), which also carries out `/init`, `/add` and `/rm`.
     pub fn with_control(
-        plane: Arc<dyn fleet::Control>,
+        plane: Arc<dyn fleet::FleetAdmin>,
         primaries: Arc<FleetPrimaries>,
         mode: HashMode,
         token: impl Into<String>,

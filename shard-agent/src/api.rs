@@ -17,8 +17,9 @@ use axum::{Json, Router};
 use serde_json::{Map, Value as Json_, json};
 use subtle::ConstantTimeEq;
 use walshard_contract::{
-    ApiError, ErrorCode, Ident, Quorum, ReplicaRef, RequestError, Row, STATUS_SUCCESS, Schema,
-    ShardSpec, duplicate_message,
+    AgentStatus, ApiError, DiskReport, ErrorCode, FenceAccepted, FenceRequest, Ident,
+    PromoteRequest, ReplicaRef, RequestError, Row, STATUS_SUCCESS, Schema, ShardSpec,
+    StepDownReply, StepDownRequest, Success, duplicate_message,
 };
 
 use crate::agent::{Agent, AgentError};
@@ -213,11 +214,14 @@ async fn metrics(State(agent): State<AppState>) -> Response {
     for shard in agent.shards() {
         shard.refresh_metrics();
     }
-    let disk = disk_json(&agent);
+    let disk = disk_report(&agent);
     let m = &agent.metrics;
-    m.disk_free_bytes
-        .set(disk["free_bytes"].as_i64().unwrap_or(-1));
-    m.disk_full.set(i64::from(disk["full"] == true));
+    m.disk_free_bytes.set(
+        disk.free_bytes
+            .and_then(|b| i64::try_from(b).ok())
+            .unwrap_or(-1),
+    );
+    m.disk_full.set(i64::from(disk.full));
     (
         [(
             header::CONTENT_TYPE,
@@ -454,29 +458,28 @@ async fn del(
         .map(|(lsn, answer)| at_position(lsn, answer))
 }
 
-async fn status(State(agent): State<AppState>) -> Json<Json_> {
+async fn status(State(agent): State<AppState>) -> Json<Success<AgentStatus>> {
     let schema = agent.schema().await;
-    let shards: Map<String, Json_> = agent
+    let shards = agent
         .shards()
         .iter()
-        .map(|s| (s.id().to_string(), json!(s.status())))
+        .map(|s| (s.id().to_string(), s.status()))
         .collect();
-    Json(json!({
-        "server": agent.config.server_name,
-        "schema": schema,
-        "shards": shards,
-        "disk": disk_json(&agent),
-        "status": STATUS_SUCCESS,
+    Json(Success::new(AgentStatus {
+        server: Some(agent.config.server_name.clone()),
+        schema,
+        shards,
+        disk: Some(disk_report(&agent)),
     }))
 }
 
 /// The volume's free space against its reserve; `"full"` while writes are refused.
-fn disk_json(agent: &Agent) -> Json_ {
-    json!({
-        "free_bytes": agent.disk.free(),
-        "reserve_bytes": agent.config.disk_reserve_bytes,
-        "full": agent.disk.check().is_err(),
-    })
+fn disk_report(agent: &Agent) -> DiskReport {
+    DiskReport {
+        free_bytes: agent.disk.free(),
+        reserve_bytes: agent.config.disk_reserve_bytes,
+        full: agent.disk.check().is_err(),
+    }
 }
 
 // ---- replication and elections (docs/replication.md) -----------------------------------------
@@ -494,6 +497,11 @@ fn shard_in_path(agent: &Agent, id: &str) -> Result<Arc<Shard>, ApiError> {
         })
 }
 
+/// The JSON body as `T`, or 400 with `message`.
+fn body_as<T: serde::de::DeserializeOwned>(body: Json_, message: &str) -> Result<T, ApiError> {
+    serde_json::from_value(body).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, message))
+}
+
 fn epoch_field(body: &Json_) -> Result<u64, ApiError> {
     body.get("epoch").and_then(Json_::as_u64).ok_or_else(|| {
         ApiError::new(
@@ -507,21 +515,10 @@ async fn fence(
     State(agent): State<AppState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<Success<FenceAccepted>>, ApiError> {
     let shard = shard_in_path(&agent, &id)?;
-    let answer = shard.fence(epoch_field(&body)?).await?;
-    Ok(Json(
-        json!({"epoch": answer.epoch, "last_epoch": answer.last_epoch, "last_lsn": answer.last_lsn, "status": STATUS_SUCCESS}),
-    ))
-}
-
-#[derive(serde::Deserialize)]
-struct PromoteBody {
-    epoch: u64,
-    #[serde(default)]
-    replicas: Vec<ReplicaRef>,
-    #[serde(default)]
-    quorum: Quorum,
+    let req: FenceRequest = body_as(body, "\"epoch\" must be a non-negative integer")?;
+    Ok(Json(Success::new(shard.fence(req.epoch).await?)))
 }
 
 async fn promote(
@@ -530,7 +527,7 @@ async fn promote(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Json_>, ApiError> {
     let shard = shard_in_path(&agent, &id)?;
-    let req: PromoteBody = serde_json::from_value(body)
+    let req: PromoteRequest = serde_json::from_value(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("promote: {e}")))?;
     let me = &agent.config.server_name;
     let peers: Vec<ReplicaRef> = req.replicas.into_iter().filter(|p| &p.name != me).collect();
@@ -558,16 +555,11 @@ async fn step_down(
     State(agent): State<AppState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<Success<StepDownReply>>, ApiError> {
     let shard = shard_in_path(&agent, &id)?;
-    let to = body
-        .get("to")
-        .and_then(Json_::as_str)
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "\"to\" must name a replica"))?;
-    let last_lsn = shard.step_down(to).await?;
-    Ok(Json(
-        json!({"last_lsn": last_lsn, "status": STATUS_SUCCESS}),
-    ))
+    let req: StepDownRequest = body_as(body, "\"to\" must name a replica")?;
+    let last_lsn = shard.step_down(&req.to).await?;
+    Ok(Json(Success::new(StepDownReply { last_lsn })))
 }
 
 /// The sending primary's name (`x-walshard-primary`).

@@ -20,15 +20,14 @@ use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
-use walshard_contract::{ApiError, Ident};
-use walshard_operator::election::Phase;
-use walshard_operator::fleet_ops;
-use walshard_operator::placement::{Placement, ShardReplicas};
-use walshard_operator::runtime::{
-    ClusterSpec, ControlHandle, ControlPlane, ControlPlaneConfig, HttpAgentApi, HttpTimeouts,
-    Topology,
+use walshard_contract::{ApiError, Ident, Phase, Topology};
+use walshard_control_plane::ClusterSpec;
+use walshard_control_plane::fleet_ops;
+use walshard_control_plane::placement::{Placement, ShardReplicas};
+use walshard_control_plane::runtime::{
+    ControlPlane, ControlPlaneConfig, ControlPlaneHandle, HttpAgentApi, HttpTimeouts,
 };
-use walshard_operator::spec::ShardedDatabaseSpec;
+use walshard_k8s_api::spec::ShardedDatabaseSpec;
 use walshard_process::{ChildGuard, free_port};
 use walshard_router::fleet::FleetView;
 use walshard_router::layout::Layout;
@@ -75,7 +74,7 @@ pub(crate) struct Shared {
     /// Held for the whole of `/init`, `/add` and `/rm`: one change at a time.
     state: tokio::sync::Mutex<FleetState>,
     servers: Mutex<BTreeMap<String, Arc<Mutex<Server>>>>,
-    control: ControlHandle,
+    control: ControlPlaneHandle,
     view: watch::Sender<FleetView>,
     /// The configuration and URLs the published view is built from.
     config: watch::Sender<(Option<Json>, BTreeMap<String, String>)>,
@@ -487,7 +486,7 @@ impl Shared {
         let started = Instant::now();
         if from.as_deref() != Some(to.as_str()) {
             self.control.switchover(&shard, &to).await.map_err(|e| {
-                use walshard_operator::election::SwitchoverError as E;
+                use walshard_control_plane::election::SwitchoverError as E;
                 let code = match e {
                     E::UnknownShard(_) | E::NotAReplica { .. } => 400u16,
                     _ => 503u16,
@@ -976,7 +975,7 @@ fn placement(layout: &Layout) -> Placement {
 
 /// Shard → the servers holding it.
 fn shard_replicas(layout: &Layout) -> ShardReplicas {
-    walshard_operator::placement::shard_replicas(&placement(layout))
+    walshard_control_plane::placement::shard_replicas(&placement(layout))
 }
 
 fn parse_layout(config: &Json) -> Result<Layout, LocalError> {

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use walshard_contract::Quorum;
-use walshard_operator::spec::WalFsync;
+use walshard_k8s_api::spec::WalFsync;
 
 use super::LocalError;
 

@@ -36,8 +36,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 use thiserror::Error;
 
-use super::names;
-use crate::spec::{
+use walshard_k8s_api::names;
+use walshard_k8s_api::spec::{
     self, CredentialsSpec, Retention, ShardedDatabase, ShardedDatabaseSpec, SpecError,
 };
 

@@ -60,10 +60,10 @@ use tracing::{Instrument, debug, info, info_span, warn};
 pub use metrics::{DatabaseLabels, ErrorLabels, ReconcileMetrics};
 use status::{Observation, OwnedStatus, RouterState, ServerState, reason};
 
-use super::names;
 use super::objects::{self, GeneratedSecrets, Images, ObjectsError};
-use crate::runtime::Topology;
-use crate::spec::{API_VERSION, KIND, Retention, ShardedDatabase};
+use walshard_contract::Topology;
+use walshard_k8s_api::names;
+use walshard_k8s_api::spec::{API_VERSION, KIND, Retention, ShardedDatabase};
 
 /// The one field manager of everything the operator applies (objects and status).
 pub const FIELD_MANAGER: &str = "walshard-operator";
@@ -94,7 +94,7 @@ const RESTART_GRACE: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// The per-database control planes, as the reconciler drives them: implemented by
-/// [`super::control::ControlPlanes`] and by test doubles.
+/// [`super::hosting::HostedPlanes`] and by test doubles.
 pub trait Fleet: Send + Sync + 'static {
     /// Starts or reconfigures the control plane of `db` from its spec; a no-op when unchanged.
     fn ensure(
