@@ -25,6 +25,7 @@ pub mod row;
 pub mod schema;
 pub mod shard;
 pub mod topology;
+pub mod value;
 
 pub use body::OnDuplicate;
 pub use envelope::{
