@@ -6,8 +6,11 @@
 //! [`ShardController`]s, executes the actions they emit concurrently (as tasks, so a slow agent
 //! never stalls the loop for longer than [`ControlPlaneConfig::action_wait`]), feeds the answers
 //! back and repeats until the controllers are settled. [`ControlPlane::run`] ticks every heartbeat
-//! interval until shut down; a [`ControlPlaneHandle`] reads the [`Topology`](walshard_contract::Topology), requests switchovers and
-//! changes the cluster ([`ControlPlane::reconfigure`]) while it runs.
+//! interval until shut down; a [`ControlPlaneHandle`] reads the [`Topology`], requests
+//! switchovers and changes the cluster ([`ControlPlane::reconfigure`]) while it runs.
+//!
+//! [`ShardController`]: crate::election::ShardController
+//! [`Topology`]: walshard_contract::Topology
 //!
 //! The agents are reached through [`AgentApi`]; [`HttpAgentApi`] is the real one
 //! (docs/replication.md's endpoints and JSON), `sim::SimAgentApi` (feature `sim`) an in-memory one.

@@ -14,7 +14,7 @@ use crate::cluster::ClusterSpecError;
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     /// `POST /shards/{shard}/fence {"epoch"}` on `server`; answer with
-    /// [`ShardController::on_fence_answer`].
+    /// [`ShardController::on_fence_answer`](super::ShardController::on_fence_answer).
     Fence {
         shard: String,
         server: String,
@@ -22,7 +22,8 @@ pub enum Action {
     },
     /// `POST /shards/{shard}/promote` on `server` with the shard's `replicas` (all of them, the
     /// promoted one included unless it is a previous replica bridging a change: see
-    /// [`decide_joint`]) and write `quorum`; answer with [`ShardController::on_promote_result`].
+    /// [`decide_joint`](super::decide_joint)) and write `quorum`; answer with
+    /// [`ShardController::on_promote_result`](super::ShardController::on_promote_result).
     Promote {
         shard: String,
         server: String,
@@ -31,7 +32,7 @@ pub enum Action {
         quorum: Quorum,
     },
     /// `POST /shards/{shard}/step-down {"to"}` on the primary `server`; answer with
-    /// [`ShardController::on_step_down_result`].
+    /// [`ShardController::on_step_down_result`](super::ShardController::on_step_down_result).
     StepDown {
         shard: String,
         server: String,
@@ -70,7 +71,8 @@ pub enum PromoteOutcome {
     Failed(String),
 }
 
-/// Notable moments, for metrics; drained with [`ShardController::drain_events`].
+/// Notable moments, for metrics; drained with
+/// [`ShardController::drain_events`](super::ShardController::drain_events).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControllerEvent {
     ElectionStarted {

@@ -1,6 +1,6 @@
 //! The election state machine of one shard: its state, what it knows of its replicas, the
 //! inputs it is fed and the view it publishes ([`ShardController::info`]). Its steps are in
-//! [`step`].
+//! `step`.
 
 mod step;
 
@@ -273,7 +273,7 @@ impl ShardController {
         self.detector.record(server, beat, now);
     }
 
-    /// The answer to a [`Action::Fence`] sent at `epoch`.
+    /// The answer to a [`Action::Fence`](super::Action::Fence) sent at `epoch`.
     pub fn on_fence_answer(&mut self, epoch: u64, answer: FenceAnswer) {
         match &answer {
             FenceAnswer::Accepted { epoch: e, .. } | FenceAnswer::Rejected { epoch: e, .. } => {
@@ -317,7 +317,7 @@ impl ShardController {
         }
     }
 
-    /// The outcome of a [`Action::Promote`] of `server` at `epoch`.
+    /// The outcome of a [`Action::Promote`](super::Action::Promote) of `server` at `epoch`.
     pub fn on_promote_result(
         &mut self,
         server: &str,
@@ -379,8 +379,9 @@ impl ShardController {
         }
     }
 
-    /// The outcome of a [`Action::StepDown`] of `server`: its `last_lsn`, or why it failed. Either
-    /// way the election follows, with the switchover target preferred.
+    /// The outcome of a [`Action::StepDown`](super::Action::StepDown) of `server`: its
+    /// `last_lsn`, or why it failed. Either way the election follows, with the switchover target
+    /// preferred.
     pub fn on_step_down_result(&mut self, server: &str, result: Result<u64, String>) {
         if let ControllerState::SteppingDown {
             from, to, finished, ..
@@ -409,8 +410,8 @@ impl ShardController {
     ///
     /// Until that election's primary is known to have committed its no-op (promote answered
     /// 200, or its status shows its commit point at the no-op), every election also fences the
-    /// previous replicas and follows the joint rule of [`decide_joint`]; then the previous set
-    /// and what was known of the servers that left are dropped. One change at a time: a change
+    /// previous replicas and follows the joint rule of [`decide_joint`](super::decide_joint);
+    /// then the previous set and what was known of the servers that left are dropped. One change at a time: a change
     /// while another is under way is refused with [`ReconfigureError::Busy`] (retry later).
     pub fn reconfigure(&mut self, replicas: Vec<String>) -> Result<(), ReconfigureError> {
         let replicas = dedup(replicas);

@@ -20,8 +20,8 @@ pub(super) enum Command {
     },
 }
 
-/// A cheap, cloneable handle to a running [`ControlPlane`]: topology snapshots, switchovers and
-/// cluster changes.
+/// A cheap, cloneable handle to a running [`ControlPlane`](super::ControlPlane): topology
+/// snapshots, switchovers and cluster changes.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneHandle {
     pub(super) commands: mpsc::Sender<Command>,
@@ -69,8 +69,9 @@ impl ControlPlaneHandle {
         answer.await.map_err(|_| SwitchoverError::NotRunning)?
     }
 
-    /// Asks the control plane to manage `spec` from now on (see [`ControlPlane::reconfigure`]);
-    /// answers once it is accepted, with the new topology published. Watch the topology for the
+    /// Asks the control plane to manage `spec` from now on (see
+    /// [`ControlPlane::reconfigure`](super::ControlPlane::reconfigure)); answers once it is
+    /// accepted, with the new topology published. Watch the topology for the
     /// rest: a shard whose replica set changed shows `reconfiguring` until the change completes.
     pub async fn reconfigure(&self, spec: ClusterSpec) -> Result<(), ReconfigureError> {
         let (reply, answer) = oneshot::channel();

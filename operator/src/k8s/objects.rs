@@ -3,7 +3,7 @@
 //! No IO, no clock, no randomness: the same input gives the same objects (golden-tested in
 //! `tests/objects.rs`).
 //!
-//! The shape (one StatefulSet of one replica per server, see [`super::names`]):
+//! The shape (one StatefulSet of one replica per server, see [`walshard_k8s_api::names`]):
 //!
 //! | object | name | what for |
 //! | --- | --- | --- |

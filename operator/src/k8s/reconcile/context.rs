@@ -18,7 +18,7 @@ use super::{REPORTING_CONTROLLER, ReconcileMetrics, lock};
 use crate::k8s::objects::Images;
 
 /// The per-database control planes, as the reconciler drives them: implemented by
-/// [`super::hosting::HostedPlanes`] and by test doubles.
+/// [`HostedPlanes`](crate::k8s::hosting::HostedPlanes) and by test doubles.
 pub trait Fleet: Send + Sync + 'static {
     /// Starts or reconfigures the control plane of `db` from its spec; a no-op when unchanged.
     fn ensure(
