@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
         ),
         Command::Restore(args) => backup_result(walshard_cli::backup::restore::restore(args).await),
         Command::Crd => {
-            print!("{}", walshard_operator::spec::crd_yaml()?);
+            print!("{}", walshard_k8s_api::spec::crd_yaml()?);
             Ok(())
         }
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::Up;
 use serde_json::{Value, json};
 use walshard_contract::{Dtype, Schema};
-use walshard_operator::spec::ShardedDatabase;
+use walshard_k8s_api::spec::ShardedDatabase;
 
 fn examples() -> Vec<PathBuf> {
     let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"));

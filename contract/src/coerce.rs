@@ -14,8 +14,8 @@
 
 use serde_json::Value as Json;
 
-use crate::row::Value;
 use crate::schema::Dtype;
+use crate::value::Value;
 
 /// Why a JSON value does not fit a column's type; the message completes "must be <dtype>, got ...".
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

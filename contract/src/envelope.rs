@@ -16,6 +16,23 @@ pub const STATUS_SUCCESSFUL: &str = "successful";
 /// `status` of every error answer.
 pub const STATUS_FAILURE: &str = "failure";
 
+/// A success answer: the fields of `body`, then `"status": "success"`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Success<T> {
+    #[serde(flatten)]
+    pub body: T,
+    pub status: &'static str,
+}
+
+impl<T> Success<T> {
+    pub fn new(body: T) -> Self {
+        Self {
+            body,
+            status: STATUS_SUCCESS,
+        }
+    }
+}
+
 /// The body of every 4xx/5xx answer: `{"message": "...", "status": "failure", "code": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {

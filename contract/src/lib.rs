@@ -1,5 +1,7 @@
 //! The wire contract shared by the walshard agent, router and control plane: the table schema and
-//! its dtypes, validated identifiers, shard key ranges, typed rows and the seed API's JSON envelope.
+//! its dtypes, validated identifiers, shard key ranges, typed rows, the seed API's JSON envelope,
+//! the agent ↔ control-plane messages ([`replication`]) and the fleet view the control plane
+//! publishes ([`topology`]).
 //!
 //! The core is pure: parsing and validation of JSON values, no IO, and the retry [`backoff`]
 //! policy. The features add what the walshard processes share at their edges: `http` (the axum
@@ -34,15 +36,22 @@ pub mod replication;
 pub mod row;
 pub mod schema;
 pub mod shard;
+pub mod topology;
+pub mod value;
 
 pub use backoff::Backoff;
 pub use body::OnDuplicate;
 pub use envelope::{
-    ApiError, Failure, RequestError, STATUS_FAILURE, STATUS_SUCCESS, STATUS_SUCCESSFUL, code_of,
+    ApiError, Failure, RequestError, STATUS_FAILURE, STATUS_SUCCESS, STATUS_SUCCESSFUL, Success,
+    code_of,
 };
 pub use error_code::ErrorCode;
 pub use ident::{IDENT_PATTERN, Ident, IdentError, MAX_IDENT_LEN};
-pub use replication::{Quorum, ReplicaRef, majority};
+pub use replication::{
+    AgentStatus, ArchiveReport, Conflict, DiskReport, FenceAccepted, FenceRequest, PromoteRequest,
+    Quorum, ReplicaRef, Role, ShardStatus, StepDownReply, StepDownRequest, majority,
+};
 pub use row::{KeyRange, Patch, Row, RowError, RowsError, Value, duplicate_message, parse_rows};
 pub use schema::{Dtype, Schema, SchemaError};
 pub use shard::{ShardError, ShardSpec, validate_layout};
+pub use topology::{Phase, ReplicaInfo, ServerInfo, ShardInfo, Topology};

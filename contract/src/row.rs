@@ -6,28 +6,7 @@ use serde_json::{Map, Value as Json};
 use crate::coerce::{self, NotCoercible};
 use crate::schema::{Dtype, Schema};
 
-/// One cell. Serialises as the plain JSON value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum Value {
-    Null,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-}
-
-impl Value {
-    fn to_json(&self) -> Json {
-        match self {
-            Value::Null => Json::Null,
-            Value::Bool(b) => Json::Bool(*b),
-            Value::Int(i) => Json::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map_or(Json::Null, Json::Number),
-            Value::Str(s) => Json::String(s.clone()),
-        }
-    }
-}
+pub use crate::value::Value;
 
 /// A row whose cells follow the schema's column order; cell 0 is the integer key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,8 +1,8 @@
-//! The Kubernetes runtime of the control plane: object names, the desired objects of a
-//! `ShardedDatabase` (pure), the reconciler and the per-database control plane.
+//! The Kubernetes runtime: the desired objects of a `ShardedDatabase` ([`objects`]), the
+//! reconciler ([`reconcile`]), the control plane of every database ([`hosting`]) and the leader
+//! Lease ([`leader`]).
 
-pub mod control;
+pub mod hosting;
 pub mod leader;
-pub mod names;
 pub mod objects;
 pub mod reconcile;

@@ -24,7 +24,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use walshard_contract::process::{LogFormat, init_tracing, shutdown_signal};
-use walshard_operator::k8s::control::ControlPlanes;
+use walshard_operator::k8s::hosting::HostedPlanes;
 use walshard_operator::k8s::leader::{LEASE_NAME, LeaderConfig, LeaderConfigError, LeaderElector};
 use walshard_operator::k8s::objects::Images;
 use walshard_operator::k8s::reconcile::{self, Context, ReconcileMetrics};
@@ -184,7 +184,7 @@ async fn run(args: Args) -> Result<(), StartError> {
         .clone()
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let fleet = ControlPlanes::new(client.clone(), &mut registry);
+    let fleet = HostedPlanes::new(client.clone(), &mut registry);
     let ctx = Arc::new(Context::new(
         client.clone(),
         fleet,
@@ -253,7 +253,7 @@ async fn run(args: Args) -> Result<(), StartError> {
 
 /// Runs the controller whenever this replica leads, until shutdown.
 async fn lead_while_elected(
-    ctx: &Arc<Context<ControlPlanes>>,
+    ctx: &Arc<Context<HostedPlanes>>,
     namespaces: &[String],
     mut leading: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,

@@ -9,12 +9,12 @@ use kube::Resource;
 use serde::Serialize;
 use serde_json::{Value as Json, json};
 use walshard_contract::Ident;
-use walshard_operator::k8s::names;
+use walshard_k8s_api::names;
+use walshard_k8s_api::spec::{
+    Retention, SecretKeyRef, ServerPlacement, ServersSpec, ShardedDatabase, WalFsync,
+};
 use walshard_operator::k8s::objects::{
     self, Desired, GeneratedSecrets, Images, ObjectsError, desired,
-};
-use walshard_operator::spec::{
-    Retention, SecretKeyRef, ServerPlacement, ServersSpec, ShardedDatabase, WalFsync,
 };
 
 const NAMESPACE: &str = "walshard";

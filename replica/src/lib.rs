@@ -42,11 +42,5 @@ pub struct Promise {
     pub primary: Option<String>,
 }
 
-/// A replica's role in its shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Primary,
-    Secondary,
-    Fenced,
-}
+/// A replica's role in its shard (the wire's `"role"`).
+pub use walshard_contract::Role;

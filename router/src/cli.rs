@@ -10,9 +10,9 @@ use clap::Parser;
 use tracing::info;
 use walshard_contract::process::{LogFormat, init_tracing, shutdown_signal};
 
-use crate::fleet::{Control, ControlClient, FleetPrimaries};
+use crate::fleet::{FleetAdmin, FleetPrimaries, LocalFleetClient};
 use crate::hashing::HashMode;
-use crate::kube_mode::KubeControl;
+use crate::kube_mode::KubeFleet;
 use crate::service::{self, RouterState};
 
 /// The walshard router: the seed's load-balancer API over the fleet's shards and replicas.
@@ -71,10 +71,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.token.is_empty() {
         anyhow::bail!("WALSHARD_TOKEN must not be empty");
     }
-    let (control, source, watch): (Arc<dyn Control>, String, _) =
+    let (control, source, watch): (Arc<dyn FleetAdmin>, String, _) =
         match (&args.control_url, &args.kube_database) {
             (Some(url), _) => (
-                Arc::new(ControlClient::new(url, &args.token)?),
+                Arc::new(LocalFleetClient::new(url, &args.token)?),
                 url.clone(),
                 None,
             ),
@@ -88,9 +88,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     .filter(|n| !n.trim().is_empty())
                     .unwrap_or_else(|| client.default_namespace().to_owned());
                 let settle = Duration::from_secs(args.kube_settle_seconds);
-                let (control, task) = KubeControl::start(client, &namespace, db, settle);
+                let (control, task) = KubeFleet::start(client, &namespace, db, settle);
                 (
-                    control as Arc<dyn Control>,
+                    control as Arc<dyn FleetAdmin>,
                     format!("ShardedDatabase {namespace}/{db}"),
                     Some(task),
                 )

@@ -1,12 +1,12 @@
 //! The router's view of the fleet, learned from its control plane: the configuration (layout and
 //! server URLs) and the live topology (primaries and epochs).
 //!
-//! A [`Control`] publishes [`FleetView`]s and carries out the seed's `/init`, `/add` and `/rm`,
+//! A [`FleetAdmin`] publishes [`FleetView`]s and carries out the seed's `/init`, `/add` and `/rm`,
 //! which only the control plane may do; `service::follow` keeps a router current from
-//! one. Two implementations: [`ControlClient`], the local fleet's control API (`GET
+//! one. Two implementations: [`LocalFleetClient`], the local fleet's control API (`GET
 //! /v1/fleet?after=<version>` as a long poll: it answers at once when its version is newer than
 //! `after`, else when the fleet changes or after [`LONG_POLL`]), and
-//! [`crate::kube_mode::KubeControl`], a `ShardedDatabase` on Kubernetes.
+//! [`crate::kube_mode::KubeFleet`], a `ShardedDatabase` on Kubernetes.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -16,9 +16,9 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use thiserror::Error;
+use walshard_contract::Topology;
 use walshard_contract::http_client::{ClientError, ClientSettings};
 use walshard_contract::{ApiError, Ident, code_of};
-use walshard_operator::runtime::Topology;
 
 use crate::hashing::HashMode;
 use crate::requests;
@@ -123,7 +123,7 @@ pub enum FleetError {
 
 /// The control plane a router follows: it publishes the fleet view and carries out `/init`,
 /// `/add` and `/rm`.
-pub trait Control: Send + Sync + 'static {
+pub trait FleetAdmin: Send + Sync + 'static {
     /// The fleet view newer than `after`, waiting up to `wait` for one; the current one after
     /// that.
     fn view(&self, after: u64, wait: Duration) -> BoxFuture<'_, Result<FleetView, FleetError>>;
@@ -136,13 +136,13 @@ pub trait Control: Send + Sync + 'static {
 
 /// HTTP client of the control plane's API.
 #[derive(Debug, Clone)]
-pub struct ControlClient {
+pub struct LocalFleetClient {
     base: String,
     token: String,
     http: reqwest::Client,
 }
 
-impl ControlClient {
+impl LocalFleetClient {
     /// `base` is the control API's URL, e.g. `http://127.0.0.1:5900`; `token` its bearer token.
     pub fn new(base: impl Into<String>, token: impl Into<String>) -> Result<Self, ClientError> {
         Ok(Self {
@@ -197,7 +197,7 @@ impl ControlClient {
     }
 }
 
-impl Control for ControlClient {
+impl FleetAdmin for LocalFleetClient {
     fn view(&self, after: u64, wait: Duration) -> BoxFuture<'_, Result<FleetView, FleetError>> {
         Box::pin(async move { Ok(self.fleet(after, wait).await?) })
     }
@@ -207,7 +207,7 @@ impl Control for ControlClient {
         request: Admin,
         body: &'a Json,
     ) -> BoxFuture<'a, Result<Json, ApiError>> {
-        Box::pin(ControlClient::admin(
+        Box::pin(LocalFleetClient::admin(
             self,
             request.method(),
             request.path(),

@@ -1,5 +1,5 @@
-//! Kubernetes mode: the router serves one `ShardedDatabase` ([`KubeControl`], a
-//! [`Control`]). It watches the object and turns every version into a [`FleetView`]: the
+//! Kubernetes mode: the router serves one `ShardedDatabase` ([`KubeFleet`], a
+//! [`FleetAdmin`]). It watches the object and turns every version into a [`FleetView`]: the
 //! configuration from the spec, the agents' URLs through the headless Service, the primaries
 //! and epochs the operator's control plane publishes in `status.shards`. `/init`, `/add` and
 //! `/rm` become spec patches: validated against the current layout by the seed API's own
@@ -20,15 +20,13 @@ use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use walshard_contract::{ApiError, Ident};
-use walshard_operator::election::{Phase, ShardInfo};
-use walshard_operator::k8s::names;
-use walshard_operator::runtime::Topology;
-use walshard_operator::spec::{
+use walshard_contract::{ApiError, Ident, Phase, ShardInfo, Topology};
+use walshard_k8s_api::names;
+use walshard_k8s_api::spec::{
     ServerPlacement, ServersSpec, ShardedDatabase, ShardedDatabaseSpec, ShardsSpec,
 };
 
-use crate::fleet::{Admin, Control, FleetError, FleetView};
+use crate::fleet::{Admin, FleetAdmin, FleetError, FleetView};
 use crate::layout::Layout;
 use crate::requests;
 
@@ -37,7 +35,7 @@ pub const FIELD_MANAGER: &str = "walshard-router";
 /// How often a patch meeting a concurrent change is validated and tried again.
 const CONFLICT_RETRIES: usize = 5;
 
-/// The fleet view of `db` (version 0: [`KubeControl`] numbers them): the configuration its spec
+/// The fleet view of `db` (version 0: [`KubeFleet`] numbers them): the configuration its spec
 /// resolves to, an agent URL for every server of the placement and every primary the status
 /// names (a server being drained still holds primaries), the primaries and epochs of
 /// `status.shards`.
@@ -249,7 +247,7 @@ impl Views {
 }
 
 /// A `ShardedDatabase` as the router's control plane.
-pub struct KubeControl {
+pub struct KubeFleet {
     api: Api<ShardedDatabase>,
     name: String,
     settle: Duration,
@@ -258,7 +256,7 @@ pub struct KubeControl {
     admin: tokio::sync::Mutex<()>,
 }
 
-impl KubeControl {
+impl KubeFleet {
     /// Serves `name` in `namespace` through `client`; the returned task watches it (with the
     /// watcher's default backoff) until aborted. `/init`, `/add` and `/rm` wait up to `settle`
     /// for the status to show their change.
@@ -350,7 +348,7 @@ fn unavailable(e: kube::Error) -> ApiError {
     ApiError::new(503u16, format!("the Kubernetes API: {e}"))
 }
 
-impl Control for KubeControl {
+impl FleetAdmin for KubeFleet {
     fn view(&self, after: u64, wait: Duration) -> BoxFuture<'_, Result<FleetView, FleetError>> {
         Box::pin(async move {
             let mut views = self.views.views.subscribe();

@@ -9,7 +9,7 @@
 //!   [`routes::Primaries`] source (the control plane's topology).
 //! - [`service`]: the seed API over HTTP: the data path (`/read`, `/write`, `/update`, `/del`),
 //!   `/status`, `/metrics`, and `/init`, `/add`, `/rm` forwarded to the control plane.
-//! - [`fleet`]: the view of the fleet learned from the control plane, the [`fleet::Control`]
+//! - [`fleet`]: the view of the fleet learned from the control plane, the [`fleet::FleetAdmin`]
 //!   abstraction and the local control API's client.
 //! - [`kube_mode`]: the control plane on Kubernetes: a watched `ShardedDatabase`, spec patches.
 //! - [`cli`]: the command line of the router process.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use walshard_contract::Ident;
+use walshard_contract::{Ident, Topology};
 
 use crate::hashing::{HashError, HashMode, Ring};
 use crate::layout::Layout;
@@ -22,9 +22,10 @@ pub trait Primaries: Send + Sync + 'static {
     fn primary(&self, shard: &str) -> Option<String>;
 }
 
-impl Primaries for walshard_operator::runtime::ControlHandle {
+/// A watched topology, e.g. a running control plane's (`ControlPlaneHandle::watch`).
+impl Primaries for tokio::sync::watch::Receiver<Topology> {
     fn primary(&self, shard: &str) -> Option<String> {
-        self.topology().primary(shard).map(str::to_owned)
+        self.borrow().primary(shard).map(str::to_owned)
     }
 }
 

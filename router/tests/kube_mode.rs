@@ -15,10 +15,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 use tower::ServiceExt;
-use walshard_operator::spec::ShardedDatabase;
-use walshard_router::fleet::{Control, FleetPrimaries};
+use walshard_k8s_api::spec::ShardedDatabase;
+use walshard_router::fleet::{FleetAdmin, FleetPrimaries};
 use walshard_router::hashing::HashMode;
-use walshard_router::kube_mode::{FIELD_MANAGER, KubeControl};
+use walshard_router::kube_mode::{FIELD_MANAGER, KubeFleet};
 use walshard_router::service::{self, RouterState};
 
 const SEED_DEFAULT: &str = include_str!("../../examples/seed-default.yaml");
@@ -195,8 +195,8 @@ async fn admin_requests_become_spec_patches() {
     config.default_namespace = "db".to_owned();
     let client = kube::Client::try_from(config).unwrap();
 
-    let (control, watch) = KubeControl::start(client, "db", "studt", Duration::from_secs(5));
-    let control: Arc<dyn Control> = control;
+    let (control, watch) = KubeFleet::start(client, "db", "studt", Duration::from_secs(5));
+    let control: Arc<dyn FleetAdmin> = control;
     let primaries = Arc::new(FleetPrimaries::default());
     let state =
         RouterState::with_control(control.clone(), primaries.clone(), HashMode::Default, "t")

@@ -4,6 +4,7 @@
 //! `{"message": ..., "status": "failure", "code": ...}` (codes: `walshard_contract::ErrorCode`). All endpoints but `/heartbeat` and `/metrics` need
 //! `Authorization: Bearer <token>`.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,8 +19,9 @@ use serde_json::{Map, Value as Json_, json};
 use walshard_contract::answers;
 use walshard_contract::bearer::{BearerToken, require_bearer};
 use walshard_contract::{
-    ApiError, ErrorCode, Ident, Quorum, ReplicaRef, RequestError, Row, STATUS_SUCCESS, Schema,
-    ShardSpec, duplicate_message,
+    AgentStatus, ApiError, DiskReport, ErrorCode, FenceAccepted, FenceRequest, Ident,
+    PromoteRequest, ReplicaRef, RequestError, Row, STATUS_SUCCESS, Schema, ShardSpec,
+    StepDownReply, StepDownRequest, Success, duplicate_message,
 };
 
 use crate::agent::{Agent, AgentError};
@@ -192,11 +194,14 @@ async fn metrics(State(agent): State<AppState>) -> Response {
     for shard in agent.shards() {
         shard.refresh_metrics();
     }
-    let disk = disk_json(&agent);
+    let disk = disk_report(&agent);
     let m = &agent.metrics;
-    m.disk_free_bytes
-        .set(disk["free_bytes"].as_i64().unwrap_or(-1));
-    m.disk_full.set(i64::from(disk["full"] == true));
+    m.disk_free_bytes.set(
+        disk.free_bytes
+            .and_then(|b| i64::try_from(b).ok())
+            .unwrap_or(-1),
+    );
+    m.disk_full.set(i64::from(disk.full));
     answers::openmetrics(agent.metrics.encode())
 }
 
@@ -426,50 +431,45 @@ async fn del(
         .map(|(lsn, answer)| at_position(lsn, answer))
 }
 
-async fn status(State(agent): State<AppState>) -> Json<Json_> {
+async fn status(State(agent): State<AppState>) -> Json<Success<AgentStatus>> {
     let schema = agent.schema().await;
-    let shards: Map<String, Json_> = agent
+    let shards = agent
         .shards()
         .iter()
-        .map(|s| (s.id().to_string(), json!(s.status())))
+        .map(|s| (s.id().to_string(), s.status()))
         .collect();
-    Json(json!({
-        "server": agent.config.server_name,
-        "schema": schema,
-        "shards": shards,
-        "disk": disk_json(&agent),
-        "archive": archive_json(&agent),
-        "status": STATUS_SUCCESS,
+    Json(Success::new(AgentStatus {
+        server: Some(agent.config.server_name.clone()),
+        schema,
+        shards,
+        disk: Some(disk_report(&agent)),
+        archive: archive_report(&agent),
     }))
 }
 
 /// The volume's free space against its reserve; `"full"` while writes are refused.
-fn disk_json(agent: &Agent) -> Json_ {
-    json!({
-        "free_bytes": agent.disk.free(),
-        "reserve_bytes": agent.config.disk_reserve_bytes,
-        "full": agent.disk.check().is_err(),
-    })
+fn disk_report(agent: &Agent) -> DiskReport {
+    DiskReport {
+        free_bytes: agent.disk.free(),
+        reserve_bytes: agent.config.disk_reserve_bytes,
+        full: agent.disk.check().is_err(),
+    }
 }
 
-/// Per shard, how far its WAL archive is (`null` without a backup store).
-fn archive_json(agent: &Agent) -> Json_ {
-    if agent.config.backup.is_none() {
-        return Json_::Null;
-    }
+/// Per shard, how far its WAL archive is (`None` without a backup store).
+fn archive_report(agent: &Agent) -> Option<BTreeMap<String, walshard_contract::ArchiveReport>> {
+    agent.config.backup.as_ref()?;
     let now = walshard_backup::now_ms();
-    agent
-        .shards()
-        .iter()
-        .filter_map(|s| {
-            let progress = s.archive.get()?;
-            Some((
-                s.id().to_string(),
-                json!(progress.status(s.commit_lsn(), now)),
-            ))
-        })
-        .collect::<Map<String, Json_>>()
-        .into()
+    Some(
+        agent
+            .shards()
+            .iter()
+            .filter_map(|s| {
+                let progress = s.archive.get()?;
+                Some((s.id().to_string(), progress.status(s.commit_lsn(), now)))
+            })
+            .collect(),
+    )
 }
 
 // ---- replication and elections (docs/replication.md) -----------------------------------------
@@ -487,6 +487,11 @@ fn shard_in_path(agent: &Agent, id: &str) -> Result<Arc<Shard>, ApiError> {
         })
 }
 
+/// The JSON body as `T`, or 400 with `message`.
+fn body_as<T: serde::de::DeserializeOwned>(body: Json_, message: &str) -> Result<T, ApiError> {
+    serde_json::from_value(body).map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, message))
+}
+
 fn epoch_field(body: &Json_) -> Result<u64, ApiError> {
     body.get("epoch").and_then(Json_::as_u64).ok_or_else(|| {
         ApiError::new(
@@ -500,21 +505,10 @@ async fn fence(
     State(agent): State<AppState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<Success<FenceAccepted>>, ApiError> {
     let shard = shard_in_path(&agent, &id)?;
-    let answer = shard.fence(epoch_field(&body)?).await?;
-    Ok(Json(
-        json!({"epoch": answer.epoch, "last_epoch": answer.last_epoch, "last_lsn": answer.last_lsn, "status": STATUS_SUCCESS}),
-    ))
-}
-
-#[derive(serde::Deserialize)]
-struct PromoteBody {
-    epoch: u64,
-    #[serde(default)]
-    replicas: Vec<ReplicaRef>,
-    #[serde(default)]
-    quorum: Quorum,
+    let req: FenceRequest = body_as(body, "\"epoch\" must be a non-negative integer")?;
+    Ok(Json(Success::new(shard.fence(req.epoch).await?)))
 }
 
 async fn promote(
@@ -523,7 +517,7 @@ async fn promote(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Json_>, ApiError> {
     let shard = shard_in_path(&agent, &id)?;
-    let req: PromoteBody = serde_json::from_value(body)
+    let req: PromoteRequest = serde_json::from_value(body)
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("promote: {e}")))?;
     let me = &agent.config.server_name;
     let peers: Vec<ReplicaRef> = req.replicas.into_iter().filter(|p| &p.name != me).collect();
@@ -551,16 +545,11 @@ async fn step_down(
     State(agent): State<AppState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
-) -> Result<Json<Json_>, ApiError> {
+) -> Result<Json<Success<StepDownReply>>, ApiError> {
     let shard = shard_in_path(&agent, &id)?;
-    let to = body
-        .get("to")
-        .and_then(Json_::as_str)
-        .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "\"to\" must name a replica"))?;
-    let last_lsn = shard.step_down(to).await?;
-    Ok(Json(
-        json!({"last_lsn": last_lsn, "status": STATUS_SUCCESS}),
-    ))
+    let req: StepDownRequest = body_as(body, "\"to\" must name a replica")?;
+    let last_lsn = shard.step_down(&req.to).await?;
+    Ok(Json(Success::new(StepDownReply { last_lsn })))
 }
 
 /// The sending primary's name (`x-walshard-primary`).

@@ -13,10 +13,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::sync::{oneshot, watch};
 use tracing::{debug, error, info, warn};
-use walshard_contract::{Ident, Quorum, ReplicaRef, ShardSpec};
+use walshard_contract::{FenceAccepted, Ident, Quorum, ReplicaRef, ShardSpec, ShardStatus};
 use walshard_replica::primary::{compactable_through, keep_unarchived, needs_snapshot};
 use walshard_replica::{
     Append, EntryId, LogFacts, NotWritable, Refusal, Replica, WriteCheck, admit_write,
@@ -153,29 +152,6 @@ struct RoleView {
 /// promise is the one persisted in `epoch.json`.
 struct Control {
     node: Replica,
-}
-
-/// The shard's state as `/status` reports it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ShardStatus {
-    pub role: Role,
-    pub epoch: Epoch,
-    pub primary: Option<String>,
-    pub accepting_writes: bool,
-    pub last_epoch: Epoch,
-    pub last_lsn: Lsn,
-    pub commit_lsn: Lsn,
-    pub applied_lsn: Lsn,
-    pub first_lsn: Lsn,
-    pub halted: Option<String>,
-}
-
-/// What a fenced replica reports to the elector.
-#[derive(Debug, Clone, Serialize)]
-pub struct FenceAnswer {
-    pub epoch: Epoch,
-    pub last_epoch: Epoch,
-    pub last_lsn: Lsn,
 }
 
 /// How the shard takes part in replication.
@@ -388,6 +364,7 @@ impl Shard {
         };
     }
 
+    /// The shard's entry in `/status`.
     pub fn status(&self) -> ShardStatus {
         let (last_epoch, last_lsn) = self.wal.last();
         let v = self.view();
@@ -608,13 +585,13 @@ impl Shard {
 
     /// Promise `epoch` (docs/replication.md, fence): from now on nothing from an older epoch is
     /// accepted. A primary stops being one. Answers the last entry for the elector.
-    pub async fn fence(self: &Arc<Self>, epoch: Epoch) -> Result<FenceAnswer, ShardError> {
+    pub async fn fence(self: &Arc<Self>, epoch: Epoch) -> Result<FenceAccepted, ShardError> {
         let mut c = self.control.lock().await;
         let ready = c.node.fence(epoch).map_err(|r| self.refused(r))?;
         self.take(&mut c, ready, &mut EffectData::default()).await?;
         let (last_epoch, last_lsn) = self.wal.last();
         info!(shard = %self.id(), epoch, last_epoch, last_lsn, "fenced");
-        Ok(FenceAnswer {
+        Ok(FenceAccepted {
             epoch,
             last_epoch,
             last_lsn,

@@ -1,5 +1,5 @@
 //! Failover end to end: real agent processes (each with its own MariaDB) behind fault-injecting
-//! proxies, and the real control plane (`walshard-operator`) electing primaries over HTTP.
+//! proxies, and the real control plane (`walshard-control-plane`) electing primaries over HTTP.
 //! Clients write through whatever primary the control plane publishes. After every scenario the
 //! testkit invariants are checked: every acknowledged write present, one primary per epoch,
 //! replicas converged, strong single-key reads linearizable.
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::{AgentProc, Client, TOKEN, spawn_control_plane, start_replicas, student};
 use reqwest::Method;
 use serde_json::{Value, json};
-use walshard_operator::runtime::{ClusterSpec, ControlHandle};
+use walshard_control_plane::{ClusterSpec, ControlPlaneHandle};
 use walshard_testkit::invariants::{
     AckLedger, Op, OpResult, check_acked_present, check_convergence, check_linearizable_register,
     check_single_primary,
@@ -31,7 +31,7 @@ struct Fleet {
     agents: Vec<AgentProc>,
     /// In front of each agent: the control plane and the other agents reach it through this.
     proxies: Vec<FaultProxy>,
-    handle: ControlHandle,
+    handle: ControlPlaneHandle,
     stop_cp: Option<tokio::sync::oneshot::Sender<()>>,
     /// `(shard, epoch, server)` of every primary taking writes, sampled from `/status`.
     primaries: Arc<Mutex<Vec<(String, u64, String)>>>,

@@ -11,7 +11,7 @@ use common::{AgentProc, spawn_control_plane, student};
 use reqwest::Method;
 use serde_json::{Value, json};
 use walshard_contract::{Ident, Schema, ShardSpec};
-use walshard_operator::runtime::ClusterSpec;
+use walshard_control_plane::ClusterSpec;
 use walshard_router::layout::Layout;
 use walshard_testkit::{MariaDb, MariaDbOptions};
 

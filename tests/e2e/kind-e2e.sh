@@ -24,7 +24,7 @@
 #
 # Naming conventions assumed (adapt here if the operator names things differently):
 #   - the pod of server <Server> of database <db> is "<db>-<server lowercased>-0", the one pod
-#     of its StatefulSet (operator/src/k8s/names.rs; SERVER_POD_FORMAT, default '%s-%s-0');
+#     of its StatefulSet (k8s-api/src/names.rs; SERVER_POD_FORMAT, default '%s-%s-0');
 #   - the router Service is "<db>-router", port 5000 (the seed API);
 #   - status.shards[i].primary is the server name (e.g. Server3) of shard i's primary.
 set -euo pipefail

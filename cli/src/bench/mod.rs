@@ -109,7 +109,7 @@ pub enum BenchError {
     #[error("unknown scenario {0:?} (known: A-1, A-2, A-3)")]
     UnknownScenario(String),
     #[error("the scenario's configuration: {0}")]
-    Spec(#[from] walshard_operator::spec::SpecError),
+    Spec(#[from] walshard_k8s_api::spec::SpecError),
     #[error("the key space: {0}")]
     KeySpace(String),
     #[error("the key space has {have} keys, fewer than the {want} distinct keys to write")]

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde_json::Value as Json;
 use walshard_contract::{Schema, ShardSpec};
-use walshard_operator::spec::{ServersSpec, ShardedDatabaseSpec, ShardsSpec};
+use walshard_k8s_api::spec::{ServersSpec, ShardedDatabaseSpec, ShardsSpec};
 
 use super::BenchError;
 use super::keys::KeySpace;
@@ -150,7 +150,7 @@ fn max_replicas(placement: &BTreeMap<String, Vec<String>>) -> usize {
 #[cfg(test)]
 mod tests {
     use serde_json::json;
-    use walshard_operator::spec::ShardedDatabase;
+    use walshard_k8s_api::spec::ShardedDatabase;
 
     use super::*;
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value as Json;
 use tracing::warn;
 use walshard_contract::{ApiError, Ident};
-use walshard_operator::fleet_ops;
+use walshard_control_plane::fleet_ops;
 use walshard_router::layout::Layout;
 use walshard_router::requests;
 
@@ -94,7 +94,7 @@ impl Shared {
         let started = Instant::now();
         if from.as_deref() != Some(to.as_str()) {
             self.control.switchover(&shard, &to).await.map_err(|e| {
-                use walshard_operator::election::SwitchoverError as E;
+                use walshard_control_plane::election::SwitchoverError as E;
                 let code = match e {
                     E::UnknownShard(_) | E::NotAReplica { .. } => 400u16,
                     _ => 503u16,

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use serde_json::Value as Json;
 use walshard_contract::Ident;
-use walshard_operator::placement::{Placement, ShardReplicas};
-use walshard_operator::runtime::ClusterSpec;
+use walshard_control_plane::ClusterSpec;
+use walshard_control_plane::placement::{Placement, ShardReplicas};
 use walshard_router::layout::Layout;
 use walshard_router::requests;
 
@@ -44,7 +44,7 @@ fn placement(layout: &Layout) -> Placement {
 
 /// Shard → the servers holding it.
 pub(super) fn shard_replicas(layout: &Layout) -> ShardReplicas {
-    walshard_operator::placement::shard_replicas(&placement(layout))
+    walshard_control_plane::placement::shard_replicas(&placement(layout))
 }
 
 /// The layout of a saved configuration.

@@ -17,11 +17,12 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::warn;
+use walshard_contract::Topology;
 use walshard_contract::http_client::ClientSettings;
-use walshard_operator::runtime::{
-    ControlPlane, ControlPlaneConfig, HttpAgentApi, HttpTimeouts, Topology,
+use walshard_control_plane::runtime::{
+    ControlPlane, ControlPlaneConfig, HttpAgentApi, HttpTimeouts,
 };
-use walshard_operator::spec::ShardedDatabaseSpec;
+use walshard_k8s_api::spec::ShardedDatabaseSpec;
 use walshard_process::{ChildGuard, free_port};
 use walshard_router::fleet::FleetView;
 

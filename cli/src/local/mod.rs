@@ -25,8 +25,8 @@ use clap::Args;
 use walshard_contract::durable::DurableError;
 use walshard_contract::http_client::ClientError;
 use walshard_contract::process::{LogFormat, init_tracing, shutdown_signal};
-use walshard_operator::spec::ShardedDatabase;
-use walshard_router::fleet::{ControlClient, FleetView};
+use walshard_k8s_api::spec::ShardedDatabase;
+use walshard_router::fleet::{FleetView, LocalFleetClient};
 
 pub use fleet::{Fleet, FleetOptions};
 use state::DataDir;
@@ -49,7 +49,7 @@ pub enum LocalError {
         reason: String,
     },
     #[error("the ShardedDatabase spec: {0}")]
-    Spec(walshard_operator::spec::SpecError),
+    Spec(walshard_k8s_api::spec::SpecError),
     #[error("control plane: {0}")]
     Control(String),
     #[error("timed out: {0}")]
@@ -208,7 +208,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 
 /// Planned switchovers on a running local fleet, through its control API.
 pub async fn switchover(args: SwitchoverArgs) -> anyhow::Result<()> {
-    let pairs = walshard_operator::k8s::reconcile::switchover::parse_switchover(&args.target)
+    let pairs = walshard_k8s_api::switchover::parse_switchover(&args.target)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let dir = DataDir::new(&args.data_dir);
     let running = dir
@@ -279,7 +279,7 @@ async fn fetch_view(data_dir: &std::path::Path) -> anyhow::Result<(FleetView, st
     let fleet = dir
         .load_fleet()?
         .ok_or_else(|| LocalError::NotRunning(data_dir.to_owned()))?;
-    let client = ControlClient::new(&running.control_url, &fleet.token)?;
+    let client = LocalFleetClient::new(&running.control_url, &fleet.token)?;
     let view = client
         .fleet(0, Duration::ZERO)
         .await

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 use walshard_backup::args::StoreArgs;
-use walshard_operator::spec::WalFsync;
+use walshard_k8s_api::spec::WalFsync;
 use walshard_process::{ChildGuard, MariaDb, MariaDbOptions};
 
 use super::LocalError;

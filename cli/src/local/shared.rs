@@ -12,10 +12,11 @@ use prometheus_client::registry::Registry;
 use serde_json::{Value as Json, json};
 use tokio::sync::watch;
 use tracing::info;
+use walshard_contract::Phase;
+use walshard_contract::Topology;
 use walshard_contract::{ApiError, Ident};
-use walshard_operator::election::Phase;
-use walshard_operator::fleet_ops;
-use walshard_operator::runtime::{ControlHandle, Topology};
+use walshard_control_plane::fleet_ops;
+use walshard_control_plane::runtime::ControlPlaneHandle;
 use walshard_router::fleet::FleetView;
 use walshard_router::layout::Layout;
 
@@ -42,7 +43,7 @@ pub(crate) struct Shared {
     /// Held for the whole of `/init`, `/add` and `/rm`: one change at a time.
     pub(super) state: tokio::sync::Mutex<FleetState>,
     pub(super) servers: Mutex<BTreeMap<String, Arc<Mutex<Server>>>>,
-    pub(super) control: ControlHandle,
+    pub(super) control: ControlPlaneHandle,
     pub(super) view: watch::Sender<FleetView>,
     /// The configuration and URLs the published view is built from.
     pub(super) config: watch::Sender<(Option<Json>, BTreeMap<String, String>)>,

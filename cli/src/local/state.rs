@@ -16,7 +16,7 @@ use serde_json::Value as Json;
 use walshard_backup::args::StoreArgs;
 use walshard_contract::Quorum;
 use walshard_contract::durable::{read_json, write_json};
-use walshard_operator::spec::WalFsync;
+use walshard_k8s_api::spec::WalFsync;
 
 use super::LocalError;
 

@@ -3,7 +3,7 @@
 //! No IO, no clock, no randomness: the same input gives the same objects (golden-tested in
 //! `tests/objects.rs`).
 //!
-//! The shape (one StatefulSet of one replica per server, see [`super::names`]):
+//! The shape (one StatefulSet of one replica per server, see [`walshard_k8s_api::names`]):
 //!
 //! | object | name | what for |
 //! | --- | --- | --- |
@@ -36,8 +36,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::Resource;
 use thiserror::Error;
 
-use super::names;
-use crate::spec::{
+use walshard_k8s_api::names;
+use walshard_k8s_api::spec::{
     self, CredentialsSpec, Retention, ShardedDatabase, ShardedDatabaseSpec, SpecError,
 };
 

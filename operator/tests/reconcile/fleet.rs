@@ -4,9 +4,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use walshard_operator::Topology;
+use walshard_contract::Topology;
+use walshard_k8s_api::spec::ShardedDatabase;
 use walshard_operator::k8s::reconcile::{Fleet, FleetError};
-use walshard_operator::spec::ShardedDatabase;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {

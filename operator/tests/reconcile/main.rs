@@ -19,16 +19,17 @@ use k8s_openapi::jiff::Timestamp;
 use kube::runtime::controller::Action;
 use serde_json::{Value as Json, json};
 use walshard_contract::Schema;
-use walshard_operator::election::{Phase, ShardInfo};
-use walshard_operator::k8s::objects::{self, Desired, GeneratedSecrets, Images};
-use walshard_operator::k8s::reconcile::{
-    self, Context, FINALIZER, ReconcileError, ReconcileMetrics, backoff, reconcile,
-};
-use walshard_operator::spec::{
+use walshard_contract::Topology;
+use walshard_contract::{Phase, ShardInfo};
+use walshard_k8s_api::spec::{
     Retention, SecretKeyRef, ServersSpec, ShardedDatabase, ShardedDatabaseSpec,
     ShardedDatabaseStatus, ShardsSpec,
 };
-use walshard_operator::{Topology, k8s::reconcile::DatabaseLabels};
+use walshard_operator::k8s::objects::{self, Desired, GeneratedSecrets, Images};
+use walshard_operator::k8s::reconcile::DatabaseLabels;
+use walshard_operator::k8s::reconcile::{
+    self, Context, FINALIZER, ReconcileError, ReconcileMetrics, backoff, reconcile,
+};
 
 use api::{ApiServer, applies, list, mocked, status};
 use fleet::{Call, FakeFleet};

@@ -1,5 +1,5 @@
 use serde_json::json;
-use walshard_operator::spec::{ShardSummary, ShardedDatabaseStatus};
+use walshard_k8s_api::spec::{ShardSummary, ShardedDatabaseStatus};
 
 use super::*;
 

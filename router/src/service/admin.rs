@@ -14,7 +14,7 @@ use walshard_contract::{ApiError, Backoff};
 
 use super::handlers::timed;
 use super::state::RouterState;
-use crate::fleet::{Admin, Control, FleetPrimaries, LONG_POLL};
+use crate::fleet::{Admin, FleetAdmin, FleetPrimaries, LONG_POLL};
 use crate::hashing::HashMode;
 
 /// Pauses between attempts to reach an unreachable control plane.
@@ -56,7 +56,7 @@ pub(super) async fn rm(State(state): State<Arc<RouterState>>, body: Bytes) -> Re
 
 /// Keeps `state` and `primaries` current from the control plane, forever.
 pub async fn follow(
-    control: Arc<dyn Control>,
+    control: Arc<dyn FleetAdmin>,
     state: Arc<RouterState>,
     primaries: Arc<FleetPrimaries>,
     mode: HashMode,

@@ -22,8 +22,8 @@ use crate::session::RouterMemory;
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The control plane the router follows (see [`crate::fleet`]).
-pub(super) struct Control {
-    pub(super) plane: Arc<dyn fleet::Control>,
+pub(super) struct FleetLink {
+    pub(super) plane: Arc<dyn fleet::FleetAdmin>,
     pub(super) primaries: Arc<FleetPrimaries>,
     pub(super) mode: HashMode,
 }
@@ -34,7 +34,7 @@ pub struct RouterState {
     routes: RwLock<Option<Arc<Routes>>>,
     pub(super) primaries: Arc<dyn Primaries>,
     /// Carries out `/init`, `/add` and `/rm`; without one they answer 501.
-    pub(super) control: Option<Control>,
+    pub(super) control: Option<FleetLink>,
     /// If set, every endpoint but `/metrics` needs `Authorization: Bearer <api_token>`.
     api_token: Option<BearerToken>,
     /// If set, `/init`, `/add` and `/rm` need `Authorization: Bearer <admin_token>` (instead of
@@ -61,12 +61,12 @@ impl RouterState {
     /// A router whose routes and primaries come from a control plane (kept current by
     /// [`super::follow`]), which also carries out `/init`, `/add` and `/rm`.
     pub fn with_control(
-        plane: Arc<dyn fleet::Control>,
+        plane: Arc<dyn fleet::FleetAdmin>,
         primaries: Arc<FleetPrimaries>,
         mode: HashMode,
         token: impl Into<String>,
     ) -> Result<Arc<Self>, ClientError> {
-        let control = Control {
+        let control = FleetLink {
             plane,
             primaries: primaries.clone(),
             mode,
@@ -82,7 +82,7 @@ impl RouterState {
     fn build(
         routes: Option<Routes>,
         primaries: Arc<dyn Primaries>,
-        control: Option<Control>,
+        control: Option<FleetLink>,
         token: impl Into<String>,
     ) -> Result<Self, ClientError> {
         let http = ClientSettings {

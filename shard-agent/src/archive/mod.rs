@@ -24,7 +24,7 @@ use crate::shard::Shard;
 use crate::wal::WalError;
 
 pub use metrics::ArchiveMetrics;
-pub use progress::{ArchiveProgress, ArchiveStatus};
+pub use progress::ArchiveProgress;
 
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {

@@ -3,8 +3,8 @@
 
 use std::sync::Mutex;
 
-use serde::Serialize;
 use walshard_backup::Millis;
+use walshard_contract::ArchiveReport;
 
 #[derive(Debug, Default)]
 pub struct ArchiveProgress {
@@ -18,16 +18,6 @@ struct Progress {
     /// When the archive was last known complete (the mark's time).
     complete_at_ms: Millis,
     error: Option<String>,
-}
-
-/// A shard's archive, as `/status` reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ArchiveStatus {
-    pub archived_lsn: Option<u64>,
-    pub lag_entries: u64,
-    pub lag_seconds: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 impl ArchiveProgress {
@@ -59,7 +49,8 @@ impl ArchiveProgress {
         self.lock().through.unwrap_or(0)
     }
 
-    pub fn status(&self, commit: u64, now_ms: Millis) -> ArchiveStatus {
+    /// The shard's archive as `/status` reports it.
+    pub fn status(&self, commit: u64, now_ms: Millis) -> ArchiveReport {
         let p = self.lock().clone();
         let lag_entries = commit.saturating_sub(p.through.unwrap_or(0));
         let lag_seconds = if lag_entries == 0 && p.error.is_none() {
@@ -67,7 +58,7 @@ impl ArchiveProgress {
         } else {
             now_ms.saturating_sub(p.complete_at_ms) / 1000
         };
-        ArchiveStatus {
+        ArchiveReport {
             archived_lsn: p.through,
             lag_entries,
             lag_seconds,

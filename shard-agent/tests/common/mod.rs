@@ -270,12 +270,12 @@ pub async fn start_replicas(
 /// Runs the real control plane (heartbeat every 200 ms) over `spec` until the sender is dropped
 /// or fired.
 pub fn spawn_control_plane(
-    spec: walshard_operator::runtime::ClusterSpec,
+    spec: walshard_control_plane::ClusterSpec,
 ) -> (
-    walshard_operator::runtime::ControlHandle,
+    walshard_control_plane::ControlPlaneHandle,
     tokio::sync::oneshot::Sender<()>,
 ) {
-    use walshard_operator::runtime::{
+    use walshard_control_plane::runtime::{
         ControlPlane, ControlPlaneConfig, HttpAgentApi, HttpTimeouts,
     };
     let api = HttpAgentApi::new(TOKEN, HttpTimeouts::default()).expect("agent API client");
@@ -315,7 +315,7 @@ pub fn mariadb(flush: u8) -> MariaDb {
 pub async fn serve_router(
     layout: walshard_router::layout::Layout,
     agents: &[AgentProc],
-    handle: &walshard_operator::runtime::ControlHandle,
+    handle: &walshard_control_plane::ControlPlaneHandle,
 ) -> Client {
     use std::sync::Arc;
     use walshard_contract::Ident;
@@ -329,7 +329,7 @@ pub async fn serve_router(
         .collect();
     let routes = Routes::new(layout, urls, HashMode::Default).expect("routes");
     let state =
-        RouterState::new(Some(routes), Arc::new(handle.clone()), TOKEN).expect("router state");
+        RouterState::new(Some(routes), Arc::new(handle.watch()), TOKEN).expect("router state");
     let port = free_port().expect("port");
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await

@@ -17,8 +17,8 @@ use super::{
     COMPONENT_ROUTER, Ctx, NONROOT_UID, cluster_token_ref, env, env_secret, key_selector, labels,
     restricted, runtime_default_seccomp, selector_labels,
 };
-use crate::k8s::names::{self, ROUTER_PORT};
-use crate::spec::{self, ServiceType};
+use walshard_k8s_api::names::{self, ROUTER_PORT};
+use walshard_k8s_api::spec::{self, ServiceType};
 
 const PORT_NAME: &str = "http";
 

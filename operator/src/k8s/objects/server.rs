@@ -21,8 +21,8 @@ use super::{
     cluster_token_ref, env, env_secret, labels, mysql_password_ref, restricted,
     runtime_default_seccomp, selector_labels, server_selector_labels,
 };
-use crate::k8s::names::{self, AGENT_PORT, MYSQL_PORT};
-use crate::spec::EngineFlavor;
+use walshard_k8s_api::names::{self, AGENT_PORT, MYSQL_PORT};
+use walshard_k8s_api::spec::EngineFlavor;
 
 /// The database the agent keeps everything in (it creates it too).
 const DATABASE: &str = "walshard";

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use super::{Context, FIELD_MANAGER, Fleet, ReconcileError, server_of};
 use crate::k8s::objects::Desired;
-use crate::spec::transition;
+use walshard_k8s_api::spec::transition;
 
 /// What [`apply_all`] did.
 #[derive(Debug, Default)]

@@ -7,9 +7,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use crate::election::Phase;
-use crate::runtime::Topology;
-use crate::spec::{
+use walshard_contract::Phase;
+use walshard_contract::Topology;
+use walshard_k8s_api::spec::{
     CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY, ShardedDatabaseStatus,
 };
 

@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use super::{Context, Fleet, lock, reason};
 use crate::k8s::objects;
-use crate::spec::{API_VERSION, KIND};
+use walshard_k8s_api::spec::{API_VERSION, KIND};
 
 /// Between two handover steps of a terminating pod.
 const STEP: Duration = Duration::from_millis(250);

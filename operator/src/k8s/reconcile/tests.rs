@@ -1,5 +1,6 @@
 use k8s_openapi::api::apps::v1::{StatefulSetSpec, StatefulSetStatus};
 
+use super::observe::{outdated, server_state};
 use super::*;
 
 fn set(generation: i64, status: Option<StatefulSetStatus>) -> StatefulSet {

@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::election::ShardInfo;
+use walshard_contract::ShardInfo;
 
 fn shard(id: &str, primary: Option<&str>, state: Phase) -> (String, ShardInfo) {
     (
