@@ -259,13 +259,17 @@ refuse "a ServiceMonitor without the metrics Service" "needs metrics.service.ena
   --set metrics.serviceMonitor.enabled=true --set metrics.service.enabled=false
 
 step "the monitoring rendering: PodMonitors for agents and routers, alerts and dashboard on real metrics"
-"$py" - "$out/monitoring-1.37.0.yaml" "$root/control-plane/src/runtime/metrics.rs" <<'EOF' || die "the monitoring objects are wrong (see above)"
+"$py" - "$out/monitoring-1.37.0.yaml" "$root/control-plane/src/runtime/metrics.rs" "$root/shard-agent/src/archive/metrics.rs" <<'EOF' || die "the monitoring objects are wrong (see above)"
 import json, re, sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 source = open(sys.argv[2]).read()
 # Metric names the control plane registers (prefix walshard_operator_; counters get _total).
 registered = set(re.findall(r'^\s*"([a-z_]+)",\s*$', source, re.M))
+# The agents' archive metrics (prefix walshard_agent_archive_).
+archive = set(re.findall(r'register\(\s*"([a-z_]+)"', open(sys.argv[3]).read()))
 def known(metric):
+    if metric.startswith("walshard_agent_archive_"):
+        return metric.removeprefix("walshard_agent_archive_").removesuffix("_total") in archive
     name = metric.removeprefix("walshard_operator_").removesuffix("_total")
     return name in registered
 errors = []
@@ -280,9 +284,9 @@ if len(dash) != 1:
 else:
     exprs += [t["expr"] for p in json.loads(dash[0]["data"]["walshard.json"])["panels"] for t in p["targets"]]
 for e in exprs:
-    for m in re.findall(r"walshard_operator_[a-z_]+", e):
+    for m in re.findall(r"walshard_(?:operator|agent_archive)_[a-z_]+", e):
         if not known(m):
-            errors.append(f"{m} (in {e}) is not a metric the operator registers")
+            errors.append(f"{m} (in {e}) is not a registered metric")
 print(f"    {len(pods)} PodMonitors, {len(exprs)} expressions over registered metrics")
 if errors:
     sys.exit("\n".join(errors))
