@@ -221,6 +221,24 @@ fn archive_backup_and_point_in_time_restores_through_s3() {
     s3.resume().expect("resume s3");
     let after_all = now_ms();
     wait_marks(&rt, &store, after_all);
+    // `walshard status` shows each shard's archive, caught up.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let archive = up.status_json()["topology"]["archive"].clone();
+        let caught_up = archive.as_object().is_some_and(|a| {
+            a.len() == 4
+                && a.values()
+                    .all(|r| r["lag_entries"] == 0 && r["archived_lsn"].is_u64())
+        });
+        if caught_up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed the archive caught up: {archive}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     up.stop();
 
     let listing = cli.ok(&["backup", "list"]

@@ -99,6 +99,9 @@ pub struct ServerInfo {
 pub struct Topology {
     pub shards: BTreeMap<String, ShardInfo>,
     pub servers: BTreeMap<String, ServerInfo>,
+    /// Per shard, its primary's WAL archive (docs/backup.md); empty without a backup store.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub archive: BTreeMap<String, crate::ArchiveReport>,
 }
 
 impl Topology {

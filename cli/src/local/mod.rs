@@ -342,6 +342,26 @@ pub fn render_status(view: &FleetView, pid: u32, router_url: &str) -> String {
             let _ = writeln!(out, "         {reason}");
         }
     }
+    if !t.archive.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n{:<8} {:>12} {:>12} {:>10}  WAL ARCHIVE",
+            "SHARD", "ARCHIVED", "LAG ENTRIES", "LAG S"
+        );
+        for (id, a) in &t.archive {
+            let archived = a.archived_lsn.map_or("?".to_owned(), |l| l.to_string());
+            let error = a
+                .error
+                .as_deref()
+                .map(|e| format!("failing: {e}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "{id:<8} {archived:>12} {:>12} {:>10}  {error}",
+                a.lag_entries, a.lag_seconds
+            );
+        }
+    }
     out
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
-use walshard_contract::{Phase, ReplicaRef, ServerInfo, Topology};
+use walshard_contract::{ArchiveReport, Phase, ReplicaRef, ServerInfo, Topology};
 
 use super::agent_api::{AgentApi, AgentCallError, FenceReply};
 use super::handle::{Command, ControlPlaneHandle};
@@ -102,6 +102,8 @@ pub struct ControlPlane<A: AgentApi> {
     servers: FailureDetector,
     /// Servers whose latest status reported a full disk.
     disk_full: BTreeSet<String>,
+    /// Each server's latest archive reports, by shard.
+    archive: BTreeMap<String, BTreeMap<String, ArchiveReport>>,
     /// Servers removed from the spec that a shard's change under way still fences (name → URL).
     leaving: BTreeMap<String, String>,
     inflight: JoinSet<Completion>,
@@ -153,6 +155,7 @@ impl<A: AgentApi> ControlPlane<A> {
             api: Arc::new(api),
             servers: FailureDetector::new(cfg.controller.detector),
             disk_full: BTreeSet::new(),
+            archive: BTreeMap::new(),
             spec,
             cfg,
             controllers,
@@ -325,12 +328,21 @@ impl<A: AgentApi> ControlPlane<A> {
 
     /// The current view of every shard and server.
     pub fn topology(&self, now: Instant) -> Topology {
+        let shards: BTreeMap<String, _> = self
+            .controllers
+            .iter()
+            .map(|(id, c)| (id.clone(), c.info(now)))
+            .collect();
+        let archive = shards
+            .iter()
+            .filter_map(|(id, info)| {
+                let report = self.archive.get(info.primary.as_deref()?)?.get(id)?;
+                Some((id.clone(), report.clone()))
+            })
+            .collect();
         Topology {
-            shards: self
-                .controllers
-                .iter()
-                .map(|(id, c)| (id.clone(), c.info(now)))
-                .collect(),
+            archive,
+            shards,
             servers: self
                 .spec
                 .servers
@@ -380,6 +392,14 @@ impl<A: AgentApi> ControlPlane<A> {
             match result {
                 Ok(status) => {
                     self.servers.record(&server, Heartbeat::Ok, t);
+                    match &status.archive {
+                        Some(reports) => {
+                            self.archive.insert(server.clone(), reports.clone());
+                        }
+                        None => {
+                            self.archive.remove(&server);
+                        }
+                    }
                     if status.disk.as_ref().is_some_and(|d| d.full) {
                         self.disk_full.insert(server.clone());
                     } else {

@@ -212,6 +212,7 @@ fn healthy_topology(primaries: &[(&str, Option<&str>, Phase)]) -> Topology {
             })
             .collect(),
         servers: BTreeMap::new(),
+        archive: BTreeMap::new(),
     }
 }
 

@@ -131,6 +131,7 @@ mod tests {
             ]
             .into(),
             servers: Default::default(),
+            archive: Default::default(),
         };
         let h = handovers_off("A", &replicas, &topology);
         assert_eq!(h.len(), 1, "A leads sh1 only: {h:?}");

@@ -43,6 +43,7 @@ fn ready_observation() -> Observation {
                 shard("sh2", Some("Server1"), Phase::Healthy),
             ]),
             servers: BTreeMap::new(),
+            archive: BTreeMap::new(),
         }),
         ..Observation::default()
     }
