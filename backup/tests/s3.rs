@@ -1,5 +1,6 @@
 //! The backup store against a real S3-compatible server on loopback (`s3s-fs`), including the
 //! server going down and coming back.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use bytes::Bytes;
 use walshard_backup::{ArchivedEntry, BackupStore, ShardArchiveMark, StoreOptions};

@@ -4,6 +4,7 @@
 //! happen during archiving; then `walshard restore` builds new fleets that `walshard up` serves:
 //! to the latest point (every acknowledged write), to a time between two batches (exactly the
 //! writes before it), and refuses a store with a damaged object, naming it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! fleet: with the default `session` consistency every write, update and delete is visible to the
 //! read that follows it, through the same router without any token, and through a second router
 //! when the client passes the causality token on.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! test. Once the volume is filled below the agents' reserve, writes are answered at once with a
 //! 507 `disk-full` naming the server and shard, the agents' metrics show it, nothing acknowledged
 //! is lost, and writes resume by themselves once space is freed. Needs root (mount), as CI has.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Every `ShardedDatabase` in `examples/` runs locally: `walshard up --file` brings up the fleet
 //! it describes (servers, shards, placement, schema as `resolve` says), every shard elects a
 //! primary, and a row written at each shard's first key reads back (strong read) through the router.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

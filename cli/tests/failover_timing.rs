@@ -3,6 +3,7 @@
 //! steady write load, ten times each. The figures are printed, never asserted (docs/consistency.md);
 //! what is asserted: no acknowledged write is lost, a thawed primary rejoins as a secondary, and
 //! strong reads after it see every acknowledged write.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Black-box tests of a live local fleet (`walshard up`: real MariaDB and agent processes, the
 //! control plane and a router process), through the seed API only.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

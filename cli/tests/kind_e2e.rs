@@ -7,6 +7,7 @@
 //!
 //! The one test that is not ignored checks what can be checked without a cluster: the script is
 //! there, executable, parses, and fails with a clear message when its tools are missing.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

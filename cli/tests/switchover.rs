@@ -2,6 +2,7 @@
 //! under writes moves the primary to the named replica, loses no acknowledged write, and the
 //! longest write during it is printed next to the writes' usual latency (the planned pause;
 //! not asserted: timing on a shared machine). A refused target fails with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! `HttpAgentApi` against a mock agent speaking docs/replication.md's endpoints.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

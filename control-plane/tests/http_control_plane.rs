@@ -1,5 +1,6 @@
 //! The control plane over real HTTP: `ControlPlane<HttpAgentApi>` against agents that serve
 //! docs/replication.md's endpoints from a simulated cluster.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

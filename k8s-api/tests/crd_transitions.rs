@@ -2,6 +2,7 @@
 //! object as the API server gives it on update, and the Rust mirror
 //! (`spec::transition::validate_transition`) refuse exactly the same changes, with the same
 //! message. A create (no old object) never runs them.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;

@@ -3,6 +3,7 @@
 //! that records the status and annotation patches. First start (agents configured, primaries
 //! elected, status and record written), removing a server that holds a primary (handed over,
 //! then drained), two databases in one metrics registry, and removal.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,7 @@
 //! The desired objects of a `ShardedDatabase` (`k8s::objects::desired`): golden files for the
 //! examples (`tests/golden/<example>/<kind>-<name>.yaml`; `WALSHARD_BLESS=1` rewrites them), and
 //! focused checks of what the reconciler, the control plane and the router rely on.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

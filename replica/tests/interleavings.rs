@@ -5,6 +5,7 @@
 //! - no committed entry is truncated or changed, and a new primary holds every entry committed
 //!   in an earlier epoch;
 //! - at most one replica is promoted, and at most one commits, per epoch.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use std::collections::BTreeMap;
 

@@ -5,6 +5,7 @@
 //!
 //! `cargo bench -p walshard-router --bench hashing`; `WALSHARD_BENCH_LOOKUPS` sets the lookups
 //! per cell (default 2,000,000; each cell is timed 5 times and the median is reported).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use std::hint::black_box;
 use std::time::Instant;

@@ -2,6 +2,7 @@
 //! `ShardedDatabase` becomes its routes, `/add` and `/rm` become merge patches of its spec
 //! (conditioned on `resourceVersion`, validated again after a 409), `/init` of another layout
 //! is refused without a patch.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

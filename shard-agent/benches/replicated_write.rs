@@ -5,6 +5,7 @@
 //! Prints figures and ratios; asserts nothing about time. Every process shares this machine's
 //! cores (3 agents + 3 MariaDB for the replicated shard), so the server CPU per row is printed too.
 //! `WALSHARD_BENCH_SECS` sets the seconds per cell (default 3).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

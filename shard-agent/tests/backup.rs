@@ -3,6 +3,7 @@
 //! restores into fresh MariaDB servers give exactly the latest state, the state at a time between
 //! two batches, and the state at an LSN; a damaged chunk is refused by name; an agent started on
 //! a restored data dir serves the restored rows and takes new writes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

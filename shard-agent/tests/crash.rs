@@ -2,6 +2,7 @@
 //! is killed with SIGKILL at random moments; afterwards every acknowledged write must be present
 //! exactly once, with the content that was acknowledged. Writes cut off by a crash are retried
 //! with their operation id after the restart and must not be applied twice.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

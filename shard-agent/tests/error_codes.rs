@@ -1,6 +1,7 @@
 //! Every error answer carries its `"code"` (walshard_contract::ErrorCode) beside the seed's
 //! `message` and `status`: from a standalone agent, from replicas under the real control plane,
 //! and through the router, which relays the agent's code (and answers `no-majority` at once).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

@@ -6,6 +6,7 @@
 //!
 //! The scenarios share the machine's two cores with several MariaDB servers each, so they run
 //! one at a time (a global lock) to keep failure detection honest.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

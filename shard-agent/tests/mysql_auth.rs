@@ -7,6 +7,7 @@
 //! and sqlx's client, not mysqld's code; the RSA key pair comes from a fixture rather than
 //! `caching_sha2_password_auto_generate_rsa_keys`; no SQL is executed. The kind e2e suite runs
 //! the default `mysql:8.4` image for that.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 #[path = "common/mysql_emulator.rs"]
 mod emulator;

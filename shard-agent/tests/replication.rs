@@ -2,6 +2,7 @@
 //! elector in the test that follows docs/replication.md: fence a quorum at a new epoch, promote
 //! the replica with the highest (last_epoch, last_lsn). The control plane's own election logic is
 //! tested in the operator crate and end to end there.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The router's data path end to end: real agents (two ranged shards on three servers, each with
 //! its own MariaDB), the real control plane electing primaries, and the router service on a
 //! port. Lives here because only this package can start the agent binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod common;
 

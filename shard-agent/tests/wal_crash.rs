@@ -1,6 +1,7 @@
 //! kill -9 test: a child process proposes concurrently and reports every
 //! acknowledged entry; the parent SIGKILLs it at arbitrary moments and checks
 //! that recovery keeps a contiguous log containing every acknowledged entry.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};

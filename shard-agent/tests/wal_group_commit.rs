@@ -3,6 +3,7 @@
 //! shared fsyncs.
 //!
 //! Run with `cargo test --release -p walshard-agent --test wal_group_commit -- --nocapture`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use std::time::Instant;
 

@@ -3,6 +3,7 @@
 //! the frames or in the padding) yields exactly the longest valid prefix, with
 //! the cut bytes zeroed so no stale frame can come back; damage to an earlier
 //! segment is an error unless it removed only zero padding.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use std::path::{Path, PathBuf};
 

@@ -1,4 +1,5 @@
 //! Tests for `ChildGuard` on plain `sleep` processes.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod support;
 

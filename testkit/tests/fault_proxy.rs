@@ -1,4 +1,5 @@
 //! Tests for `FaultProxy` against a loopback echo server.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};

@@ -1,4 +1,5 @@
 //! Tests against real MariaDB servers (needs the Debian package `mariadb-server`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod support;
 

@@ -1,4 +1,5 @@
 //! Persistent servers ([`MariaDb::open`]) against real MariaDB (needs `mariadb-server`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! The reconciler against a mocked API server (kube-rs' tower-test pattern): each test is a
 //! scenario of the exact requests one reconciliation must send, each asserted and answered in
 //! turn, with a test double of the control planes ([`fleet::FakeFleet`]). No cluster, no sleeps.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod api;
 mod day2;
