@@ -108,6 +108,11 @@ pub enum ProcessError {
 }
 
 impl ProcessError {
+    /// An I/O error while doing `action` on `path`.
+    pub(crate) fn io_at(action: &str, path: &std::path::Path, e: std::io::Error) -> Self {
+        ProcessError::io(format!("{action} {}", path.display()), e)
+    }
+
     /// Wraps an I/O error with a description of what was being done.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         ProcessError::Io {

@@ -15,6 +15,7 @@
 pub mod agent;
 pub mod api;
 pub mod archive;
+pub mod archive_progress;
 pub mod base_backup;
 pub mod cli;
 pub mod disk_guard;

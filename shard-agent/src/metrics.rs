@@ -1,5 +1,7 @@
 //! Prometheus metrics of the agent, served at `/metrics`.
 
+pub mod archive;
+
 use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -56,7 +58,7 @@ pub struct Metrics {
     /// Free bytes of the data dir's volume, and 1 while writes are refused for want of space.
     pub disk_free_bytes: Gauge,
     pub disk_full: Gauge,
-    pub archive: crate::archive::ArchiveMetrics,
+    pub archive: archive::ArchiveMetrics,
 }
 
 impl Metrics {
@@ -192,7 +194,7 @@ impl Metrics {
             "Largest group commit since start (entries)",
             wal_max_group.clone(),
         );
-        let archive = crate::archive::ArchiveMetrics::register(&mut registry);
+        let archive = archive::ArchiveMetrics::register(&mut registry);
         Arc::new(Self {
             archive,
             registry,

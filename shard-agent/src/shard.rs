@@ -189,7 +189,7 @@ pub struct Shard {
     /// for these to drain so its target really holds the whole log.
     proposing: AtomicUsize,
     /// With WAL archiving on: how far the archive is (compaction keeps everything after it).
-    pub archive: std::sync::OnceLock<Arc<crate::archive::ArchiveProgress>>,
+    pub archive: std::sync::OnceLock<Arc<crate::archive_progress::ArchiveProgress>>,
 }
 
 /// Counts one in-flight proposal for as long as it lives.

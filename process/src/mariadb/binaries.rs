@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 
-use super::files::io_at;
 use super::{ENV_INSTALL_DB, ENV_MARIADBD};
 use crate::ProcessError;
 
@@ -88,7 +87,7 @@ pub(super) fn mariadbd_version(mariadbd: &Path) -> Result<String, ProcessError> 
         .arg("--version")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| io_at("running --version of", mariadbd, e))?;
+        .map_err(|e| ProcessError::io_at("running --version of", mariadbd, e))?;
     let text = String::from_utf8_lossy(&out.stdout);
     let version = parse_version(&text).ok_or_else(|| {
         ProcessError::io(

@@ -48,7 +48,7 @@ pub(super) fn ensure_template(binaries: &Binaries) -> Result<PathBuf, ProcessErr
     if template_is_complete(&template) {
         return Ok(template);
     }
-    fs::create_dir_all(&base).map_err(|e| io_at("creating", &base, e))?;
+    fs::create_dir_all(&base).map_err(|e| ProcessError::io_at("creating", &base, e))?;
     let _lock = lock_wait(&base.join("lock"), TEMPLATE_LOCK_TIMEOUT)?;
     if template_is_complete(&template) {
         return Ok(template);
@@ -57,19 +57,20 @@ pub(super) fn ensure_template(binaries: &Binaries) -> Result<PathBuf, ProcessErr
     // We hold the lock: anything else here is debris from a crashed creator.
     if template.exists() {
         fs::remove_dir_all(&template)
-            .map_err(|e| io_at("removing broken template", &template, e))?;
+            .map_err(|e| ProcessError::io_at("removing broken template", &template, e))?;
     }
-    let entries = fs::read_dir(&base).map_err(|e| io_at("listing", &base, e))?;
+    let entries = fs::read_dir(&base).map_err(|e| ProcessError::io_at("listing", &base, e))?;
     for entry in entries.flatten() {
         if entry.file_name().to_string_lossy().starts_with("build-") {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
     let build = base.join(format!("build-{}", std::process::id()));
-    fs::create_dir(&build).map_err(|e| io_at("creating", &build, e))?;
+    fs::create_dir(&build).map_err(|e| ProcessError::io_at("creating", &build, e))?;
     let data = build.join("data");
     run_install_db(binaries, &build, &data)?;
-    fs::rename(&data, &template).map_err(|e| io_at("renaming into place", &template, e))?;
+    fs::rename(&data, &template)
+        .map_err(|e| ProcessError::io_at("renaming into place", &template, e))?;
     let _ = fs::remove_dir_all(&build);
     tracing::debug!(
         template = %template.display(),
@@ -82,10 +83,10 @@ pub(super) fn ensure_template(binaries: &Binaries) -> Result<PathBuf, ProcessErr
 /// Runs `mariadb-install-db` into `data`, logging to `build/install.log`.
 fn run_install_db(binaries: &Binaries, build: &Path, data: &Path) -> Result<(), ProcessError> {
     let log_path = build.join("install.log");
-    let log = File::create(&log_path).map_err(|e| io_at("creating", &log_path, e))?;
+    let log = File::create(&log_path).map_err(|e| ProcessError::io_at("creating", &log_path, e))?;
     let log2 = log
         .try_clone()
-        .map_err(|e| io_at("duplicating the handle of", &log_path, e))?;
+        .map_err(|e| ProcessError::io_at("duplicating the handle of", &log_path, e))?;
     let mut cmd = Command::new(&binaries.install_db);
     cmd.arg("--no-defaults")
         .arg("--auth-root-authentication-method=normal")
@@ -178,7 +179,7 @@ pub(super) fn ensure_datadir(binaries: &Binaries, root: &Path) -> Result<(), Pro
     let partial = root.join(PARTIAL_DATADIR);
     if partial.exists() {
         fs::remove_dir_all(&partial)
-            .map_err(|e| io_at("removing interrupted copy", &partial, e))?;
+            .map_err(|e| ProcessError::io_at("removing interrupted copy", &partial, e))?;
     }
     let bad = |reason: String| ProcessError::BadDatadir {
         path: datadir.clone(),
@@ -188,18 +189,20 @@ pub(super) fn ensure_datadir(binaries: &Binaries, root: &Path) -> Result<(), Pro
         let Some(missing) = missing_datadir_file(&datadir) else {
             return Ok(());
         };
-        let mut entries = fs::read_dir(&datadir).map_err(|e| io_at("listing", &datadir, e))?;
+        let mut entries =
+            fs::read_dir(&datadir).map_err(|e| ProcessError::io_at("listing", &datadir, e))?;
         if entries.next().is_some() {
             return Err(bad(format!("it has no {missing}")));
         }
-        fs::remove_dir(&datadir).map_err(|e| io_at("removing empty", &datadir, e))?;
+        fs::remove_dir(&datadir).map_err(|e| ProcessError::io_at("removing empty", &datadir, e))?;
     } else if fs::symlink_metadata(&datadir).is_ok() {
         return Err(bad("it is not a directory".into()));
     }
     let started = Instant::now();
     let template = ensure_template(binaries)?;
     copy_dir(&template, &partial, true)?;
-    fs::rename(&partial, &datadir).map_err(|e| io_at("renaming into place", &datadir, e))?;
+    fs::rename(&partial, &datadir)
+        .map_err(|e| ProcessError::io_at("renaming into place", &datadir, e))?;
     sync_path(root)?;
     tracing::debug!(
         datadir = %datadir.display(),
@@ -232,7 +235,7 @@ pub(super) fn instance_root() -> Result<TempDir, ProcessError> {
         tempfile::Builder::new()
             .prefix("wsdb-")
             .tempdir_in(parent)
-            .map_err(|e| io_at("creating a temp dir in", parent, e))
+            .map_err(|e| ProcessError::io_at("creating a temp dir in", parent, e))
     };
     let dir = make(&std::env::temp_dir())?;
     if dir.path().join("mysqld.sock").as_os_str().len() < MAX_SOCKET_PATH {
@@ -244,18 +247,18 @@ pub(super) fn instance_root() -> Result<TempDir, ProcessError> {
 /// Recursively copies directory `src` to the new directory `dst` (files and dirs only); with
 /// `sync`, fsyncs every copied file and dir.
 pub(super) fn copy_dir(src: &Path, dst: &Path, sync: bool) -> Result<(), ProcessError> {
-    fs::create_dir(dst).map_err(|e| io_at("creating", dst, e))?;
-    for entry in fs::read_dir(src).map_err(|e| io_at("listing", src, e))? {
-        let entry = entry.map_err(|e| io_at("listing", src, e))?;
+    fs::create_dir(dst).map_err(|e| ProcessError::io_at("creating", dst, e))?;
+    for entry in fs::read_dir(src).map_err(|e| ProcessError::io_at("listing", src, e))? {
+        let entry = entry.map_err(|e| ProcessError::io_at("listing", src, e))?;
         let from = entry.path();
         let to = dst.join(entry.file_name());
         let kind = entry
             .file_type()
-            .map_err(|e| io_at("inspecting", &from, e))?;
+            .map_err(|e| ProcessError::io_at("inspecting", &from, e))?;
         if kind.is_dir() {
             copy_dir(&from, &to, sync)?;
         } else {
-            fs::copy(&from, &to).map_err(|e| io_at("copying", &from, e))?;
+            fs::copy(&from, &to).map_err(|e| ProcessError::io_at("copying", &from, e))?;
             if sync {
                 sync_path(&to)?;
             }
@@ -271,17 +274,13 @@ pub(super) fn copy_dir(src: &Path, dst: &Path, sync: bool) -> Result<(), Process
 fn sync_path(path: &Path) -> Result<(), ProcessError> {
     File::open(path)
         .and_then(|f| f.sync_all())
-        .map_err(|e| io_at("fsyncing", path, e))
+        .map_err(|e| ProcessError::io_at("fsyncing", path, e))
 }
 
 pub(super) fn prefixed(flag: &str, path: &Path) -> OsString {
     let mut s = OsString::from(flag);
     s.push(path.as_os_str());
     s
-}
-
-pub(super) fn io_at(action: &str, path: &Path, e: std::io::Error) -> ProcessError {
-    ProcessError::io(format!("{action} {}", path.display()), e)
 }
 
 /// Whether the error log says the TCP port could not be bound.

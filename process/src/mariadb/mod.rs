@@ -20,7 +20,7 @@ use crate::net::{POLL_INTERVAL, Probe, ensure_port_free, free_port, probe_mysql_
 
 use binaries::{Binaries, running_as_root};
 use files::{
-    check_no_leftover_server, copy_dir, ensure_datadir, ensure_template, instance_root, io_at,
+    check_no_leftover_server, copy_dir, ensure_datadir, ensure_template, instance_root,
     is_bind_failure, lock_root, prefixed, read_from, socket_path_for, tail_of_file,
 };
 
@@ -173,7 +173,7 @@ impl MariaDb {
         let root = instance_root()?;
         copy_dir(&template, &root.path().join("data"), false)?;
         let tmp = root.path().join("tmp");
-        fs::create_dir(&tmp).map_err(|e| io_at("creating", &tmp, e))?;
+        fs::create_dir(&tmp).map_err(|e| ProcessError::io_at("creating", &tmp, e))?;
         let db = MariaDb::new(RootDir::Temp(root), free_port()?, binaries.mariadbd, opts);
         db.first_launch(false, started)
     }
@@ -200,14 +200,14 @@ impl MariaDb {
     ) -> Result<MariaDb, ProcessError> {
         let started = Instant::now();
         let binaries = Binaries::locate()?;
-        fs::create_dir_all(root).map_err(|e| io_at("creating", root, e))?;
+        fs::create_dir_all(root).map_err(|e| ProcessError::io_at("creating", root, e))?;
         // Absolute, because mariadbd gets these paths and runs in the root.
-        let root = fs::canonicalize(root).map_err(|e| io_at("resolving", root, e))?;
+        let root = fs::canonicalize(root).map_err(|e| ProcessError::io_at("resolving", root, e))?;
         let lock = lock_root(&root)?;
         check_no_leftover_server(&root)?;
         ensure_datadir(&binaries, &root)?;
         let tmp = root.join("tmp");
-        fs::create_dir_all(&tmp).map_err(|e| io_at("creating", &tmp, e))?;
+        fs::create_dir_all(&tmp).map_err(|e| ProcessError::io_at("creating", &tmp, e))?;
         let fixed = port.filter(|p| *p != 0);
         let port = match fixed {
             Some(p) => {
@@ -479,10 +479,10 @@ impl MariaDb {
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|e| io_at("opening", &log_path, e))?;
+            .map_err(|e| ProcessError::io_at("opening", &log_path, e))?;
         let log2 = log
             .try_clone()
-            .map_err(|e| io_at("duplicating the handle of", &log_path, e))?;
+            .map_err(|e| ProcessError::io_at("duplicating the handle of", &log_path, e))?;
         let mut cmd = Command::new(&self.mariadbd);
         cmd.args(self.args())
             .current_dir(self.root.path())

@@ -8,9 +8,6 @@
 //! A secondary archives nothing: it reads the mark now and then, so its own compaction also
 //! keeps what is not archived (it may become the primary).
 
-mod metrics;
-mod progress;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,8 +20,8 @@ use crate::ops::Op;
 use crate::shard::Shard;
 use crate::wal::WalError;
 
-pub use metrics::ArchiveMetrics;
-pub use progress::ArchiveProgress;
+pub use crate::archive_progress::ArchiveProgress;
+pub use crate::metrics::archive::ArchiveMetrics;
 
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {

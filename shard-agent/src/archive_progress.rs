@@ -1,5 +1,6 @@
-//! How far one shard's archive is known complete: shared by the archiver (which advances it),
-//! WAL compaction (which never deletes what is not archived) and `/status`.
+//! How far one shard's WAL archive is known complete: shared by the archiver (`archive`, which
+//! advances it), WAL compaction in `shard` (which never deletes what is not archived) and
+//! `/status`.
 
 use std::sync::Mutex;
 
