@@ -91,6 +91,8 @@ enum StartError {
     },
     #[error("leader election timings: {0}")]
     Leader(#[from] LeaderConfigError),
+    #[error("the agents' HTTP client: {0}")]
+    Client(#[from] walshard_contract::http_client::ClientError),
     #[error(
         "WALSHARD_AGENT_IMAGE_PULL_POLICY ({agent}) and WALSHARD_ROUTER_IMAGE_PULL_POLICY ({router}) differ; the operator applies one policy to both images"
     )]
@@ -184,7 +186,7 @@ async fn run(args: Args) -> Result<(), StartError> {
         .clone()
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| client.default_namespace().to_owned());
-    let fleet = HostedPlanes::new(client.clone(), &mut registry);
+    let fleet = HostedPlanes::new(client.clone(), &mut registry)?;
     let ctx = Arc::new(Context::new(
         client.clone(),
         fleet,

@@ -199,7 +199,8 @@ async fn control_planes_elect_publish_hand_over_and_drain() {
     };
     let restart_cfg = cfg.clone();
     let mut registry = Registry::default();
-    let planes = HostedPlanes::with_config(client(&api_url), &mut registry, cfg);
+    let planes =
+        HostedPlanes::with_config(client(&api_url), &mut registry, cfg).expect("HTTP client");
 
     // First start: agents configured, one primary per shard, status and record published.
     planes.ensure(&db, TOKEN).await.unwrap();
@@ -355,7 +356,8 @@ async fn control_planes_elect_publish_hand_over_and_drain() {
             .is_some_and(|a| a.contains_key(SETTLED_ANNOTATION))
     );
     let mut registry = Registry::default();
-    let again = HostedPlanes::with_config(client(&api_url), &mut registry, restart_cfg);
+    let again = HostedPlanes::with_config(client(&api_url), &mut registry, restart_cfg)
+        .expect("HTTP client");
     again.ensure(&stored, TOKEN).await.unwrap();
     wait_for("adopted primaries", Duration::from_secs(20), || {
         again.topology("ns", "db").is_some_and(|t| {

@@ -40,6 +40,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
+use walshard_contract::http_client::{ClientError, ClientSettings};
 use walshard_contract::{Quorum, Topology};
 
 use super::reconcile::FleetError;
@@ -210,7 +211,7 @@ struct Progress {
 impl HostedPlanes {
     /// Control planes writing through `client`, their metrics (`walshard_operator_*`, one
     /// `database="<namespace>/<name>"` label per database) registered into `registry`.
-    pub fn new(client: kube::Client, registry: &mut Registry) -> Self {
+    pub fn new(client: kube::Client, registry: &mut Registry) -> Result<Self, ClientError> {
         Self::with_config(client, registry, HostedPlanesConfig::default())
     }
 
@@ -218,7 +219,7 @@ impl HostedPlanes {
         client: kube::Client,
         registry: &mut Registry,
         cfg: HostedPlanesConfig,
-    ) -> Self {
+    ) -> Result<Self, ClientError> {
         let metrics = ControlPlaneMetrics::new(registry);
         let running = Gauge::default();
         registry
@@ -228,11 +229,12 @@ impl HostedPlanes {
                 "Databases whose control plane runs in this operator",
                 running.clone(),
             );
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(1))
-            .build()
-            .unwrap_or_default();
-        Self {
+        let http = ClientSettings {
+            connect_timeout: Some(Duration::from_secs(1)),
+            ..ClientSettings::default()
+        }
+        .build()?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 client,
                 cfg,
@@ -242,7 +244,7 @@ impl HostedPlanes {
                 databases: Mutex::new(BTreeMap::new()),
                 ops: tokio::sync::Mutex::new(()),
             }),
-        }
+        })
     }
 
     fn databases(&self) -> MutexGuard<'_, BTreeMap<Key, Database>> {
