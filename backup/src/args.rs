@@ -22,6 +22,7 @@ pub struct StoreArgs {
 }
 
 impl StoreArgs {
+    /// The S3 settings of these flags, as [`StoreOptions`] (other options at their defaults).
     pub fn options(&self) -> StoreOptions {
         StoreOptions {
             endpoint: self.s3_endpoint.clone(),

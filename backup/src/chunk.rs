@@ -18,30 +18,53 @@ const ENTRY_HEADER: usize = 4 + 8 + 8 + 16 + 8;
 /// One committed WAL entry as archived.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ArchivedEntry {
+    /// Epoch (term) of the primary that proposed it.
     pub epoch: u64,
+    /// Its position in the shard's log.
     pub lsn: u64,
+    /// The operation id of the write (deduplicates retried writes).
     pub op_id: u128,
     /// When the primary proposed it (its wall clock).
     pub at_ms: Millis,
+    /// The op's payload, as the WAL holds it.
     pub payload: Bytes,
 }
 
+/// Why a chunk could not be encoded or decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChunkError {
+    /// The object's CRC-32C does not match its contents (corrupt or truncated object).
     #[error("{key}: checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
     Checksum {
+        /// The chunk's object key.
         key: String,
+        /// The CRC-32C stored at the end of the object.
         stored: u32,
+        /// The CRC-32C of the bytes before it.
         computed: u32,
     },
+    /// The checksum holds but the contents do not parse as a chunk (bad magic, truncated
+    /// header, entry or payload, or bytes after the last entry).
     #[error("{key}: not an archived WAL chunk ({reason})")]
-    Malformed { key: String, reason: String },
+    Malformed {
+        /// The chunk's object key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A well-formed chunk whose shard, LSN range or latest time stamp differ from its name, or
+    /// whose LSNs are not consecutive.
     #[error("{key}: holds {found}, its name says {expected}")]
     NameMismatch {
+        /// The chunk's object key.
         key: String,
+        /// The name it was read under (`Debug` of its [`ChunkName`]).
         expected: String,
+        /// The name its contents give.
         found: String,
     },
+    /// Encoding was given no entries, an LSN 0, LSNs that are not consecutive, epochs that
+    /// decrease, or a shard name, entry count or payload too long for the format.
     #[error(
         "a chunk needs at least one entry, with consecutive LSNs and epochs that never decrease"
     )]

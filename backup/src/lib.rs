@@ -11,6 +11,8 @@
 //! - [`args`] (feature `cli`): the flags that name a store;
 //! - [`store`]: the object store (a local directory or S3-compatible), through `object_store`.
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "cli")]
 pub mod args;
 pub mod chunk;

@@ -14,22 +14,31 @@ use serde::{Deserialize, Serialize};
 
 use crate::Millis;
 
+/// Top-level directory of the archived WAL (`wal/<shard>/...`).
 pub const WAL: &str = "wal";
+/// Top-level directory of base backups (`base/<backup id>/...`).
 pub const BASE: &str = "base";
+/// File name of a base backup's manifest, under its directory.
 pub const MANIFEST: &str = "manifest.json";
+/// File name of a shard's archive mark, under its WAL directory.
 pub const MARK: &str = "mark.json";
 const CHUNK_SUFFIX: &str = ".chunk";
 
 /// One archived chunk: entries `first..=last` of a shard, the largest entry time stamp in it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ChunkName {
+    /// The shard whose entries it holds.
     pub shard: String,
+    /// LSN of its first entry (at least 1).
     pub first: u64,
+    /// LSN of its last entry (inclusive; at least `first`).
     pub last: u64,
+    /// The latest time stamp of its entries.
     pub max_at_ms: Millis,
 }
 
 impl ChunkName {
+    /// Its object key, `wal/<shard>/<first>-<last>-<max at ms>.chunk` (zero-padded).
     pub fn key(&self) -> String {
         format!(
             "{WAL}/{}/{:020}-{:020}-{:013}{CHUNK_SUFFIX}",
@@ -58,6 +67,7 @@ impl ChunkName {
     }
 }
 
+/// Key of a shard's archive mark, `wal/<shard>/mark.json`.
 pub fn mark_key(shard: &str) -> String {
     format!("{WAL}/{shard}/{MARK}")
 }
@@ -68,6 +78,7 @@ pub fn mark_key(shard: &str) -> String {
 pub struct BackupId(String);
 
 impl BackupId {
+    /// The id of a backup started at `ms` (UTC).
     pub fn at(ms: Millis) -> BackupId {
         let secs = i64::try_from(ms / 1000).unwrap_or(i64::MAX);
         let stamp = jiff::Timestamp::from_second(secs)
@@ -85,18 +96,22 @@ impl BackupId {
         ok.then(|| BackupId(s.to_owned()))
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// Key of its manifest, `base/<id>/manifest.json`.
     pub fn manifest_key(&self) -> String {
         format!("{BASE}/{}/{MANIFEST}", self.0)
     }
 
+    /// Key of a shard's row part number `part` (from 0), `base/<id>/<shard>/<part:06>.rows`.
     pub fn part_key(&self, shard: &str, part: usize) -> String {
         format!("{BASE}/{}/{shard}/{part:06}.rows", self.0)
     }
 
+    /// Key of a shard's op outcomes, `base/<id>/<shard>/ops.json`.
     pub fn ops_key(&self, shard: &str) -> String {
         format!("{BASE}/{}/{shard}/ops.json", self.0)
     }

@@ -17,11 +17,17 @@ use crate::Millis;
 use crate::manifest::{Manifest, ShardArchiveMark};
 use crate::names::{BackupId, ChunkName};
 
+/// What a restore restores to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
+    /// Every archived entry, from the newest complete backup.
     Latest,
+    /// Each shard's entries stamped up to this time, from the newest backup finished by then.
     Time(Millis),
+    /// The named shards up to these LSNs (inclusive), the others to the latest, from the newest
+    /// backup whose copies of the named shards are at or below them.
     Lsn(BTreeMap<String, u64>),
+    /// Exactly this base backup, no archived entries after it.
     Backup(BackupId),
 }
 
@@ -47,50 +53,87 @@ impl Stop {
     }
 }
 
+/// How one shard is restored: its base copy, then these chunks replayed up to `stop`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardPlan {
     /// The base copy's LSN: replay starts after it.
     pub base_lsn: u64,
+    /// The chunks to replay, in LSN order, contiguous from `base_lsn + 1`; the last may hold
+    /// entries past `stop`.
     pub chunks: Vec<ChunkName>,
+    /// Where replay ends.
     pub stop: Stop,
 }
 
+/// What a restore reads: one base backup and, per shard, the chunks replayed on top of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RestorePlan {
+    /// The base backup restored from.
     pub backup: Manifest,
+    /// The plan of each shard in the backup, by shard name.
     pub shards: BTreeMap<String, ShardPlan>,
 }
 
 /// The span of times a restore can reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RestorableRange {
+    /// When the earliest complete backup finished.
     pub from_ms: Millis,
+    /// The latest time every shard's archive is known complete (never before the newest
+    /// backup finished).
     pub to_ms: Millis,
 }
 
+/// Why no restore plan reaches the target.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
+    /// The store holds no complete base backup (none with a manifest).
     #[error("the store holds no complete base backup")]
     NoBackup,
+    /// [`Target::Backup`] names a backup the store does not hold (complete).
     #[error("no base backup {0} in the store")]
     UnknownBackup(String),
+    /// [`Target::Time`] is before the earliest backup finished.
     #[error(
         "no base backup finished before {target_ms} ms (the earliest finished at {earliest_ms} ms)"
     )]
     BeforeFirstBackup {
+        /// The target time.
         target_ms: Millis,
+        /// When the earliest complete backup finished.
         earliest_ms: Millis,
     },
+    /// [`Target::Lsn`] names a shard no backup holds.
     #[error("shard {0} is not in the backups")]
     UnknownShard(String),
+    /// [`Target::Lsn`] asks for a shard's LSN below every backup's copy of it.
     #[error("shard {shard}: no base backup at or before LSN {lsn}")]
-    LsnBeforeBackups { shard: String, lsn: u64 },
+    LsnBeforeBackups {
+        /// The shard.
+        shard: String,
+        /// The LSN asked for.
+        lsn: u64,
+    },
+    /// Entries the replay needs are missing: a later chunk exists, or the shard's mark says
+    /// they were archived.
     #[error("shard {shard}: archived entries {from}..={to} are missing from the store")]
-    Gap { shard: String, from: u64, to: u64 },
+    Gap {
+        /// The shard.
+        shard: String,
+        /// First missing LSN.
+        from: u64,
+        /// Last missing LSN (inclusive).
+        to: u64,
+    },
+    /// The target is past what the archive holds: an LSN beyond its last chunk, or a time after
+    /// the shard's archive is known complete.
     #[error("shard {shard}: the archive reaches {reached} but the target needs {needed}")]
     BeyondArchive {
+        /// The shard.
         shard: String,
+        /// How far the archive goes (an LSN, and for a time target how long it is complete).
         reached: String,
+        /// What the target needs (an LSN or a time).
         needed: String,
     },
 }

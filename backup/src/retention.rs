@@ -9,16 +9,24 @@ use crate::names::{BackupId, ChunkName};
 /// neither set, keep everything. The newest backup is always kept.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Retention {
+    /// Keep the newest this many backups.
     pub keep_count: Option<usize>,
+    /// Keep backups that finished at most this long ago (milliseconds).
     pub keep_age_ms: Option<Millis>,
 }
 
+/// What a retention policy deletes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Prune {
+    /// The base backups outside the policy, newest first.
     pub backups: Vec<BackupId>,
+    /// The chunks whose entries the oldest kept backup's copy already includes (no restore
+    /// from a kept backup replays them).
     pub chunks: Vec<ChunkName>,
 }
 
+/// What `policy` deletes at `now_ms` among a store's complete backups and archived chunks:
+/// every backup older than the oldest kept one, and the chunks only those could replay.
 pub fn prune(
     backups: &[Manifest],
     chunks: &[ChunkName],

@@ -20,31 +20,63 @@ use crate::names::{self, ChunkName};
 pub struct StoreOptions {
     /// e.g. `http://127.0.0.1:9000` for an S3-compatible server (path-style requests).
     pub endpoint: Option<String>,
+    /// S3 region (else `AWS_REGION`).
     pub region: Option<String>,
+    /// Access key id (else `AWS_ACCESS_KEY_ID`).
     pub access_key_id: Option<String>,
+    /// Secret access key (else `AWS_SECRET_ACCESS_KEY`).
     pub secret_access_key: Option<String>,
 }
 
+/// A failed store operation; [`StoreError::code`] classifies it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store URL does not parse, has an unsupported scheme, no bucket or a bad path, or
+    /// its directory or S3 client could not be set up.
     #[error("backup store URL {url}: {reason}")]
-    Url { url: String, reason: String },
-    #[error("backup store {url}: {key}: {source}")]
-    Io {
+    Url {
+        /// The store URL as given.
         url: String,
-        key: String,
-        source: object_store::Error,
-    },
-    #[error("backup store {url}: {key} is missing")]
-    Missing { url: String, key: String },
-    #[error("backup store {url}: {key} is damaged: {reason}")]
-    Damaged {
-        url: String,
-        key: String,
+        /// What is wrong with it.
         reason: String,
     },
+    /// Reading, writing, listing or deleting an object failed (other than it not existing).
+    #[error("backup store {url}: {key}: {source}")]
+    Io {
+        /// The store URL.
+        url: String,
+        /// The key (or listed directory) the operation was on.
+        key: String,
+        /// The `object_store` error.
+        source: object_store::Error,
+    },
+    /// A read object does not exist.
+    #[error("backup store {url}: {key} is missing")]
+    Missing {
+        /// The store URL.
+        url: String,
+        /// The missing object's key.
+        key: String,
+    },
+    /// A backup part's size or checksum differs from its manifest's, or a JSON object does not
+    /// (de)serialize.
+    #[error("backup store {url}: {key} is damaged: {reason}")]
+    Damaged {
+        /// The store URL.
+        url: String,
+        /// The damaged object's key.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A WAL chunk could not be encoded, or a stored one failed its checks.
     #[error("backup store {url}: {source}")]
-    Chunk { url: String, source: ChunkError },
+    Chunk {
+        /// The store URL.
+        url: String,
+        /// Why the chunk was refused.
+        source: ChunkError,
+    },
 }
 
 impl StoreError {
@@ -120,6 +152,7 @@ impl BackupStore {
         })
     }
 
+    /// The URL the store was opened with.
     pub fn url(&self) -> &str {
         &self.url
     }
@@ -144,6 +177,7 @@ impl BackupStore {
         }
     }
 
+    /// Writes an object, replacing any under the same key.
     pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
         self.inner
             .put(&self.path(key), bytes.into())
@@ -152,6 +186,7 @@ impl BackupStore {
             .map_err(|e| self.io(key, e))
     }
 
+    /// An object's bytes; [`StoreError::Missing`] when it does not exist.
     pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
         let got = self.inner.get(&self.path(key)).await;
         match got {
@@ -169,6 +204,7 @@ impl BackupStore {
         }
     }
 
+    /// Deletes an object; deleting one that does not exist succeeds.
     pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
         match self.inner.delete(&self.path(key)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -276,6 +312,7 @@ impl BackupStore {
         }
     }
 
+    /// Writes a shard's archive mark, replacing the previous one.
     pub async fn put_mark(&self, shard: &str, mark: ShardArchiveMark) -> Result<(), StoreError> {
         self.put_json(&names::mark_key(shard), &mark).await
     }
@@ -297,6 +334,7 @@ impl BackupStore {
         Ok(marks)
     }
 
+    /// Writes a base backup's manifest, which makes the backup complete: call it last.
     pub async fn put_manifest(&self, manifest: &Manifest) -> Result<(), StoreError> {
         self.put_json(&manifest.id.manifest_key(), manifest).await
     }
@@ -327,6 +365,7 @@ impl BackupStore {
         Ok(())
     }
 
+    /// Writes `value` as pretty-printed JSON.
     pub async fn put_json<T: serde::Serialize>(
         &self,
         key: &str,
@@ -340,6 +379,7 @@ impl BackupStore {
         self.put(key, Bytes::from(bytes)).await
     }
 
+    /// Reads a JSON object; [`StoreError::Damaged`] when it does not deserialize as `T`.
     pub async fn get_json<T: serde::de::DeserializeOwned>(
         &self,
         key: &str,

@@ -17,6 +17,8 @@
 //! Nothing is installed: `mariadbd` and `mariadb-install-db` must exist (Debian package
 //! `mariadb-server`). Their paths can be overridden with [`ENV_MARIADBD`] and [`ENV_INSTALL_DB`].
 
+#![warn(missing_docs)]
+
 mod child;
 mod error;
 pub mod lock;

@@ -16,6 +16,8 @@
 //!   mismatch, step-down completion, snapshot-or-WAL and compaction bounds).
 //! - [`mem`]: the in-memory executor.
 
+#![warn(missing_docs)]
+
 pub mod mem;
 pub mod primary;
 pub mod rules;

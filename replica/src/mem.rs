@@ -8,6 +8,7 @@ use crate::{Epoch, Lsn, Promise, Role};
 /// One replica of a shard, in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemReplica {
+    /// Its rule state (name, promise, role).
     pub node: Replica,
     /// `log[i]` is the epoch of the entry at LSN `i + 1`.
     pub log: Vec<Epoch>,
@@ -25,18 +26,22 @@ impl MemReplica {
         }
     }
 
+    /// Its current role.
     pub fn role(&self) -> Role {
         self.node.role
     }
 
+    /// What it has promised.
     pub fn promise(&self) -> &Promise {
         &self.node.promise
     }
 
+    /// LSN of its last entry (0 when the log is empty).
     pub fn last_lsn(&self) -> Lsn {
         self.log.len() as Lsn
     }
 
+    /// Epoch of its last entry (0 when the log is empty).
     pub fn last_epoch(&self) -> Epoch {
         self.log.last().copied().unwrap_or(0)
     }

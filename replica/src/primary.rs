@@ -18,6 +18,7 @@ pub fn quorum_commit(mut held: Vec<Lsn>, quorum: usize, epoch_start: Lsn) -> Opt
 /// What decides whether a replica takes a client write now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WriteCheck {
+    /// The replica's role; only a primary takes writes.
     pub role: Role,
     /// The no-op of the epoch is committed.
     pub ready: bool,
@@ -32,12 +33,20 @@ pub struct WriteCheck {
 /// Why a client write is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum NotWritable {
+    /// This replica is not the primary.
     #[error("not the primary")]
     NotPrimary,
+    /// The primary's no-op is not committed yet, or it is stepping down.
     #[error("the primary is not ready to take writes")]
     NotReady,
+    /// Fewer replicas than a quorum were heard from recently.
     #[error("no majority: {reachable} of {needed} needed replicas reachable")]
-    NoQuorum { reachable: usize, needed: usize },
+    NoQuorum {
+        /// Replicas heard from recently, the primary included.
+        reachable: usize,
+        /// Replicas needed to commit.
+        needed: usize,
+    },
 }
 
 /// A client write is taken by a primary whose no-op is committed, that is not stepping down and

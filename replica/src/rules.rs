@@ -9,7 +9,9 @@ use crate::{Epoch, Lsn, Promise, Role};
 pub struct Replica {
     /// This server's name.
     pub me: String,
+    /// What it has promised (persisted).
     pub promise: Promise,
+    /// Its current role in the shard.
     pub role: Role,
 }
 
@@ -26,7 +28,10 @@ pub enum Effect {
     /// Drop every log entry after this LSN (a divergent, uncommitted tail).
     TruncateAfter(Lsn),
     /// Append durably the append's entries from this index on (those before are held).
-    Append { from: usize },
+    Append {
+        /// Index into [`Append::entries`] of the first entry to append.
+        from: usize,
+    },
     /// Raise the commit point to this LSN (never lower it).
     RaiseCommit(Lsn),
 }
@@ -34,7 +39,9 @@ pub enum Effect {
 /// The outcome of a rule: the next state and the effects that lead to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ready {
+    /// The state once every effect is executed.
     pub next: Replica,
+    /// The effects, to execute in order.
     pub effects: Vec<Effect>,
 }
 
@@ -44,20 +51,35 @@ pub enum Refusal {
     /// The replica promised a later epoch, or accepted another primary for this one.
     #[error("stale epoch: this replica has promised epoch {epoch}")]
     Stale {
+        /// The epoch this replica promised.
         epoch: Epoch,
+        /// The primary it accepted for that epoch, if any.
         primary: Option<String>,
     },
     /// The append does not continue this replica's log; it holds up to `last_lsn`.
     #[error("log mismatch: this replica's log ends at LSN {last_lsn} (epoch {last_epoch})")]
-    Mismatch { last_lsn: Lsn, last_epoch: Epoch },
+    Mismatch {
+        /// Its log's last LSN, or the LSN before `prev_lsn` when the entry there has another
+        /// epoch: where the primary should back up to.
+        last_lsn: Lsn,
+        /// Epoch of its log's last entry.
+        last_epoch: Epoch,
+    },
     /// The append conflicts with an entry this replica knows is committed: a broken invariant,
     /// the replica must halt rather than truncate it.
     #[error("conflicts with committed entry {lsn} (commit point {floor})")]
-    Committed { lsn: Lsn, floor: Lsn },
+    Committed {
+        /// The conflicting entry's LSN.
+        lsn: Lsn,
+        /// This replica's commit floor (highest LSN known committed or applied).
+        floor: Lsn,
+    },
     /// Only a primary may do this.
     #[error("not the primary of epoch {epoch}")]
     NotPrimary {
+        /// The epoch this replica promised.
         epoch: Epoch,
+        /// The primary it accepted for that epoch, if any.
         primary: Option<String>,
     },
     /// A step-down target that is not one of the primary's peers.
@@ -208,7 +230,9 @@ impl Replica {
 /// An entry's identity in a log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryId {
+    /// Epoch of the primary that proposed it.
     pub epoch: Epoch,
+    /// Its position in the log.
     pub lsn: Lsn,
 }
 
@@ -217,6 +241,7 @@ pub struct EntryId {
 pub struct Append<'a> {
     /// The entry before the first one sent, which the secondary must hold.
     pub prev_lsn: Lsn,
+    /// The epoch of that entry on the primary.
     pub prev_epoch: Epoch,
     /// The primary's commit point.
     pub commit_lsn: Lsn,
@@ -229,7 +254,9 @@ pub struct Append<'a> {
 pub struct LogFacts {
     /// First LSN still in the log (entries before it are applied, hence committed).
     pub first_lsn: Lsn,
+    /// Epoch of the log's last entry.
     pub last_epoch: Epoch,
+    /// LSN of the log's last entry.
     pub last_lsn: Lsn,
     /// Highest LSN known committed or applied here: never truncated.
     pub commit_floor: Lsn,

@@ -14,6 +14,8 @@
 //! The harness installs nothing: `mariadbd` and `mariadb-install-db` must exist (Debian package
 //! `mariadb-server`). Their paths can be overridden with [`ENV_MARIADBD`] and [`ENV_INSTALL_DB`].
 
+#![warn(missing_docs)]
+
 pub mod invariants;
 pub mod proxy;
 pub mod s3;

@@ -10,7 +10,9 @@ use walshard_process::{ChildGuard, ProcessError, free_port, wait_for_tcp};
 
 /// The program, found on the `PATH` unless this variable names it.
 pub const ENV_S3S_FS: &str = "WALSHARD_S3S_FS";
+/// The access key id the server accepts (the only one).
 pub const ACCESS_KEY: &str = "walshard-test";
+/// The secret key that goes with [`ACCESS_KEY`].
 pub const SECRET_KEY: &str = "walshard-test-secret";
 
 /// An `s3s-fs` process with one bucket; stopped and its data removed on drop.
@@ -19,6 +21,7 @@ pub struct S3Server {
     child: Option<ChildGuard>,
     port: u16,
     root: tempfile::TempDir,
+    /// The bucket it serves (a directory of its data dir).
     pub bucket: String,
 }
 
