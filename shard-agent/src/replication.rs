@@ -21,9 +21,9 @@ use walshard_replica::back_up;
 pub use walshard_replica::quorum_commit;
 
 use crate::metrics::Metrics;
-use crate::shard::Shard;
+use crate::store::{Snapshot, StoreError};
 use crate::wal::codec::{decode_frame, encode_frame};
-use crate::wal::{Entry, Epoch, Lsn, WalError};
+use crate::wal::{Entry, Epoch, Lsn, Wal, WalError};
 
 /// Largest append request body (bytes of WAL frames).
 pub const MAX_BATCH_BYTES: usize = 4 << 20;
@@ -228,7 +228,12 @@ impl Replication {
     }
 
     /// Starts one streaming task per peer.
-    pub fn spawn(self: &Arc<Self>, shard: &Arc<Shard>, http: &reqwest::Client, token: &str) {
+    pub fn spawn<S: ReplicationSource>(
+        self: &Arc<Self>,
+        shard: &Arc<S>,
+        http: &reqwest::Client,
+        token: &str,
+    ) {
         for peer in &self.peers {
             let task = PeerTask {
                 shard: shard.clone(),
@@ -242,8 +247,33 @@ impl Replication {
     }
 }
 
-struct PeerTask {
-    shard: Arc<Shard>,
+/// What a primary's peer streams need from their shard (the shard implements it, so this module
+/// does not depend on the shard's).
+pub trait ReplicationSource: Send + Sync + 'static {
+    /// The shard's id.
+    fn id(&self) -> &Ident;
+    /// This server's name, sent to peers as their primary.
+    fn server_name(&self) -> &str;
+    /// The shard's WAL, streamed to the peers.
+    fn wal(&self) -> &Wal;
+    /// LSN up to which entries are committed.
+    fn commit_lsn(&self) -> Lsn;
+    /// Changes whenever the commit point advances.
+    fn subscribe_commit(&self) -> watch::Receiver<Lsn>;
+    /// The agent's metrics.
+    fn metrics(&self) -> &Metrics;
+    /// Whether a peer that needs entries from `next` must get a snapshot instead.
+    fn needs_snapshot(&self, next: Lsn) -> bool;
+    /// Recomputes the commit point after a peer acknowledged entries.
+    fn recompute_commit(&self, repl: &Replication);
+    /// A consistent copy of the shard at its applied point.
+    fn snapshot(&self) -> impl Future<Output = Result<Snapshot, StoreError>> + Send;
+    /// A peer has promised a higher `epoch`: this primary steps down.
+    fn observe_epoch(self: &Arc<Self>, epoch: Epoch) -> impl Future<Output = ()> + Send;
+}
+
+struct PeerTask<S> {
+    shard: Arc<S>,
     repl: Arc<Replication>,
     peer: ReplicaRef,
     http: reqwest::Client,
@@ -259,7 +289,7 @@ enum Sent {
     Stale(Epoch),
 }
 
-impl PeerTask {
+impl<S: ReplicationSource> PeerTask<S> {
     async fn run(self, mut stop: watch::Receiver<bool>) {
         let shard_id = self.shard.id().to_string();
         let mut durable = self.shard.wal().subscribe();
@@ -327,12 +357,7 @@ impl PeerTask {
 
     /// Installs a consistent snapshot of this primary's shard on the peer.
     async fn resync(&self) -> Result<Sent, String> {
-        let snap = self
-            .shard
-            .store()
-            .snapshot(&self.shard.table)
-            .await
-            .map_err(|e| e.to_string())?;
+        let snap = self.shard.snapshot().await.map_err(|e| e.to_string())?;
         info!(shard = %self.shard.id(), peer = %self.peer.name, lsn = snap.lsn, rows = snap.rows.len(), "resyncing peer from a snapshot");
         let resp = self
             .http
