@@ -25,6 +25,21 @@ impl Backoff {
         Self { first, cap }
     }
 
+    /// The ceiling of pause `n` (from 0): `first·2ⁿ`, at most the cap.
+    pub fn ceiling(self, n: u32) -> Duration {
+        let factor = 1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX);
+        self.first.saturating_mul(factor).min(self.cap)
+    }
+
+    /// Pause `n` for a loop that keeps no [`Pauses`] (a requeue after its `n`th failure): drawn
+    /// uniformly from `[ceiling(n) / 2, ceiling(n)]`, so it never goes hot.
+    pub fn pause(self, n: u32) -> Duration {
+        let ceiling = self.ceiling(n);
+        let half = ceiling / 2;
+        let spread = u64::try_from((ceiling - half).as_nanos()).unwrap_or(u64::MAX);
+        half + Duration::from_nanos(fastrand::u64(..=spread))
+    }
+
     /// The pauses of one retry loop.
     pub fn start(self) -> Pauses {
         Pauses {
@@ -87,6 +102,23 @@ mod tests {
         }
         pauses.reset();
         assert_eq!(pauses.ceiling(), 5 * MS);
+    }
+
+    #[test]
+    fn stateless_pauses_stay_between_half_and_the_whole_ceiling() {
+        let b = Backoff::new(1000 * MS, 300_000 * MS);
+        let ceilings: Vec<u128> = (0..=10).map(|n| b.ceiling(n).as_millis()).collect();
+        assert_eq!(
+            ceilings,
+            [
+                1000, 2000, 4000, 8000, 16000, 32000, 64000, 128000, 256000, 300000, 300000
+            ]
+        );
+        assert_eq!(b.ceiling(u32::MAX), 300_000 * MS);
+        for n in 0..12 {
+            let p = b.pause(n);
+            assert!(p >= b.ceiling(n) / 2 && p <= b.ceiling(n), "{n}: {p:?}");
+        }
     }
 
     #[test]

@@ -62,6 +62,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tracing::{Instrument, debug, info, info_span, warn};
+use walshard_contract::Backoff;
 use walshard_k8s_api::spec::ShardedDatabase;
 
 pub use context::{Context, Fleet, FleetError};
@@ -81,8 +82,8 @@ pub const REPORTING_CONTROLLER: &str = "walshard-operator";
 /// Length of a generated cluster token or password (`[A-Za-z0-9]`, ~190 bits).
 pub const GENERATED_SECRET_LEN: usize = 32;
 
-/// Longest error backoff.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// Error requeues: ceilings 1 s, 2 s, 4 s, … up to 5 min, jittered (the contract's backoff).
+pub const REQUEUE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
 
 /// Why a reconciliation failed; it is retried with [`backoff`].
 #[derive(Debug, Error)]
@@ -136,10 +137,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The error backoff after `failures` consecutive failures: 1 s, 2 s, 4 s, … up to 5 min.
+/// The error requeue after `failures` consecutive failures: between half and all of 1 s, 2 s,
+/// 4 s, … up to 5 min (jittered, so databases that failed together do not retry together).
 pub fn backoff(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(16);
-    Duration::from_secs(1u64 << exponent).min(MAX_BACKOFF)
+    REQUEUE_BACKOFF.pause(failures.saturating_sub(1))
 }
 
 /// The Controller's error policy: requeue with [`backoff`] per database.
