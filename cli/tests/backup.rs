@@ -1,7 +1,7 @@
 //! Backups and point-in-time recovery of a live local fleet, black-box (docs/backup.md), against
 //! a real S3-compatible server on loopback (`s3s-fs`): `walshard up --backup-store` archives while
 //! it takes writes; `walshard backup create` takes a base backup; a switchover and a store outage
-//! happen during archiving; then `walshard restore` builds new fleets that `walshard up` serves:
+//! happen during archiving, while a schedule takes more base backups; then `walshard restore` builds new fleets that `walshard up` serves:
 //! to the latest point (every acknowledged write), to a time between two batches (exactly the
 //! writes before it), and refuses a store with a damaged object, naming it.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
@@ -134,6 +134,7 @@ fn archive_backup_and_point_in_time_restores_through_s3() {
             ("AWS_SECRET_ACCESS_KEY".into(), SECRET_KEY.into()),
         ],
     };
+    let up_flags = ["--backup-schedule", "*/2 * * * * *"];
     let store_flags = [
         "--backup-store",
         url.as_str(),
@@ -148,7 +149,8 @@ fn archive_backup_and_point_in_time_restores_through_s3() {
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let dir = tmp.path().join("fleet");
-    let mut up = Up::start_with(&dir, Some(SEED_DEFAULT), &store_flags, &env);
+    let flags: Vec<&str> = store_flags.iter().chain(&up_flags).copied().collect();
+    let mut up = Up::start_with(&dir, Some(SEED_DEFAULT), &flags, &env);
     up.wait_primaries(Duration::from_secs(30));
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let store = BackupStore::open(
@@ -242,6 +244,11 @@ fn archive_backup_and_point_in_time_restores_through_s3() {
     }
     up.stop();
 
+    // The schedule took base backups besides the one asked for.
+    let backups = rt.block_on(store.manifests()).expect("manifests");
+    assert!(backups.len() >= 2, "no scheduled backup: {backups:?}");
+    eprintln!("base backups in the store: {}", backups.len());
+
     let listing = cli.ok(&["backup", "list"]
         .iter()
         .copied()
@@ -281,14 +288,16 @@ fn archive_backup_and_point_in_time_restores_through_s3() {
     let expected: Vec<i64> = before_c.keys().copied().collect();
     assert_eq!(serve_and_read(&time_dir), expected, "restore to {t}");
 
-    // A damaged archived object: the restore refuses and names it.
-    let chunk = rt
-        .block_on(store.chunks(Some("sh1")))
-        .expect("chunks")
+    // A damaged object of the newest base backup (what a restore to the latest point reads):
+    // the restore refuses and names it. (Damaged chunks: shard-agent/tests/backup.rs.)
+    let newest = rt
+        .block_on(store.manifests())
+        .expect("manifests")
         .pop()
-        .expect("a chunk of sh1");
-    let path = s3.bucket_dir().join("fleet1").join(chunk.key());
-    let mut bytes = std::fs::read(&path).expect("chunk file");
+        .expect("a backup");
+    let part = newest.shards["sh1"].parts[0].key.clone();
+    let path = s3.bucket_dir().join("fleet1").join(&part);
+    let mut bytes = std::fs::read(&path).expect("part file");
     let i = bytes.len() / 2;
     bytes[i] ^= 0x10;
     std::fs::write(&path, bytes).expect("damage");
@@ -302,7 +311,7 @@ fn archive_backup_and_point_in_time_restores_through_s3() {
         "a damaged archive restored: {stderr}"
     );
     assert!(
-        stderr.contains(&chunk.key()) && stderr.contains("backup-object-damaged"),
+        stderr.contains(&part) && stderr.contains("backup-object-damaged"),
         "{stderr}"
     );
 }

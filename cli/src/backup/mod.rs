@@ -3,11 +3,13 @@
 //! - [`take`]: a base backup of a running fleet, through its agents;
 //! - [`create`]: `walshard backup create` on a local fleet, then retention;
 //! - [`list`]: what a store holds and the restorable range;
-//! - [`restore`]: a new local fleet data dir from a store.
+//! - [`restore`]: a new local fleet data dir from a store;
+//! - [`schedule`]: base backups on a cron schedule while `walshard up` runs.
 
 pub mod create;
 pub mod list;
 pub mod restore;
+pub mod schedule;
 pub mod take;
 
 use walshard_backup::{PlanError, StoreError};

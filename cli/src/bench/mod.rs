@@ -337,6 +337,7 @@ async fn run_target(
             spec: Some((**spec).clone()),
             progress: !args.quiet,
             backup: None,
+            backup_schedule: None,
         }),
     )
     .await;

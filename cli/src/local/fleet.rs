@@ -51,6 +51,8 @@ pub struct FleetOptions {
     pub progress: bool,
     /// Archive to this backup store from now on (kept in `fleet.json`).
     pub backup: Option<walshard_backup::args::StoreArgs>,
+    /// Take base backups on this schedule from now on (kept in `fleet.json`).
+    pub backup_schedule: Option<crate::backup::schedule::BackupSchedule>,
 }
 
 /// A running local fleet.
@@ -108,6 +110,14 @@ impl Fleet {
         }
         if let Some(backup) = &opts.backup {
             state.backup = Some(backup.clone());
+        }
+        if let Some(schedule) = &opts.backup_schedule {
+            state.backup_schedule = Some(schedule.clone());
+        }
+        if state.backup_schedule.is_some() && state.backup.is_none() {
+            return Err(LocalError::Control(
+                "--backup-schedule needs a backup store (--backup-store URL)".into(),
+            ));
         }
         dir.save_fleet(&state)?;
         let exe = std::env::current_exe()
@@ -197,6 +207,11 @@ impl Fleet {
         }
         tasks.push(tokio::spawn(publish_views(shared.clone(), stopped.clone())));
         tasks.push(tokio::spawn(supervise(shared.clone(), stopped.clone())));
+        let schedule = shared.state.lock().await.backup_schedule.clone();
+        if let Some(schedule) = schedule {
+            let run = crate::backup::schedule::run(schedule, dir.clone(), stopped.clone());
+            tasks.push(tokio::spawn(run));
+        }
 
         // Control API and router.
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))

@@ -112,6 +112,13 @@ pub struct UpArgs {
     /// archiving there across restarts.
     #[command(flatten)]
     pub backup: walshard_backup::args::StoreArgs,
+    /// Take base backups on this cron schedule (UTC; 5 fields, or 6 with seconds first), e.g.
+    /// `0 3 * * *`; needs a backup store. Kept in `fleet.json` with the retention flags.
+    #[arg(long)]
+    pub backup_schedule: Option<crate::backup::schedule::BackupSchedule>,
+    /// Retention after each scheduled backup.
+    #[command(flatten)]
+    pub backup_retention: crate::backup::create::RetentionArgs,
 }
 
 /// `walshard status`.
@@ -166,6 +173,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         spec,
         progress: true,
         backup: args.backup.url.is_some().then(|| args.backup.clone()),
+        backup_schedule: args.backup_schedule.clone().map(|mut s| {
+            s.retention = args.backup_retention.clone();
+            s
+        }),
     })
     .await?;
     let url = fleet.router_url().to_owned();

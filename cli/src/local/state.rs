@@ -41,6 +41,9 @@ pub struct FleetState {
     /// Where the fleet archives its WAL and keeps base backups (docs/backup.md); `None`: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<StoreArgs>,
+    /// Scheduled base backups into `backup` (docs/backup.md); `None`: on demand only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_schedule: Option<crate::backup::schedule::BackupSchedule>,
 }
 
 impl FleetState {
@@ -52,6 +55,7 @@ impl FleetState {
             config: None,
             servers: BTreeMap::new(),
             backup: None,
+            backup_schedule: None,
         }
     }
 }
