@@ -15,8 +15,10 @@ use super::take::{AgentRef, take_base_backup};
 use crate::local::server::agent_url;
 use crate::local::state::{DataDir, FleetState};
 
+/// `walshard backup create`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CreateArgs {
+    /// The data dir of the running fleet to back up.
     #[arg(long, default_value = "walshard-data")]
     pub data_dir: PathBuf,
     /// Another store than the fleet's own (`walshard up --backup-store`).
@@ -30,6 +32,7 @@ pub struct CreateArgs {
     pub keep_days: Option<f64>,
 }
 
+/// Takes a base backup of every shard of the fleet in `data_dir` into its store (or `--store`), then applies the retention options.
 pub async fn create(args: CreateArgs) -> Result<(), BackupCliError> {
     let dir = DataDir::new(&args.data_dir);
     let state = dir
