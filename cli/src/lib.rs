@@ -5,6 +5,8 @@
 //! - [`mod@bench`]: the seed's performance analysis against a local fleet (`walshard bench`).
 //! - [`backup`]: base backups of a running fleet, the store listing and restores (docs/backup.md).
 
+#![warn(missing_docs)]
+
 pub mod backup;
 pub mod bench;
 pub mod local;

@@ -19,12 +19,15 @@ pub const STATUS_FAILURE: &str = "failure";
 /// A success answer: the fields of `body`, then `"status": "success"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Success<T> {
+    /// The answer's own fields, flattened beside `status`.
     #[serde(flatten)]
     pub body: T,
+    /// Always [`STATUS_SUCCESS`].
     pub status: &'static str,
 }
 
 impl<T> Success<T> {
+    /// Wraps `body` with `"status": "success"`.
     pub fn new(body: T) -> Self {
         Self {
             body,
@@ -36,7 +39,9 @@ impl<T> Success<T> {
 /// The body of every 4xx/5xx answer: `{"message": "...", "status": "failure", "code": "..."}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Failure {
+    /// Human-readable reason; for people, never branched on.
     pub message: String,
+    /// Always [`STATUS_FAILURE`] (`"failure"`).
     pub status: String,
     /// Absent only in answers of peers older than the codes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,6 +49,7 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// A failure body with `code`, `message` and `"status": "failure"`.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             message: message.into(),
@@ -88,6 +94,7 @@ impl From<crate::ShardError> for RequestError {
 }
 
 impl RequestError {
+    /// The [`ErrorCode`] of this kind: `invalid-request`, `not-found` or `conflict`.
     pub fn code(&self) -> ErrorCode {
         match self {
             RequestError::Invalid(_) => ErrorCode::InvalidRequest,
@@ -96,6 +103,7 @@ impl RequestError {
         }
     }
 
+    /// The HTTP status of this kind: 400, 404 or 409.
     pub fn status(&self) -> u16 {
         self.code().status()
     }
@@ -106,9 +114,13 @@ impl RequestError {
 /// write).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
+    /// The HTTP status of the answer.
     pub status: u16,
+    /// The answer's `"code"`.
     pub code: ErrorCode,
+    /// The answer's `"message"`.
     pub message: String,
+    /// Extra top-level fields of the body (e.g. `epoch`, `primary`, `last_lsn`); empty by default.
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 

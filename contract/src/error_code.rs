@@ -33,26 +33,47 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ErrorCode {
+    /// 400: malformed JSON, a missing or mistyped field or header, a key outside every shard.
     InvalidRequest,
+    /// 400: no schema yet; `POST /init` (router) or `/config` (agent) first.
     NotConfigured,
+    /// 401: missing or wrong bearer token.
     Unauthorized,
+    /// 404: no such endpoint, shard, server or key.
     NotFound,
+    /// 405: wrong method for the endpoint.
     MethodNotAllowed,
+    /// 409: duplicate key, schema or range mismatch, a change refused as a whole.
     Conflict,
+    /// 409: the replica promised a higher epoch or follows another primary (`epoch`, `primary`).
     StaleEpoch,
+    /// 412: an append does not continue the replica's log (`last_lsn`, `last_epoch`).
     LogMismatch,
+    /// 413: the request body is over the limit.
     TooLarge,
+    /// 421: this replica does not take writes for the shard (`primary`, `epoch`: a hint).
     NotPrimary,
+    /// 500: a bug or an unexpected failure.
     Internal,
+    /// 502: the router got an answer from an agent it cannot use.
     BadGateway,
+    /// 503: nothing could serve it now (no replica reachable, MySQL down, deadline passed).
     Unavailable,
+    /// 503: the shard has no majority; writes are refused, eventual reads served.
     NoMajority,
+    /// 503: the primary's no-op of its epoch is not committed yet, or it is stepping down.
     NotReady,
+    /// 503: a session read needs a log position this replica has not applied yet (`applied_lsn`, `wanted_lsn`).
     ReplicaBehind,
+    /// 503: the replica restarted or installs a snapshot and serves no reads yet.
     CatchingUp,
+    /// 503: the write is durable on this primary but not committed and applied in time; retry with the same op id.
     NotCommitted,
+    /// 503: the shard stopped on a broken invariant (see the message).
     Halted,
+    /// 503: the process is stopping.
     ShuttingDown,
+    /// 507: the WAL or MySQL cannot write for lack of space.
     DiskFull,
 }
 

@@ -16,19 +16,24 @@ pub const IDENT_PATTERN: &str = "^[A-Za-z_][A-Za-z0-9_]*$";
 #[serde(try_from = "String", into = "String")]
 pub struct Ident(String);
 
+/// Why a string is not a valid [`Ident`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentError {
+    /// The string is empty.
     #[error("identifier must not be empty")]
     Empty,
+    /// Longer than [`MAX_IDENT_LEN`] bytes (the string).
     #[error("identifier {0:?} is longer than {MAX_IDENT_LEN} characters")]
     TooLong(String),
     #[error(
         "identifier {0:?} is not allowed: use letters, digits and '_', not starting with a digit"
     )]
+    /// Starts with a digit or holds a character other than ASCII letters, digits and `_` (the string).
     BadChars(String),
 }
 
 impl Ident {
+    /// Checks `raw` against the rule ([`IDENT_PATTERN`], at most [`MAX_IDENT_LEN`] bytes).
     pub fn new(raw: &str) -> Result<Self, IdentError> {
         if raw.is_empty() {
             return Err(IdentError::Empty);
@@ -52,6 +57,7 @@ impl Ident {
         Self(raw.to_owned())
     }
 
+    /// The identifier as written, unquoted.
     pub fn as_str(&self) -> &str {
         &self.0
     }

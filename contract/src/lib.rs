@@ -14,6 +14,8 @@
 //! the codes ([`ErrorCode`]) and their HTTP statuses are listed in [`error_code`]. Callers branch
 //! on the code, never on the message.
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "http")]
 pub mod answers;
 pub mod backoff;

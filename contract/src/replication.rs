@@ -49,7 +49,9 @@ pub fn majority(n: usize) -> usize {
 /// A server by name and base URL (`{"name", "url"}`, as in the promote body's `replicas`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ReplicaRef {
+    /// The server's name.
     pub name: String,
+    /// The agent's base URL, e.g. `http://host:port`.
     pub url: String,
 }
 
@@ -78,6 +80,7 @@ impl fmt::Display for Role {
 /// One shard's entry in `GET /status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardStatus {
+    /// Its role for the shard in `epoch`.
     pub role: Role,
     /// The highest epoch this replica has promised (`max_epoch`).
     pub epoch: u64,
@@ -91,10 +94,13 @@ pub struct ShardStatus {
     pub last_epoch: u64,
     /// LSN of its last WAL entry.
     pub last_lsn: u64,
+    /// LSN of the last entry known committed (held by a quorum).
     #[serde(default)]
     pub commit_lsn: u64,
+    /// LSN of the last entry applied to MySQL (`applied_lsn <= commit_lsn`).
     #[serde(default)]
     pub applied_lsn: u64,
+    /// First LSN still in the WAL; entries before it were compacted away (0 on an empty log).
     #[serde(default)]
     pub first_lsn: u64,
     /// Why the shard's applier stopped on an error it cannot get past by itself; `null` while
@@ -130,6 +136,7 @@ pub struct AgentStatus {
     /// The table schema of `/config`; `null` before.
     #[serde(default)]
     pub schema: Option<Schema>,
+    /// Per shard id, the replica's state of that shard.
     pub shards: BTreeMap<String, ShardStatus>,
     /// The volume of the agent's data dir (absent from older agents).
     #[serde(default)]
@@ -156,8 +163,10 @@ pub struct ArchiveReport {
 /// An agent's `"disk"`: free space against its reserve.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct DiskReport {
+    /// Free bytes on the volume; `null` when it cannot be measured.
     #[serde(default)]
     pub free_bytes: Option<u64>,
+    /// Bytes kept free: writes are refused below this (the agent's disk reserve).
     #[serde(default)]
     pub reserve_bytes: u64,
     /// Writes are refused (507 disk-full) until space is freed.
@@ -167,14 +176,19 @@ pub struct DiskReport {
 /// `POST /shards/{id}/fence` body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FenceRequest {
+    /// The epoch to promise; refused (409) below the replica's promise, or equal to it once a
+    /// primary was accepted for it.
     pub epoch: u64,
 }
 
 /// A fence's 200 answer: the replica promised `epoch` and reports the end of its log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FenceAccepted {
+    /// The epoch promised.
     pub epoch: u64,
+    /// Epoch of its last WAL entry.
     pub last_epoch: u64,
+    /// LSN of its last WAL entry.
     pub last_lsn: u64,
 }
 
@@ -182,9 +196,12 @@ pub struct FenceAccepted {
 /// for it, if any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
+    /// The highest epoch the replica has promised (`max_epoch`).
     pub epoch: u64,
+    /// The primary it accepted for `epoch`, if any.
     #[serde(default)]
     pub primary: Option<String>,
+    /// Why it refused, when it says.
     #[serde(default)]
     pub message: Option<String>,
 }
@@ -192,10 +209,12 @@ pub struct Conflict {
 /// `POST /shards/{id}/promote` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PromoteRequest {
+    /// The epoch to lead; refused unless the agent is fenced at exactly it (no primary accepted).
     pub epoch: u64,
     /// Every replica of the shard (the agent drops itself).
     #[serde(default)]
     pub replicas: Vec<ReplicaRef>,
+    /// How many replicas must hold an entry to commit it (default: majority).
     #[serde(default)]
     pub quorum: Quorum,
 }
@@ -203,12 +222,14 @@ pub struct PromoteRequest {
 /// `POST /shards/{id}/step-down` body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepDownRequest {
+    /// The server that should be elected next (a name, as in [`ReplicaRef::name`]).
     pub to: String,
 }
 
 /// `POST /shards/{id}/step-down` answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepDownReply {
+    /// LSN of the primary's last WAL entry once it stopped taking writes.
     pub last_lsn: u64,
 }
 

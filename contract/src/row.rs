@@ -12,28 +12,52 @@ pub use crate::value::Value;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Row(pub Vec<Value>);
 
+/// Why a JSON value is not a valid row, key, range or patch for the schema.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RowError {
+    /// The row (or patch) is not a JSON object; holds the JSON kind it was.
     #[error("expected a JSON object for a row, got {0}")]
     NotObject(&'static str),
+    /// A schema column is absent from the row (its name).
     #[error("row is missing column {0:?}")]
     MissingColumn(String),
+    /// The row has a column the schema does not (its name).
     #[error("row has unknown column {0:?}")]
     UnknownColumn(String),
+    /// A cell cannot be read as its column's dtype.
     #[error("column {column:?} must be {expected:?}, got {got}")]
     WrongType {
+        /// The column's name.
         column: String,
+        /// The column's dtype.
         expected: Dtype,
+        /// What the JSON value was.
         got: NotCoercible,
     },
+    /// The key column is `null` (its name).
     #[error("key column {0:?} must be an integer, not null")]
     NullKey(String),
+    /// A key value (or range bound) is not an integer.
     #[error("{name:?} must be an integer, got {got}")]
-    KeyNotInteger { name: String, got: NotCoercible },
+    KeyNotInteger {
+        /// The key column or bound name.
+        name: String,
+        /// What the JSON value was.
+        got: NotCoercible,
+    },
+    /// A key range lacks `low` or `high` or is not an object (what was wrong).
     #[error("range needs \"low\" and \"high\", got {0}")]
     BadRange(String),
+    /// An `/update`'s data holds a key different from the row's key.
     #[error("the key of a row cannot change: {name} is {key} but data.{name} is {got}")]
-    KeyChanged { name: String, key: i64, got: i64 },
+    KeyChanged {
+        /// The key column's name.
+        name: String,
+        /// The row's key.
+        key: i64,
+        /// The key in the data.
+        got: i64,
+    },
 }
 
 /// JSON kind name for error messages.
@@ -159,7 +183,9 @@ pub fn duplicate_message(key: &str, keys: &[i64], why: &str) -> String {
 /// is an empty range (the seed answers it with no rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyRange {
+    /// First key in the range (inclusive).
     pub low: i64,
+    /// Last key in the range (inclusive).
     pub high: i64,
 }
 
@@ -179,6 +205,7 @@ impl KeyRange {
         })
     }
 
+    /// Whether `low <= key <= high`.
     pub fn contains(&self, key: i64) -> bool {
         self.low <= key && key <= self.high
     }

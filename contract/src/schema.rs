@@ -30,20 +30,36 @@ impl Dtype {
     }
 }
 
+/// Why a schema is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SchemaError {
+    /// `columns` is empty.
     #[error("schema needs at least one column")]
     NoColumns,
+    /// `columns` and `dtypes` differ in length.
     #[error("schema has {columns} columns but {dtypes} dtypes")]
-    LengthMismatch { columns: usize, dtypes: usize },
+    LengthMismatch {
+        /// How many column names.
+        columns: usize,
+        /// How many dtypes.
+        dtypes: usize,
+    },
+    /// A column name is not a valid identifier.
     #[error("column name: {0}")]
     BadColumn(#[from] IdentError),
+    /// Two columns have the same name, ignoring ASCII case (the second one).
     #[error("column {0:?} appears twice (names are case-insensitive)")]
     DuplicateColumn(String),
     #[error(
         "the first column {column:?} is the shard key and must have dtype Number, not {dtype:?}"
     )]
-    KeyNotNumber { column: String, dtype: Dtype },
+    /// The first column (the shard key) is not `Number`.
+    KeyNotNumber {
+        /// The key column's name.
+        column: String,
+        /// Its dtype.
+        dtype: Dtype,
+    },
 }
 
 /// Unvalidated wire form.
@@ -69,6 +85,7 @@ impl TryFrom<RawSchema> for Schema {
 }
 
 impl Schema {
+    /// Validates a schema: at least one column, one dtype per column, valid unique names, the first column `Number`.
     pub fn new<S: AsRef<str>>(columns: &[S], dtypes: Vec<Dtype>) -> Result<Self, SchemaError> {
         if columns.is_empty() {
             return Err(SchemaError::NoColumns);
@@ -129,10 +146,12 @@ impl Schema {
         &self.columns[0]
     }
 
+    /// The column names, key first.
     pub fn columns(&self) -> &[Ident] {
         &self.columns
     }
 
+    /// The dtypes, in column order.
     pub fn dtypes(&self) -> &[Dtype] {
         &self.dtypes
     }

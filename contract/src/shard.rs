@@ -20,22 +20,47 @@ pub struct ShardSpec {
     pub size: i64,
 }
 
+/// Why a shard spec or a shard layout is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ShardError {
+    /// The spec is not a JSON object; holds the JSON kind it was.
     #[error("shard spec must be an object, got {0}")]
     NotObject(&'static str),
+    /// `Shard_id`, `Shard_size` or the `<key>_low` field is missing or not an integer (its name).
     #[error("shard spec is missing integer field {0:?}")]
     MissingField(String),
+    /// `Shard_id` is not a valid identifier.
     #[error("Shard_id: {0}")]
     BadId(#[from] IdentError),
+    /// `Shard_size` is zero or negative.
     #[error("shard {id}: Shard_size must be positive, got {size}")]
-    BadSize { id: String, size: i64 },
+    BadSize {
+        /// The shard id.
+        id: String,
+        /// The size given.
+        size: i64,
+    },
+    /// `low + size` overflows `i64`.
     #[error("shard {id}: range end {low} + {size} overflows")]
-    Overflow { id: String, low: i64, size: i64 },
+    Overflow {
+        /// The shard id.
+        id: String,
+        /// The first key.
+        low: i64,
+        /// The size given.
+        size: i64,
+    },
+    /// Two shards have the same id (the id).
     #[error("shard id {0} appears twice")]
     DuplicateId(String),
+    /// The key ranges of two shards overlap.
     #[error("shards {a} and {b} overlap")]
-    Overlap { a: String, b: String },
+    Overlap {
+        /// One shard id.
+        a: String,
+        /// The other shard id.
+        b: String,
+    },
 }
 
 impl ShardSpec {
@@ -44,6 +69,7 @@ impl ShardSpec {
         format!("{key}_low")
     }
 
+    /// Reads `{"<key>_low", "Shard_id", "Shard_size"}` and checks a positive size and no overflow.
     pub fn from_json(key: &str, v: &Json) -> Result<ShardSpec, ShardError> {
         let Json::Object(obj) = v else {
             return Err(ShardError::NotObject(json_kind(v)));
@@ -84,6 +110,7 @@ impl ShardSpec {
         Ok(())
     }
 
+    /// The wire form `{"<key>_low", "Shard_id", "Shard_size"}`, with `key` the key column name.
     pub fn to_json(&self, key: &str) -> Map<String, Json> {
         let mut m = Map::new();
         m.insert(Self::low_field(key), Json::from(self.low));
@@ -97,6 +124,7 @@ impl ShardSpec {
         self.low.saturating_add(self.size)
     }
 
+    /// Whether `key` is in `[low, low + size)`.
     pub fn contains(&self, key: i64) -> bool {
         self.low <= key && key < self.end()
     }

@@ -13,11 +13,17 @@ use crate::replication::Role;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Phase {
+    /// Not every replica has been heard from (or failed) yet.
     Starting,
+    /// A primary is known and accepting writes.
     Healthy,
+    /// A switchover: the primary was asked to step down; an election follows.
     SteppingDown,
+    /// A fence round of an election is under way.
     Electing,
+    /// A server was asked to become primary and its no-op is not committed yet.
     Promoting,
+    /// No election can complete now (too few replicas reachable); retried later.
     NoQuorum,
 }
 
@@ -44,17 +50,25 @@ impl std::fmt::Display for Phase {
 /// One replica as the control plane sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaInfo {
+    /// The server's name.
     pub server: String,
     /// Latest heartbeat succeeded.
     pub reachable: bool,
+    /// The failure detector suspects the server dead (too many failures, too long a silence or a refusal).
     pub suspected: bool,
     /// From the latest successful status report (possibly stale when not reachable).
     pub role: Option<Role>,
+    /// The highest epoch it promised.
     pub epoch: Option<u64>,
+    /// Epoch of its last WAL entry.
     pub last_epoch: Option<u64>,
+    /// LSN of its last WAL entry.
     pub last_lsn: Option<u64>,
+    /// LSN of its last committed entry.
     pub commit_lsn: Option<u64>,
+    /// LSN of its last entry applied to MySQL.
     pub applied_lsn: Option<u64>,
+    /// Its applier stopped on an error it cannot get past (see the agent's status).
     pub halted: bool,
     /// Primary's `commit_lsn` − this replica's `applied_lsn`, when both are known.
     pub lag: Option<u64>,
@@ -63,7 +77,9 @@ pub struct ReplicaInfo {
 /// A shard as the control plane sees it: what a router or CLI needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShardInfo {
+    /// The shard id.
     pub shard: String,
+    /// Where its election stands.
     pub state: Phase,
     /// Why the shard is not healthy (no-quorum reason, failed promotion), if known.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,9 +101,11 @@ pub struct ShardInfo {
 /// A server as the control plane sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerInfo {
+    /// The agent's base URL.
     pub url: String,
     /// The latest `GET /status` succeeded.
     pub reachable: bool,
+    /// The failure detector suspects it dead.
     pub suspected: bool,
     /// Its volume is below the reserve: it refuses writes (507 disk-full) until space is freed.
     #[serde(default)]
@@ -97,7 +115,9 @@ pub struct ServerInfo {
 /// Snapshot of the cluster for routers and the CLI.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Topology {
+    /// Per shard id, its state.
     pub shards: BTreeMap<String, ShardInfo>,
+    /// Per server name, its state.
     pub servers: BTreeMap<String, ServerInfo>,
     /// Per shard, its primary's WAL archive (docs/backup.md); empty without a backup store.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -7,10 +7,15 @@ use serde_json::Value as Json;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Value {
+    /// SQL `NULL` / JSON `null`.
     Null,
+    /// A `Boolean` cell.
     Bool(bool),
+    /// A `Number` cell (also every key).
     Int(i64),
+    /// A `Float` cell.
     Float(f64),
+    /// A `String` cell.
     Str(String),
 }
 

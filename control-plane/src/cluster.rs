@@ -12,8 +12,11 @@ use crate::placement::Placement;
 /// server names).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ClusterSpec {
+    /// Server name → its agent's base URL.
     pub servers: BTreeMap<String, String>,
+    /// Shard id → the names of the servers holding its replicas.
     pub shards: BTreeMap<String, Vec<String>>,
+    /// How many replicas must hold an entry to commit it (sent with every promote).
     #[serde(default)]
     pub write_quorum: Quorum,
 }
@@ -21,12 +24,25 @@ pub struct ClusterSpec {
 /// Why a [`ClusterSpec`] is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ClusterSpecError {
+    /// A shard's replica list is empty (the shard id).
     #[error("shard {0:?} has no replica")]
     NoReplicas(String),
+    /// A shard lists the same server twice.
     #[error("shard {shard:?} lists server {server:?} twice")]
-    DuplicateReplica { shard: String, server: String },
+    DuplicateReplica {
+        /// The shard id.
+        shard: String,
+        /// The repeated server.
+        server: String,
+    },
+    /// A shard has a replica on a server absent from `servers`.
     #[error("shard {shard:?} has a replica on unknown server {server:?}")]
-    UnknownServer { shard: String, server: String },
+    UnknownServer {
+        /// The shard id.
+        shard: String,
+        /// The unknown server name.
+        server: String,
+    },
 }
 
 impl ClusterSpec {
@@ -43,6 +59,7 @@ impl ClusterSpec {
         }
     }
 
+    /// Checks that every shard has at least one replica, on known servers, none twice.
     pub fn validate(&self) -> Result<(), ClusterSpecError> {
         for (shard, replicas) in &self.shards {
             if replicas.is_empty() {

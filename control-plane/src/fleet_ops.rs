@@ -35,6 +35,7 @@ pub fn switchover_target(info: &ShardInfo, staying: &[String]) -> Option<String>
 /// A primary that must move before its server leaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handover {
+    /// The shard whose primary is on the leaving server.
     pub shard: String,
     /// The leaving server holding the primary.
     pub from: String,
@@ -113,10 +114,17 @@ pub fn agent_config<'a>(
 /// Why `POST /config` failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ConfigureError {
+    /// The request did not get an answer (the transport error).
     #[error("/config: {0}")]
     Unreachable(String),
+    /// The agent answered with a non-success status.
     #[error("/config answered {status}: {message}")]
-    Refused { status: u16, message: String },
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The answer's `message`, or its body when it has none.
+        message: String,
+    },
 }
 
 /// Sends `body` ([`agent_config`]) to the agent at `url` with the cluster token. The agent adds

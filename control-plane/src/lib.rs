@@ -8,6 +8,8 @@
 //! It publishes the fleet as [`walshard_contract::Topology`]. With the feature `sim`, `sim` is an
 //! in-memory cluster of simulated agents for tests.
 
+#![warn(missing_docs)]
+
 pub mod cluster;
 pub mod election;
 pub mod fleet_ops;

@@ -17,22 +17,46 @@ pub type Placement = BTreeMap<String, Vec<String>>;
 /// Shard id → the servers holding a replica of it, in placement order.
 pub type ShardReplicas = BTreeMap<String, Vec<String>>;
 
+/// Why a placement cannot be computed or is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum PlacementError {
+    /// The server list is empty.
     #[error("no servers to place shards on")]
     NoServers,
+    /// Zero replicas per shard were asked for.
     #[error("a shard needs at least one replica")]
     ZeroReplicas,
+    /// Fewer servers than replicas per shard (two replicas of a shard never share a server).
     #[error("{replicas} replicas per shard need at least {replicas} servers, got {servers}")]
-    TooFewServers { replicas: usize, servers: usize },
+    TooFewServers {
+        /// Replicas per shard asked for.
+        replicas: usize,
+        /// Servers available.
+        servers: usize,
+    },
+    /// A server name appears twice (the name).
     #[error("server {0:?} is listed twice")]
     DuplicateServer(String),
+    /// A shard id appears twice (the id).
     #[error("shard {0:?} is listed twice")]
     DuplicateShard(String),
+    /// A server lists the same shard twice.
     #[error("server {server:?} holds shard {shard:?} twice")]
-    ShardTwiceOnServer { server: String, shard: String },
+    ShardTwiceOnServer {
+        /// The server name.
+        server: String,
+        /// The repeated shard id.
+        shard: String,
+    },
+    /// A server holds a shard that is not in the shard list.
     #[error("server {server:?} holds unknown shard {shard:?}")]
-    UnknownShard { server: String, shard: String },
+    UnknownShard {
+        /// The server name.
+        server: String,
+        /// The unknown shard id.
+        shard: String,
+    },
+    /// No server holds this shard (its id).
     #[error("shard {0:?} has no replica")]
     ShardWithoutReplica(String),
 }

@@ -29,6 +29,7 @@ use crate::runtime::{AgentApi, AgentCallError, FenceReply};
 /// How a simulated server behaves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// Running normally.
     Up,
     /// Process dead: connection refused.
     Crashed,
@@ -41,10 +42,13 @@ pub enum Mode {
 /// One simulated replica of a shard: the rule book's replica plus what its IO layer keeps.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SimReplica {
+    /// The replica's log and epochs, as the rule book keeps them.
     pub mem: MemReplica,
+    /// Set by a step-down: the primary takes no more writes.
     pub stepping_down: bool,
     /// Set when primary: the shard's replicas and write quorum from the promote call.
     pub peers: Vec<String>,
+    /// Set when primary: the write quorum from the promote call.
     pub quorum: Quorum,
 }
 
@@ -142,10 +146,12 @@ impl SimCluster {
             .or_insert_with(|| SimReplica::fresh(server));
     }
 
+    /// The replica of `shard` on `server`, if it has one.
     pub fn replica(&self, server: &str, shard: &str) -> Option<&SimReplica> {
         self.servers.get(server)?.shards.get(shard)
     }
 
+    /// How `server` behaves now; `None` for an unknown server.
     pub fn mode(&self, server: &str) -> Option<Mode> {
         self.servers.get(server).map(|s| s.mode)
     }
@@ -155,6 +161,7 @@ impl SimCluster {
         &self.calls
     }
 
+    /// Safety violations seen so far (a committed entry changed or lost, an append refused as committed); empty in a correct run.
     pub fn violations(&self) -> &[String] {
         &self.violations
     }
@@ -505,6 +512,7 @@ pub struct SimAgentApi {
 }
 
 impl SimAgentApi {
+    /// An API over `cluster`, shared with its clones.
     pub fn new(cluster: SimCluster) -> Self {
         Self {
             cluster: Arc::new(Mutex::new(cluster)),

@@ -14,16 +14,27 @@ pub mod take;
 
 use walshard_backup::{PlanError, StoreError};
 
+/// Errors of `walshard backup`.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupCliError {
+    /// The backup store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// No restore plan reaches the target.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// An agent call failed.
     #[error("server {server}: {reason}")]
-    Agent { server: String, reason: String },
+    Agent {
+        /// The server name.
+        server: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The shard (its id) has no primary to back up from.
     #[error("shard {0} has no primary right now: retry when it has one")]
     NoPrimary(String),
+    /// Bad arguments or fleet state (the message).
     #[error("{0}")]
     Usage(String),
 }

@@ -25,8 +25,10 @@ use crate::local::ports::new_ports;
 use crate::local::server::mysql_options;
 use crate::local::state::{DataDir, FleetState};
 
+/// `walshard backup restore`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RestoreArgs {
+    /// The backup store to restore from.
     #[command(flatten)]
     pub store: StoreArgs,
     /// The new fleet's data dir (must not hold a fleet).
@@ -48,6 +50,7 @@ fn fail(e: impl std::fmt::Display) -> BackupCliError {
 }
 
 impl RestoreArgs {
+    /// The restore target the options name: a time (ms since the epoch), a backup, per-shard LSNs or, by default, the latest.
     pub fn target(&self) -> Result<Target, BackupCliError> {
         if let Some(t) = &self.to_time {
             let at: jiff::Timestamp = t.parse().map_err(|e| {
@@ -79,6 +82,7 @@ impl RestoreArgs {
     }
 }
 
+/// Restores the store's backups and WAL into a new fleet in `data_dir`.
 pub async fn restore(args: RestoreArgs) -> Result<(), BackupCliError> {
     let store = args
         .store

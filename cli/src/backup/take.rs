@@ -18,7 +18,9 @@ const CATCH_UP: Duration = Duration::from_secs(30);
 /// One agent of the fleet.
 #[derive(Debug, Clone)]
 pub struct AgentRef {
+    /// The server name.
     pub server: String,
+    /// The agent's base URL.
     pub url: String,
 }
 

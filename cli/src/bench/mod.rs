@@ -90,44 +90,83 @@ pub struct BenchArgs {
 /// Errors of `walshard bench`.
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
+    /// The chart font file cannot be read.
     #[error("cannot read the chart font {} ({source}); install the Debian package fonts-dejavu-core", path.display())]
     FontMissing {
+        /// The font file.
         path: PathBuf,
+        /// The read error.
         #[source]
         source: std::io::Error,
     },
+    /// The font file (this path) does not parse as a font.
     #[error("{} is not a usable font; reinstall the Debian package fonts-dejavu-core", .0.display())]
     FontInvalid(PathBuf),
+    /// A chart could not be drawn.
     #[error("drawing {}: {reason}", path.display())]
-    Chart { path: PathBuf, reason: String },
+    Chart {
+        /// The chart's output file.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// A file operation failed.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done, with the path.
         context: String,
+        /// The IO error.
         #[source]
         source: std::io::Error,
     },
+    /// A scenario name other than.
     #[error("unknown scenario {0:?} (known: A-1, A-2, A-3)")]
     UnknownScenario(String),
+    /// The scenario's fleet configuration is invalid.
     #[error("the scenario's configuration: {0}")]
     Spec(#[from] walshard_k8s_api::spec::SpecError),
+    /// The shard layout gives no usable key space (why).
     #[error("the key space: {0}")]
     KeySpace(String),
+    /// The key space is smaller than the number of distinct keys to write.
     #[error("the key space has {have} keys, fewer than the {want} distinct keys to write")]
-    KeySpaceTooSmall { have: u64, want: usize },
+    KeySpaceTooSmall {
+        /// Keys the shards cover.
+        have: u64,
+        /// Distinct keys the run writes.
+        want: usize,
+    },
+    /// A call to the router failed.
     #[error("the router at {url}: {reason}")]
-    Router { url: String, reason: String },
+    Router {
+        /// The router's base URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The scenario's local fleet failed.
     #[error("{scenario}: the local fleet: {source}")]
     Fleet {
+        /// The scenario name.
         scenario: String,
+        /// The fleet's error.
         #[source]
         source: LocalError,
     },
+    /// The MariaDB baseline run failed (why).
     #[error("the MariaDB baseline: {0}")]
     Baseline(String),
+    /// Stopped by Ctrl-C or SIGTERM.
     #[error("interrupted")]
     Interrupted,
+    /// Some of the run's requests failed.
     #[error("{failed} of {total} requests failed")]
-    RequestsFailed { failed: u64, total: u64 },
+    RequestsFailed {
+        /// Requests that failed.
+        failed: u64,
+        /// Requests sent.
+        total: u64,
+    },
 }
 
 /// Progress bars on stderr, or none.

@@ -25,8 +25,10 @@ pub enum ScenarioId {
 }
 
 impl ScenarioId {
+    /// Every scenario, in order.
     pub const ALL: [ScenarioId; 3] = [ScenarioId::A1, ScenarioId::A2, ScenarioId::A3];
 
+    /// The seed's name: `A-1`, `A-2` or `A-3`.
     pub fn name(self) -> &'static str {
         match self {
             ScenarioId::A1 => "A-1",

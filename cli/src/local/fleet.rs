@@ -282,10 +282,12 @@ impl Fleet {
         Ok(fleet)
     }
 
+    /// The router's base URL.
     pub fn router_url(&self) -> &str {
         &self.router_url
     }
 
+    /// The local control API's base URL.
     pub fn control_url(&self) -> &str {
         &self.control_url
     }

@@ -34,34 +34,60 @@ use state::DataDir;
 /// Errors of the local runtime.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
+    /// A file operation failed.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done, with the path.
         context: String,
+        /// The IO error.
         #[source]
         source: std::io::Error,
     },
+    /// A state file cannot be parsed.
     #[error("{} is unreadable: {reason}", path.display())]
-    Corrupt { path: PathBuf, reason: String },
-    #[error("{server}: {what} failed: {reason}")]
-    Process {
-        server: String,
-        what: &'static str,
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Why it is unreadable.
         reason: String,
     },
+    /// Starting or stopping one of a server's processes failed.
+    #[error("{server}: {what} failed: {reason}")]
+    Process {
+        /// The server name.
+        server: String,
+        /// Which process, e.g. `MariaDB` or `router`.
+        what: &'static str,
+        /// What failed.
+        reason: String,
+    },
+    /// The fleet configuration is invalid.
     #[error("the ShardedDatabase spec: {0}")]
     Spec(walshard_k8s_api::spec::SpecError),
+    /// The control plane (or a free port for it) failed (the message).
     #[error("control plane: {0}")]
     Control(String),
+    /// Something did not happen in time (what).
     #[error("timed out: {0}")]
     Timeout(String),
+    /// Another `walshard up` holds the data dir's lock.
     #[error("another walshard up is running on {}{}", dir.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
-    Busy { dir: PathBuf, pid: Option<u32> },
+    Busy {
+        /// The data dir.
+        dir: PathBuf,
+        /// The process holding it, if known.
+        pid: Option<u32>,
+    },
+    /// The data dir (this path) has no running fleet.
     #[error("no fleet is running on {}", .0.display())]
     NotRunning(PathBuf),
+    /// The data dir's lock file cannot be taken.
     #[error("locking the data dir: {0}")]
     Lock(walshard_process::ProcessError),
+    /// A lock was poisoned by a panic.
     #[error("a lock was poisoned by a panic")]
     Poisoned,
+    /// A call to the router or the control API failed.
     #[error(transparent)]
     Client(#[from] ClientError),
 }
@@ -124,6 +150,7 @@ pub struct UpArgs {
 /// `walshard status`.
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {
+    /// The data dir of the running fleet.
     #[arg(long, default_value = "walshard-data")]
     pub data_dir: PathBuf,
     /// Print the fleet view as JSON.
@@ -134,6 +161,7 @@ pub struct StatusArgs {
 /// `walshard switchover`.
 #[derive(Args, Debug, Clone)]
 pub struct SwitchoverArgs {
+    /// The data dir of the running fleet.
     #[arg(long, default_value = "walshard-data")]
     pub data_dir: PathBuf,
     /// `shard=Server`, e.g. `sh1=Server2` (several comma-separated, done in order): the
@@ -144,6 +172,7 @@ pub struct SwitchoverArgs {
 /// `walshard down`.
 #[derive(Args, Debug, Clone)]
 pub struct DownArgs {
+    /// The data dir of the running fleet.
     #[arg(long, default_value = "walshard-data")]
     pub data_dir: PathBuf,
     /// How long to wait for the fleet to stop.

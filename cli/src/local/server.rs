@@ -27,7 +27,9 @@ const AGENT_STOP_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct Launch {
     /// The `walshard` executable (it runs the agent as `walshard agent`).
     pub exe: PathBuf,
+    /// The cluster's bearer token.
     pub token: String,
+    /// When the agents fsync their WAL.
     pub wal_fsync: WalFsync,
     /// The backup store the agents archive to, if any.
     pub backup: Option<StoreArgs>,
@@ -36,11 +38,14 @@ pub struct Launch {
 /// Which process of a server died and was started again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Respawned {
+    /// The MariaDB server.
     Mysql,
+    /// The walshard agent.
     Agent,
 }
 
 impl Respawned {
+    /// `mysql` or `agent`.
     pub fn as_str(self) -> &'static str {
         match self {
             Respawned::Mysql => "mysql",
@@ -89,18 +94,22 @@ impl Server {
         Ok(server)
     }
 
+    /// The server's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The agent's base URL.
     pub fn agent_url(&self) -> String {
         agent_url(self.ports)
     }
 
+    /// The MariaDB process id, if it runs.
     pub fn mysql_pid(&self) -> Option<u32> {
         self.mysql.pid()
     }
 
+    /// The agent's process id, if it runs.
     pub fn agent_pid(&self) -> Option<u32> {
         self.agent.as_ref().map(ChildGuard::pid)
     }

@@ -23,20 +23,26 @@ use super::LocalError;
 /// One server's ports, kept across restarts (the agents' peers address each other by URL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerPorts {
+    /// MariaDB's port.
     pub mysql: u16,
+    /// The agent's HTTP port.
     pub agent: u16,
 }
 
 /// `fleet.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetState {
+    /// The cluster's bearer token.
     pub token: String,
+    /// The write quorum the control plane promotes with.
     #[serde(default)]
     pub write_quorum: Quorum,
+    /// When the agents fsync their WAL.
     #[serde(default)]
     pub wal_fsync: WalFsync,
     /// The seed configuration (`/init` body shape); `None` until configured.
     pub config: Option<Json>,
+    /// Server name → its ports.
     pub servers: BTreeMap<String, ServerPorts>,
     /// Where the fleet archives its WAL and keeps base backups (docs/backup.md); `None`: off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,6 +53,7 @@ pub struct FleetState {
 }
 
 impl FleetState {
+    /// A fleet with `token`, default settings, no servers and no configuration.
     pub fn new(token: String) -> Self {
         Self {
             token,
@@ -63,8 +70,11 @@ impl FleetState {
 /// `running.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Running {
+    /// The process id of the `walshard up` serving the fleet.
     pub pid: u32,
+    /// The router's base URL.
     pub router_url: String,
+    /// The local control API's base URL.
     pub control_url: String,
 }
 
@@ -75,18 +85,22 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// The data dir at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
     }
 
+    /// The data dir itself.
     pub fn root(&self) -> &Path {
         &self.root
     }
 
+    /// A server's directory: `servers/<name>`.
     pub fn server(&self, name: &str) -> PathBuf {
         self.root.join("servers").join(name)
     }
 
+    /// A log file `name` at the data dir's top.
     pub fn log(&self, name: &str) -> PathBuf {
         self.root.join(name)
     }
@@ -99,26 +113,32 @@ impl DataDir {
         self.root.join("running.json")
     }
 
+    /// The lock file that makes one `walshard up` per data dir.
     pub fn lock_file(&self) -> PathBuf {
         self.root.join("lock")
     }
 
+    /// Reads `fleet.json`; `None` if there is none.
     pub fn load_fleet(&self) -> Result<Option<FleetState>, LocalError> {
         Ok(read_json(&self.fleet_file())?)
     }
 
+    /// Writes `fleet.json` durably.
     pub fn save_fleet(&self, state: &FleetState) -> Result<(), LocalError> {
         Ok(write_json(&self.fleet_file(), state)?)
     }
 
+    /// Reads `running.json`; `None` if there is none.
     pub fn load_running(&self) -> Result<Option<Running>, LocalError> {
         Ok(read_json(&self.running_file())?)
     }
 
+    /// Writes `running.json` durably.
     pub fn save_running(&self, running: &Running) -> Result<(), LocalError> {
         Ok(write_json(&self.running_file(), running)?)
     }
 
+    /// Removes `running.json`, ignoring errors.
     pub fn clear_running(&self) {
         let _ = std::fs::remove_file(self.running_file());
     }

@@ -18,6 +18,7 @@ use crate::cluster::ClusterSpecError;
 /// Settings of a [`ShardController`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ControllerConfig {
+    /// When a server counts as suspected.
     pub detector: DetectorConfig,
     /// A fence round, promotion or step-down without an outcome for this long is abandoned and a
     /// new election (at a higher epoch) starts (default 5 s).
@@ -49,41 +50,67 @@ pub enum ControllerState {
     /// Not every replica has been heard from (or failed) yet.
     Starting,
     /// `primary` reports itself primary of `epoch` and is not suspected.
-    Healthy { primary: String, epoch: u64 },
+    Healthy {
+        /// The primary's server.
+        primary: String,
+        /// Its epoch.
+        epoch: u64,
+    },
     /// Planned switchover: `from` was asked to step down to `to`.
     SteppingDown {
+        /// The primary asked to step down.
         from: String,
+        /// The replica to elect next.
         to: String,
+        /// The primary's epoch.
         epoch: u64,
+        /// When the switchover started (the step-down times out after `election_timeout`).
         since: Instant,
+        /// The step-down call was emitted.
         sent: bool,
+        /// The step-down call succeeded: the primary no longer takes writes.
         finished: bool,
     },
     /// Fence round at `epoch`; `started` is when the election (not this round) started.
     Electing {
+        /// The epoch of this round.
         epoch: u64,
+        /// The fence answers received so far in this round.
         answers: Vec<FenceAnswer>,
+        /// The replica to prefer (a switchover's target): awaited, and it wins ties of
+        /// `(last_epoch, last_lsn)`.
         preferred: Option<String>,
+        /// When the election started (for its duration).
         started: Instant,
+        /// When this round started (for `election_timeout` and `fence_grace`).
         round_started: Instant,
         /// Replicas that answered heartbeats when the round started (see `fence_grace`).
         awaited: Vec<String>,
     },
     /// `server` was asked to become primary of `epoch`.
     Promoting {
+        /// The server being promoted.
         server: String,
+        /// The epoch it is to lead.
         epoch: u64,
+        /// The preferred winner carried from the election, for a retry.
         preferred: Option<String>,
+        /// When the election started (for its duration).
         started: Instant,
+        /// When the promote call was emitted (the promotion times out after `election_timeout`).
         since: Instant,
         /// The promote call came back without success (timeout, 503, other error).
         answered: bool,
+        /// Set when the server refused the promotion (409); a new election follows.
         failed: Option<String>,
     },
     /// No election can complete now; retried at `retry_at` or when enough replicas are back.
     NoQuorum {
+        /// Why no election can complete.
         reason: String,
+        /// Since when the shard has no quorum.
         since: Instant,
+        /// When the next election is tried at the latest.
         retry_at: Instant,
         /// Set when a switchover was under way: the old primary stepped down (stopped taking
         /// writes), so the election is due even if it still reports itself primary.
@@ -92,6 +119,7 @@ pub enum ControllerState {
 }
 
 impl ControllerState {
+    /// The published [`Phase`] of this state.
     pub fn phase(&self) -> Phase {
         match self {
             ControllerState::Starting => Phase::Starting,
@@ -168,6 +196,7 @@ impl ShardController {
         }
     }
 
+    /// The shard id this controller elects for.
     pub fn shard(&self) -> &str {
         &self.shard
     }
@@ -202,14 +231,17 @@ impl ShardController {
         members
     }
 
+    /// How many replicas must accept a fence for an election to win: a majority of the replica set.
     pub fn fence_quorum(&self) -> usize {
         self.fence_quorum
     }
 
+    /// The current election state.
     pub fn state(&self) -> &ControllerState {
         &self.state
     }
 
+    /// The failure detector fed with this shard's heartbeats.
     pub fn detector(&self) -> &FailureDetector {
         &self.detector
     }

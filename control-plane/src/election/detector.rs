@@ -62,6 +62,7 @@ pub struct FailureDetector {
 }
 
 impl FailureDetector {
+    /// A detector that knows no server yet (none is suspected).
     pub fn new(cfg: DetectorConfig) -> Self {
         Self {
             cfg,
@@ -69,6 +70,7 @@ impl FailureDetector {
         }
     }
 
+    /// Its thresholds.
     pub fn config(&self) -> &DetectorConfig {
         &self.cfg
     }

@@ -11,18 +11,31 @@ use walshard_contract::majority;
 pub enum FenceAnswer {
     /// 200: promised `epoch`; the end of its log is `(last_epoch, last_lsn)`.
     Accepted {
+        /// The replica's server.
         server: String,
+        /// The epoch it promised.
         epoch: u64,
+        /// Epoch of its last WAL entry.
         last_epoch: u64,
+        /// LSN of its last WAL entry.
         last_lsn: u64,
     },
     /// 409: it has promised `epoch` already (higher, or equal with a primary accepted).
-    Rejected { server: String, epoch: u64 },
+    Rejected {
+        /// The replica's server.
+        server: String,
+        /// The epoch it has promised.
+        epoch: u64,
+    },
     /// No answer (refused, timeout, other error).
-    Unreachable { server: String },
+    Unreachable {
+        /// The replica's server.
+        server: String,
+    },
 }
 
 impl FenceAnswer {
+    /// The server that answered (or did not).
     pub fn server(&self) -> &str {
         match self {
             FenceAnswer::Accepted { server, .. }
@@ -38,19 +51,29 @@ pub enum Decision {
     /// Not enough answers yet to decide.
     NeedMore,
     /// A replica has promised an epoch ≥ ours: fence again at `epoch`.
-    Retry { epoch: u64 },
+    Retry {
+        /// 1 + the highest epoch a replica rejected with.
+        epoch: u64,
+    },
     /// Too few replicas accepted to ever reach the fence quorum (or, in a joint round, to ever
     /// give a new replica enough votes) in this round.
     NoQuorum,
     /// A fence quorum accepted `epoch`; `server` has the highest `(last_epoch, last_lsn)` (in a
     /// joint round: of the new replicas with enough votes).
-    Promote { server: String, epoch: u64 },
+    Promote {
+        /// The replica to promote.
+        server: String,
+        /// The epoch it leads.
+        epoch: u64,
+    },
 }
 
 /// A replica set and how many of its replicas must vote in an election.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VoterSet<'a> {
+    /// The replicas' server names.
     pub replicas: &'a [String],
+    /// How many of them must accept the fence.
     pub quorum: usize,
 }
 

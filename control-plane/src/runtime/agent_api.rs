@@ -10,30 +10,55 @@ use crate::election::Heartbeat;
 /// Why a call to an agent failed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum AgentCallError {
+    /// The agent's port refused the connection (process down).
     #[error("connection refused")]
     Refused,
+    /// No answer within the call's timeout.
     #[error("timed out")]
     Timeout,
+    /// Any other transport failure (the error text).
     #[error("transport error: {0}")]
     Transport(String),
     /// 409: the replica's `max_epoch` (and the primary it accepted for it) forbid the request.
     #[error("conflict: the replica is at epoch {epoch} (primary {primary:?}): {message}")]
     Conflict {
+        /// The replica's `max_epoch`.
         epoch: u64,
+        /// The primary it accepted for that epoch, if any.
         primary: Option<String>,
+        /// The answer's message.
         message: String,
     },
     /// 503 (e.g. promote: the no-op is not committed yet, the agent keeps trying).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Any other non-success status.
     #[error("HTTP {status}: {message}")]
-    Status { status: u16, message: String },
+    Status {
+        /// The HTTP status.
+        status: u16,
+        /// The answer's message.
+        message: String,
+    },
+    /// A success answer whose body does not parse (the error).
     #[error("malformed answer: {0}")]
     Decode(String),
+    /// The server's URL cannot be used to build a request.
     #[error("bad agent URL {url:?}: {message}")]
-    BadUrl { url: String, message: String },
+    BadUrl {
+        /// The configured URL.
+        url: String,
+        /// Why it is unusable.
+        message: String,
+    },
+    /// `GET /status` names another server than the one addressed (a misrouted URL).
     #[error("the agent at this address is {actual:?}, not {expected:?}")]
-    WrongServer { expected: String, actual: String },
+    WrongServer {
+        /// The server the control plane addressed.
+        expected: String,
+        /// The name the agent reported.
+        actual: String,
+    },
 }
 
 impl AgentCallError {
@@ -88,5 +113,10 @@ pub enum FenceReply {
     /// 200: promised the epoch.
     Accepted(FenceAccepted),
     /// 409: the replica has promised `epoch` (≥ the one asked) and will not take ours.
-    Rejected { epoch: u64, primary: Option<String> },
+    Rejected {
+        /// The replica's `max_epoch`.
+        epoch: u64,
+        /// The primary it accepted for that epoch, if any.
+        primary: Option<String>,
+    },
 }

@@ -25,6 +25,7 @@ use crate::election::{
 /// Settings of the [`ControlPlane`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ControlPlaneConfig {
+    /// The elections' settings, for every shard's controller.
     pub controller: ControllerConfig,
     /// How long a tick waits for the actions it started (fence, promote, step-down) before
     /// returning; slower ones finish in the background and are fed to the next ticks
@@ -169,18 +170,22 @@ impl<A: AgentApi> ControlPlane<A> {
         })
     }
 
+    /// The cluster spec it manages now.
     pub fn spec(&self) -> &ClusterSpec {
         &self.spec
     }
 
+    /// The agent API it calls.
     pub fn api(&self) -> &A {
         &self.api
     }
 
+    /// Its metrics handle.
     pub fn metrics(&self) -> &ControlPlaneMetrics {
         &self.metrics
     }
 
+    /// The election controller of `shard`, if the spec has it.
     pub fn controller(&self, shard: &str) -> Option<&ShardController> {
         self.controllers.get(shard)
     }

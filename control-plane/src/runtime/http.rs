@@ -14,10 +14,15 @@ use super::agent_api::{AgentApi, AgentCallError, FenceReply};
 /// Per-call timeouts of [`HttpAgentApi`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpTimeouts {
+    /// TCP connect timeout of every call (default 200 ms).
     pub connect: Duration,
+    /// Whole-call timeout of `GET /status`, the heartbeat (default 300 ms).
     pub status: Duration,
+    /// Whole-call timeout of a fence (default 1 s).
     pub fence: Duration,
+    /// Whole-call timeout of a promote (default 2 s).
     pub promote: Duration,
+    /// Whole-call timeout of a step-down (default 5 s).
     pub step_down: Duration,
 }
 
@@ -42,6 +47,7 @@ pub struct HttpAgentApi {
 }
 
 impl HttpAgentApi {
+    /// A client with these timeouts sending `token` as bearer; fails only if the HTTP client cannot be built.
     pub fn new(token: impl Into<String>, timeouts: HttpTimeouts) -> Result<Self, AgentCallError> {
         let client = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)

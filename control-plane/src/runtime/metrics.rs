@@ -10,19 +10,26 @@ use walshard_contract::{Phase, Topology};
 
 use crate::election::ControllerEvent;
 
+/// The label of per-shard series: `shard`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabels {
+    /// The shard id.
     pub shard: String,
 }
 
+/// The labels of per-replica series: `shard`, `server`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReplicaLabels {
+    /// The shard id.
     pub shard: String,
+    /// The server name.
     pub server: String,
 }
 
+/// The label of per-server series: `server`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServerLabels {
+    /// The server name.
     pub server: String,
 }
 
@@ -52,13 +59,21 @@ impl EncodeLabelSet for Scope {
 #[derive(Clone, Debug)]
 pub struct ControlPlaneMetrics {
     scope: Scope,
+    /// `elections_started`: elections started (a shard lost its primary or a switchover began).
     pub elections_started: Family<(Scope, ShardLabels), Counter>,
+    /// `elections_completed`: elections that ended with a promoted primary.
     pub elections_completed: Family<(Scope, ShardLabels), Counter>,
+    /// `elections_no_quorum`: times a shard could not elect for lack of a fence quorum.
     pub elections_no_quorum: Family<(Scope, ShardLabels), Counter>,
+    /// `election_duration_seconds`: from an election's start to the new primary's promotion.
     pub election_seconds: Family<Scope, Histogram>,
+    /// `shard_epoch`: the current epoch of each shard.
     pub shard_epoch: Family<(Scope, ShardLabels), Gauge>,
+    /// `shard_has_primary`: 1 when the shard has a healthy primary, else 0.
     pub shard_has_primary: Family<(Scope, ShardLabels), Gauge>,
+    /// `replica_lag_entries`: the primary's `commit_lsn` minus the replica's `applied_lsn`, in entries.
     pub replica_lag: Family<(Scope, ReplicaLabels), Gauge>,
+    /// `server_up`: 1 when the server's latest heartbeat succeeded, else 0.
     pub server_up: Family<(Scope, ServerLabels), Gauge>,
 }
 

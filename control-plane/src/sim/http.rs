@@ -20,11 +20,14 @@ pub const TOKEN: &str = "t0ken";
 /// One simulated agent: server `name` of the shared cluster.
 #[derive(Clone)]
 pub struct Agent {
+    /// The simulated server it serves as.
     pub name: String,
+    /// The simulated cluster, shared with the other agents.
     pub sim: Arc<Mutex<SimCluster>>,
 }
 
 impl Agent {
+    /// Locks the cluster (a poisoned lock is taken over).
     pub fn sim(&self) -> MutexGuard<'_, SimCluster> {
         self.sim.lock().unwrap_or_else(PoisonError::into_inner)
     }
