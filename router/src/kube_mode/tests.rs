@@ -111,31 +111,63 @@ fn add_becomes_an_explicit_spec_patch() {
         );
     }
 
-    let patch = spec_patch(&spec, Some("41"));
-    assert_eq!(patch["metadata"], json!({"resourceVersion": "41"}));
-    let shards = &patch["spec"]["shards"];
-    assert_eq!(shards["count"], Json::Null);
-    assert!(shards.as_object().is_some_and(|o| o.contains_key("count")
-        && o.contains_key("size")
-        && o.contains_key("low")));
+    assert_eq!(spec.shards, db.spec.shards, "the user's form is kept");
+    assert_eq!(spec.servers, db.spec.servers);
+    assert_eq!(spec.replicas_per_shard, db.spec.replicas_per_shard);
     assert_eq!(
-        shards["list"][4],
-        json!({"id": "sh5", "low": 16384, "size": 4096})
+        spec.layout_source(),
+        walshard_k8s_api::spec::LayoutSource::Router
     );
-    assert_eq!(patch["spec"]["servers"]["count"], Json::Null);
+
+    let patch = layout_patch("studt", &spec, Some("41"));
     assert_eq!(
-        patch["spec"]["servers"]["placement"][6],
-        json!({"name": "Server6", "shards": ["sh5", "sh1"]})
+        patch["metadata"],
+        json!({"name": "studt", "resourceVersion": "41"})
     );
+    assert_eq!(patch["apiVersion"], "walshard.io/v1alpha1");
+    assert_eq!(patch["kind"], "ShardedDatabase");
     let fields: Vec<&String> = patch["spec"]
         .as_object()
         .map(|o| o.keys().collect())
         .unwrap_or_default();
+    assert_eq!(fields, ["layout"], "nothing else of the spec is touched");
+    let layout = &patch["spec"]["layout"];
     assert_eq!(
-        fields,
-        ["shards", "servers"],
-        "nothing else of the spec is touched"
+        layout["shards"][4],
+        json!({"id": "sh5", "low": 16384, "size": 4096})
     );
+    assert_eq!(
+        layout["servers"][6],
+        json!({"name": "Server6", "shards": ["sh5", "sh1"]})
+    );
+    assert_eq!(
+        layout["basis"],
+        json!(walshard_k8s_api::spec::layout::basis(&db.spec))
+    );
+    let params = layout_patch_params();
+    assert_eq!(params.field_manager.as_deref(), Some(FIELD_MANAGER));
+    assert!(params.force);
+}
+
+#[test]
+fn a_second_change_builds_on_the_layout_and_keeps_the_basis() {
+    let db = database();
+    let body = json!({"n": 1, "servers": {"Server6": ["sh1"]}});
+    let first = plan(Admin::Add, &db.spec, &body)
+        .expect("valid")
+        .spec
+        .expect("a change");
+    let second = plan(Admin::Rm, &first, &json!({"n": 1, "servers": ["Server6"]}))
+        .expect("valid")
+        .spec
+        .expect("a change");
+    let layout = second.layout.as_ref().expect("a layout");
+    assert_eq!(layout.servers.len(), 6);
+    assert_eq!(
+        layout.basis.as_deref(),
+        Some(walshard_k8s_api::spec::layout::basis(&db.spec).as_str())
+    );
+    assert_eq!(second.servers, db.spec.servers);
 }
 
 #[test]
