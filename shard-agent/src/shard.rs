@@ -83,6 +83,8 @@ pub enum ShardError {
     NotAppliedYet { lsn: Lsn },
     #[error("the agent is shutting down")]
     ShuttingDown,
+    #[error("shard {shard}: no secondary has answered an append; nothing to hand over to")]
+    NoHandoverTarget { shard: String },
     #[error("not the primary of shard {shard}{}", hint(primary, *epoch))]
     NotPrimary {
         shard: String,
@@ -701,6 +703,21 @@ impl Shard {
             self.reads.learn(c);
             repl.mark_ready();
         }
+    }
+
+    /// The agent is stopping: when primary, step down to the secondary holding the most
+    /// ([`Replication::handover_target`]); `(target, last LSN)`, or `None` when not primary.
+    pub async fn hand_over(self: &Arc<Self>) -> Result<Option<(String, Lsn)>, ShardError> {
+        let Some(repl) = self.current_replication() else {
+            return Ok(None);
+        };
+        let Some(to) = repl.handover_target() else {
+            return Err(ShardError::NoHandoverTarget {
+                shard: self.id().to_string(),
+            });
+        };
+        let last = self.step_down(&to).await?;
+        Ok(Some((to, last)))
     }
 
     /// Planned switchover: stop taking writes and wait until `to` holds every entry.
