@@ -153,8 +153,14 @@ pub fn plan(
     })
 }
 
-/// `spec` with `layout` as its `spec.layout`, based on `spec`'s own form (which stays as it is).
+/// `spec` with `next` as its `spec.layout`; the user's form stays as it is. The basis is the
+/// current layout's (so a user edit it overrides stays reported), else that of `spec`'s form.
 pub fn explicit_spec(spec: &ShardedDatabaseSpec, next: &Layout) -> ShardedDatabaseSpec {
+    let basis = spec
+        .layout
+        .as_ref()
+        .and_then(|l| l.basis.clone())
+        .unwrap_or_else(|| layout::basis(spec));
     let mut out = spec.clone();
     out.layout = Some(LayoutSpec {
         shards: next.shards().to_vec(),
@@ -166,7 +172,7 @@ pub fn explicit_spec(spec: &ShardedDatabaseSpec, next: &Layout) -> ShardedDataba
                 shards: shards.clone(),
             })
             .collect(),
-        basis: Some(layout::basis(spec)),
+        basis: Some(basis),
     });
     out
 }

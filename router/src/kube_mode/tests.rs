@@ -168,6 +168,22 @@ fn a_second_change_builds_on_the_layout_and_keeps_the_basis() {
         Some(walshard_k8s_api::spec::layout::basis(&db.spec).as_str())
     );
     assert_eq!(second.servers, db.spec.servers);
+
+    // A user edit the layout overrides stays reported through later changes.
+    let mut edited = first;
+    edited.servers = walshard_k8s_api::spec::ServersSpec::count(8);
+    let third = plan(
+        Admin::Add,
+        &edited,
+        &json!({"n": 1, "servers": {"Server7": ["sh2"]}}),
+    )
+    .expect("valid")
+    .spec
+    .expect("a change");
+    assert_eq!(
+        third.layout_source(),
+        walshard_k8s_api::spec::LayoutSource::Overriding
+    );
 }
 
 #[test]
