@@ -15,6 +15,7 @@
 //!   servers: {count: 6}                   # or {placement: [{name: Server0, shards: [sh1, sh2]}, ...]}
 //! ```
 
+pub mod layout;
 mod pod;
 pub mod rules;
 mod status;
@@ -28,6 +29,7 @@ use serde_json::Value as Json;
 use thiserror::Error;
 use walshard_contract::{Ident, Quorum, Schema, ShardSpec};
 
+pub use layout::{LayoutSource, LayoutSpec};
 pub use pod::PodOptions;
 pub use status::{
     CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY, ShardSummary,
@@ -125,6 +127,11 @@ pub struct ShardedDatabaseSpec {
     pub replicas_per_shard: i32,
     /// The servers: a `count` (placement computed evenly), or an explicit `placement`.
     pub servers: ServersSpec,
+    /// The explicit layout the router owns after a seed `/add` or `/rm` (field manager
+    /// `walshard-router`); when set it wins over `shards`, `servers` and `replicasPerShard`.
+    /// Remove it to hand the layout back to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub layout: Option<LayoutSpec>,
     /// One PersistentVolumeClaim per server (MySQL data and the agent's WAL).
     #[serde(default)]
     pub storage: StorageSpec,
@@ -590,6 +597,7 @@ impl ShardedDatabaseSpec {
             shards,
             replicas_per_shard,
             servers,
+            layout: None,
             storage: StorageSpec::default(),
             resources: ResourcesSpec::default(),
             pod: PodOptions::default(),
@@ -600,6 +608,11 @@ impl ShardedDatabaseSpec {
         }
     }
 
+    /// Where the layout comes from: the user's form, or the router's `layout`.
+    pub fn layout_source(&self) -> LayoutSource {
+        layout::source(self)
+    }
+
     /// Checks everything the CRD's schema and CEL rules check (see [`rules`]).
     pub fn validate(&self) -> Result<(), SpecError> {
         rules::validate(self)
@@ -607,8 +620,19 @@ impl ShardedDatabaseSpec {
 
     /// The shard ranges and placement this spec asks for, validated: [`Self::validate`], then
     /// what only Rust checks (an explicit placement names known shards and gives each a replica).
+    /// `layout`, when set, wins over the user's form.
     pub fn resolve(&self) -> Result<Resolved, SpecError> {
         self.validate()?;
+        if let Some(layout) = &self.layout {
+            let shard_ids: Vec<String> = layout.shards.iter().map(|s| s.id.to_string()).collect();
+            let placement = rules::placement_map_at("layout.servers", &layout.servers)?;
+            walshard_control_plane::placement::validate_placement(&placement, &shard_ids)?;
+            return Ok(Resolved {
+                schema: self.schema.clone(),
+                shards: layout.shards.clone(),
+                placement,
+            });
+        }
         let shards = self.shard_layout()?;
         let shard_ids: Vec<String> = shards.iter().map(|s| s.id.to_string()).collect();
         let placement = match (&self.servers.count, &self.servers.placement) {

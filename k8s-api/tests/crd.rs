@@ -247,6 +247,76 @@ fn the_layers_agree_on_good_and_bad_specs() {
             ),
             None,
         ),
+        // The user's form (count and size, count) with the router's layout beside it.
+        (
+            with(
+                "layout",
+                "{shards: [{id: sh1, low: 0, size: 100}, {id: sh5, low: 400, size: 100}], servers: [{name: Server0, shards: [sh1, sh5]}, {name: Server6, shards: [sh5]}], basis: 0123456789abcdef}",
+            ),
+            None,
+        ),
+        (
+            with(
+                "layout",
+                "{shards: [{id: a, low: 0, size: 10}], servers: [{name: S0, shards: [a]}], basis: '01234567890123456789012345678901234567890123456789012345678901234'}",
+            ),
+            Some(Schema),
+        ),
+        (
+            with("layout", "{shards: [], servers: [{name: S0}]}"),
+            Some(Schema),
+        ),
+        (
+            with("layout", "{shards: [{id: a, low: 0, size: 10}]}"),
+            Some(Schema),
+        ),
+        (
+            with(
+                "layout",
+                "{shards: [{id: a, low: 9223372036854775800, size: 10}], servers: [{name: S0, shards: [a]}]}",
+            ),
+            Some(Cel(
+                LAYOUT_KEY_SPACE_FITS.message,
+                LAYOUT_KEY_SPACE_FITS.message,
+            )),
+        ),
+        (
+            with(
+                "layout",
+                "{shards: [{id: a, low: 0, size: 10}, {id: b, low: 5, size: 10}], servers: [{name: S0, shards: [a, b]}]}",
+            ),
+            Some(Cel(
+                LAYOUT_SHARDS_DISJOINT.message,
+                LAYOUT_SHARDS_DISJOINT.message,
+            )),
+        ),
+        (
+            with(
+                "layout",
+                "{shards: [{id: a, low: 0, size: 10}], servers: [{name: S0, shards: [a]}, {name: s0, shards: [a]}]}",
+            ),
+            Some(Cel(
+                LAYOUT_SERVER_NAMES_UNIQUE.message,
+                LAYOUT_SERVER_NAMES_UNIQUE.message,
+            )),
+        ),
+        (
+            with(
+                "layout",
+                "{shards: [{id: a, low: 0, size: 10}, {id: a, low: 10, size: 10}], servers: [{name: S0, shards: [a]}]}",
+            ),
+            Some(Cel(
+                LAYOUT_SHARD_IDS_UNIQUE.message,
+                LAYOUT_SHARD_IDS_UNIQUE.message,
+            )),
+        ),
+        (
+            with(
+                "layout",
+                "{shards: [{id: a, low: 0, size: 10}], servers: [{name: S0, shards: [b]}]}",
+            ),
+            Some(RustOnly),
+        ),
         // The schema.
         (with("replicasPerShard", "0"), Some(Schema)),
         (with("shards", "{count: 0, size: 10}"), Some(Schema)),

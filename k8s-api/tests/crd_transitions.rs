@@ -144,3 +144,165 @@ fn cel_and_rust_agree_on_old_new_pairs() {
         }
     }
 }
+
+/// The user's manifest, as kept in Git (and in kubectl's last-applied annotation).
+const ORIGINAL: &str = "apiVersion: walshard.io/v1alpha1
+kind: ShardedDatabase
+metadata: {name: t}
+spec:
+  schema: {columns: [Stud_id, Stud_name], dtypes: [Number, String]}
+  shards: {count: 4, size: 100}
+  replicasPerShard: 3
+  servers: {count: 3}
+";
+
+/// The router's `layout` after an `/add` of `sh5` on `Server3`.
+fn layout() -> Json {
+    serde_json::json!({
+        "shards": [
+            {"id": "sh1", "low": 0, "size": 100}, {"id": "sh2", "low": 100, "size": 100},
+            {"id": "sh3", "low": 200, "size": 100}, {"id": "sh4", "low": 300, "size": 100},
+            {"id": "sh5", "low": 400, "size": 100},
+        ],
+        "servers": [
+            {"name": "Server0", "shards": ["sh1", "sh2", "sh3", "sh4"]},
+            {"name": "Server1", "shards": ["sh1", "sh2", "sh3", "sh4"]},
+            {"name": "Server2", "shards": ["sh1", "sh2", "sh3", "sh4"]},
+            {"name": "Server3", "shards": ["sh5", "sh1"]},
+        ],
+    })
+}
+
+/// kubectl's client-side apply of `modified` (for a custom resource, a JSON merge patch from
+/// `jsonmergepatch.CreateThreeWayJSONMergePatch`): what `modified` changes against `current`,
+/// and null for what `original` (the last-applied annotation) had and `modified` dropped.
+/// Fields in neither, such as the router's `layout`, are left out of the patch.
+fn three_way(original: &Json, modified: &Json, current: &Json) -> Json {
+    let mut patch = serde_json::Map::new();
+    if let (Some(m), Some(c)) = (modified.as_object(), current.as_object()) {
+        for (key, value) in m {
+            match c.get(key) {
+                Some(cur) if cur == value => {}
+                Some(cur) if value.is_object() && cur.is_object() => {
+                    let o = original.get(key).cloned().unwrap_or(Json::Null);
+                    let nested = three_way(&o, value, cur);
+                    if nested.as_object().is_some_and(|n| !n.is_empty()) {
+                        patch.insert(key.clone(), nested);
+                    }
+                }
+                _ => {
+                    patch.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        for key in original.as_object().into_iter().flat_map(|o| o.keys()) {
+            if !m.contains_key(key) && c.contains_key(key) {
+                patch.insert(key.clone(), Json::Null);
+            }
+        }
+    }
+    Json::Object(patch)
+}
+
+/// RFC 7386 JSON merge patch.
+fn merge(target: &mut Json, patch: &Json) {
+    let Json::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Json::Object(serde_json::Map::new());
+    }
+    if let Json::Object(t) = target {
+        for (k, v) in p {
+            if v.is_null() {
+                t.remove(k);
+            } else {
+                merge(t.entry(k.clone()).or_insert(Json::Null), v);
+            }
+        }
+    }
+}
+
+/// CEL (old → new, and new alone) and the Rust mirror and resolution of `new`.
+fn refusals(old: &Json, new: &Json) -> Vec<String> {
+    let schema = open_api_schema();
+    let cel = Validator::new();
+    let mut refused: Vec<String> = match cel.validate(&schema, new, Some(old)) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+    };
+    let text = serde_json::to_string(new).expect("serializes");
+    let old_text = serde_json::to_string(old).expect("serializes");
+    match (
+        ShardedDatabase::from_yaml(&old_text),
+        ShardedDatabase::from_yaml(&text),
+    ) {
+        (Ok(o), Ok(n)) => {
+            if let Err(e) = validate_transition(&o.spec, &n.spec) {
+                refused.push(format!("rust transition: {e}"));
+            }
+            if let Err(e) = n.spec.resolve() {
+                refused.push(format!("rust: {e}"));
+            }
+        }
+        (_, Err(e)) | (Err(e), _) => refused.push(format!("parse: {e}")),
+    }
+    refused
+}
+
+#[test]
+fn the_routers_layout_survives_kubectl_apply_of_the_original() {
+    let original: Json = serde_yaml_ng::from_str(ORIGINAL).expect("YAML");
+    // The router's server-side apply adds `spec.layout` and nothing else.
+    let mut live = original.clone();
+    live["spec"]["layout"] = layout();
+    assert_eq!(refusals(&original, &live), Vec::<String>::new(), "the /add");
+    let db = ShardedDatabase::from_yaml(&live.to_string()).expect("parses");
+    assert_eq!(db.spec.resolve().expect("resolves").placement.len(), 4);
+
+    // `kubectl apply -f original.yaml` again: nothing to change, the layout stays.
+    let patch = three_way(&original, &original, &live);
+    assert_eq!(patch, serde_json::json!({}), "an empty patch");
+    let mut reapplied = live.clone();
+    merge(&mut reapplied, &patch);
+    assert_eq!(refusals(&live, &reapplied), Vec::<String>::new());
+    assert_eq!(reapplied["spec"]["layout"], layout(), "not undone");
+
+    // A user edit of another field (the image) applies and keeps the layout.
+    let mut edited = original.clone();
+    edited["spec"]["engine"] = serde_json::json!({"image": "mysql:8.4.3"});
+    let patch = three_way(&original, &edited, &live);
+    assert!(patch["spec"].get("layout").is_none(), "{patch}");
+    let mut after = live.clone();
+    merge(&mut after, &patch);
+    assert_eq!(refusals(&live, &after), Vec::<String>::new());
+    assert_eq!(after["spec"]["layout"], layout());
+    assert_eq!(after["spec"]["shards"], original["spec"]["shards"]);
+
+    // Removing the layout (handing it back to the user's form) is a valid change too.
+    let mut handed_back = after.clone();
+    if let Some(spec) = handed_back["spec"].as_object_mut() {
+        spec.remove("layout");
+    }
+    assert_eq!(refusals(&after, &handed_back), Vec::<String>::new());
+}
+
+#[test]
+fn the_old_rewrite_of_the_users_form_was_refused_on_reapply() {
+    // What the router did before `spec.layout`: the user's form rewritten into list/placement.
+    let original: Json = serde_yaml_ng::from_str(ORIGINAL).expect("YAML");
+    let mut live = original.clone();
+    live["spec"]["shards"] = serde_json::json!({"list": layout()["shards"]});
+    live["spec"]["servers"] = serde_json::json!({"placement": layout()["servers"]});
+    let patch = three_way(&original, &original, &live);
+    let mut reapplied = live.clone();
+    merge(&mut reapplied, &patch);
+    let refused = refusals(&live, &reapplied);
+    assert!(
+        refused
+            .iter()
+            .any(|e| e.contains(walshard_k8s_api::spec::rules::SHARDS_FORM.message)),
+        "{refused:?}"
+    );
+}

@@ -24,7 +24,9 @@ pub mod rules;
 
 use serde::{Deserialize, Serialize};
 
-pub use primary::{NotWritable, WriteCheck, admit_write, back_up, quorum_commit, step_down_done};
+pub use primary::{
+    NotWritable, WriteCheck, admit_write, back_up, handover_target, quorum_commit, step_down_done,
+};
 pub use rules::{
     Append, AppendPlan, Effect, EntryId, LogFacts, Ready, Refusal, Replica, append_lookups,
     plan_append,

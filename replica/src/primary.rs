@@ -107,6 +107,18 @@ pub fn epoch_start(log: &[Epoch], epoch: Epoch) -> Option<Lsn> {
     log.iter().position(|e| *e == epoch).map(|i| i as Lsn + 1)
 }
 
+/// The secondary a primary hands its shard to when it steps down on its own (its agent
+/// stopping): the one holding the highest LSN, so the next primary holds the whole log (ties:
+/// the lowest name, a stable choice). Peers never heard from (`None`) do not qualify.
+pub fn handover_target<'a>(
+    held: impl IntoIterator<Item = (&'a str, Option<Lsn>)>,
+) -> Option<&'a str> {
+    held.into_iter()
+        .filter_map(|(name, lsn)| lsn.map(|l| (name, l)))
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(name, _)| name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +181,20 @@ mod tests {
         assert_eq!(keep_unarchived(40, None), 40);
         assert_eq!(keep_unarchived(40, Some(12)), 12);
         assert_eq!(keep_unarchived(40, Some(90)), 40);
+    }
+
+    #[test]
+    fn the_handover_goes_to_the_secondary_holding_the_most() {
+        assert_eq!(
+            handover_target([("S1", Some(40)), ("S2", Some(42)), ("S3", None)]),
+            Some("S2")
+        );
+        assert_eq!(
+            handover_target([("S3", Some(42)), ("S2", Some(42))]),
+            Some("S2"),
+            "ties: the lowest name"
+        );
+        assert_eq!(handover_target([("S1", None)]), None, "never heard from");
+        assert_eq!(handover_target(std::iter::empty()), None);
     }
 }

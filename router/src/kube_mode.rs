@@ -2,11 +2,13 @@
 //! [`FleetAdmin`]). It watches the object and turns every version into a [`FleetView`]: the
 //! configuration from the spec, the agents' URLs through the headless Service, the primaries
 //! and epochs the operator's control plane publishes in `status.shards`. `/init`, `/add` and
-//! `/rm` become spec patches: validated against the current layout by the seed API's own
-//! parsers, written as the CRD's explicit forms (a shard list and a named placement, whatever
-//! form the spec had) in a JSON merge patch conditioned on the object's `resourceVersion` (a
-//! concurrent change makes it a 409 and the request is validated again), answered with the
-//! seed's messages once the status shows the change (or after a bounded wait).
+//! `/rm` are validated against the current layout by the seed API's own parsers; `/add` and
+//! `/rm` write the result as `spec.layout` (explicit shards and placement, with the basis of the
+//! user's form) in a server-side apply patch under the field manager [`FIELD_MANAGER`] that
+//! holds nothing else, so the user's `shards`/`servers` and a later `kubectl apply` of the
+//! user's manifest are left alone. The patch is conditioned on the object's `resourceVersion`
+//! (a concurrent change makes it a 409 and the request is validated again); the answer is the
+//! seed's once the status shows the change (or after a bounded wait).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use tracing::{debug, info, warn};
 use walshard_contract::{ApiError, Ident, Phase, ShardInfo, Topology};
 use walshard_k8s_api::names;
 use walshard_k8s_api::spec::{
-    ServerPlacement, ServersSpec, ShardedDatabase, ShardedDatabaseSpec, ShardsSpec,
+    API_VERSION, KIND, LayoutSpec, ServerPlacement, ShardedDatabase, ShardedDatabaseSpec, layout,
 };
 
 use crate::fleet::{Admin, FleetAdmin, FleetError, FleetView};
@@ -151,12 +153,18 @@ pub fn plan(
     })
 }
 
-/// `spec` with `layout`'s shards and placement in the CRD's explicit forms.
-pub fn explicit_spec(spec: &ShardedDatabaseSpec, layout: &Layout) -> ShardedDatabaseSpec {
-    let mut next = spec.clone();
-    next.shards = ShardsSpec::list(layout.shards().to_vec());
-    next.servers = ServersSpec::placement(
-        layout
+/// `spec` with `next` as its `spec.layout`; the user's form stays as it is. The basis is the
+/// current layout's (so a user edit it overrides stays reported), else that of `spec`'s form.
+pub fn explicit_spec(spec: &ShardedDatabaseSpec, next: &Layout) -> ShardedDatabaseSpec {
+    let basis = spec
+        .layout
+        .as_ref()
+        .and_then(|l| l.basis.clone())
+        .unwrap_or_else(|| layout::basis(spec));
+    let mut out = spec.clone();
+    out.layout = Some(LayoutSpec {
+        shards: next.shards().to_vec(),
+        servers: next
             .placement
             .iter()
             .map(|(name, shards)| ServerPlacement {
@@ -164,20 +172,30 @@ pub fn explicit_spec(spec: &ShardedDatabaseSpec, layout: &Layout) -> ShardedData
                 shards: shards.clone(),
             })
             .collect(),
-    );
-    next
+        basis: Some(basis),
+    });
+    out
 }
 
-/// The JSON merge patch writing `spec`'s shards and servers (the other form's fields deleted),
-/// conditioned on `resource_version`.
-pub fn spec_patch(spec: &ShardedDatabaseSpec, resource_version: Option<&str>) -> Json {
+/// The server-side apply patch of `name` holding only `spec.layout` of `spec` (the router's
+/// field), conditioned on `resource_version`.
+pub fn layout_patch(
+    name: &str,
+    spec: &ShardedDatabaseSpec,
+    resource_version: Option<&str>,
+) -> Json {
     json!({
-        "metadata": {"resourceVersion": resource_version},
-        "spec": {
-            "shards": {"count": null, "size": null, "low": null, "list": spec.shards.list},
-            "servers": {"count": null, "placement": spec.servers.placement},
-        },
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": name, "resourceVersion": resource_version},
+        "spec": {"layout": spec.layout},
     })
+}
+
+/// The patch parameters of [`layout_patch`]: server-side apply as [`FIELD_MANAGER`], forced
+/// (`spec.layout` is the router's; a `kubectl edit` of it is taken back).
+pub fn layout_patch_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
 }
 
 /// The status shows a change written as `generation`: the reconciler observed it, every shard
@@ -294,14 +312,10 @@ impl KubeFleet {
             let Some(spec) = change.spec else {
                 return Ok(change.answer);
             };
-            let patch = spec_patch(&spec, db.metadata.resource_version.as_deref());
-            let params = PatchParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
-                ..PatchParams::default()
-            };
+            let patch = layout_patch(&self.name, &spec, db.metadata.resource_version.as_deref());
             match self
                 .api
-                .patch(&self.name, &params, &Patch::Merge(&patch))
+                .patch(&self.name, &layout_patch_params(), &Patch::Apply(&patch))
                 .await
             {
                 Ok(updated) => {

@@ -1,7 +1,8 @@
 //! The router in Kubernetes mode against a fake API server on loopback: the watched
-//! `ShardedDatabase` becomes its routes, `/add` and `/rm` become merge patches of its spec
-//! (conditioned on `resourceVersion`, validated again after a 409), `/init` of another layout
-//! is refused without a patch.
+//! `ShardedDatabase` becomes its routes, `/add` and `/rm` become server-side apply patches of
+//! `spec.layout` alone under the field manager `walshard-router` (conditioned on
+//! `resourceVersion`, validated again after a 409), the user's `shards` and `servers` stay as
+//! written, `/init` of another layout is refused without a patch.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,6 +28,7 @@ const BASE: &str = "/apis/walshard.io/v1alpha1/namespaces/db/shardeddatabases";
 
 #[derive(Debug, Clone)]
 struct Recorded {
+    method: String,
     query: String,
     content_type: String,
     body: Value,
@@ -106,12 +108,17 @@ async fn get_object(State(f): State<Fake>) -> axum::Json<Value> {
 
 async fn patch_object(
     State(f): State<Fake>,
+    method: axum::http::Method,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let body: Value = serde_json::from_slice(&body).unwrap();
+    let apply = headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes() == b"application/apply-patch+yaml");
     f.patches.lock().unwrap().push(Recorded {
+        method: method.to_string(),
         query: q.unwrap_or_default(),
         content_type: headers
             .get("content-type")
@@ -138,7 +145,13 @@ async fn patch_object(
     if let Some(m) = patch["metadata"].as_object_mut() {
         m.remove("resourceVersion");
     }
-    merge(&mut object, &patch);
+    if apply {
+        // Server-side apply by a manager that owns only `spec.layout`: its applied
+        // configuration replaces that field; every other field keeps its owner and value.
+        object["spec"]["layout"] = patch["spec"]["layout"].clone();
+    } else {
+        merge(&mut object, &patch);
+    }
     let generation = object["metadata"]["generation"].as_i64().unwrap() + 1;
     object["metadata"]["generation"] = json!(generation);
     object["metadata"]["resourceVersion"] = json!((rv + 1).to_string());
@@ -244,27 +257,40 @@ async fn admin_requests_become_spec_patches() {
     let patches = fake.patches.lock().unwrap().clone();
     assert_eq!(patches.len(), 2, "{patches:?}");
     for p in &patches {
-        assert_eq!(p.content_type, "application/merge-patch+json");
+        assert_eq!(p.method, "PATCH");
+        assert_eq!(p.content_type, "application/apply-patch+yaml");
         assert!(
             p.query.contains(&format!("fieldManager={FIELD_MANAGER}")),
             "{}",
             p.query
         );
+        assert!(p.query.contains("force=true"), "{}", p.query);
+        let spec_fields: Vec<&String> = p.body["spec"]
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
+        assert_eq!(spec_fields, ["layout"], "only spec.layout: {}", p.body);
+        assert_eq!(p.body["metadata"]["name"], "studt");
+        assert_eq!(p.body["kind"], "ShardedDatabase");
     }
     assert_eq!(patches[0].body["metadata"]["resourceVersion"], "41");
     assert_eq!(
         patches[1].body["metadata"]["resourceVersion"], "42",
         "read again after the 409"
     );
-    assert_eq!(patches[1].body["spec"]["shards"]["count"], Value::Null);
-    assert_eq!(patches[1].body["spec"]["shards"]["list"][4]["id"], "sh5");
+    let layout = &patches[1].body["spec"]["layout"];
+    assert_eq!(layout["shards"][4]["id"], "sh5");
     assert_eq!(
-        patches[1].body["spec"]["servers"]["placement"][6],
+        layout["servers"][6],
         json!({"name": "Server6", "shards": ["sh5", "sh1"]})
     );
     let stored = fake.object.lock().unwrap().clone();
-    assert!(stored["spec"]["shards"].get("count").is_none(), "{stored}");
-    assert!(stored["spec"]["servers"].get("count").is_none());
+    assert_eq!(
+        stored["spec"]["shards"],
+        json!({"count": 4, "size": 4096}),
+        "the user's form is kept: {stored}"
+    );
+    assert_eq!(stored["spec"]["servers"], json!({"count": 6}));
     // Answered with the new view taken up.
     let (_, status) = call(&app, "GET", "/status", Value::Null).await;
     assert_eq!(status["N"], 7);

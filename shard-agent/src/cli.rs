@@ -88,8 +88,9 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "WALSHARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
-    /// Under a control plane: on SIGTERM, keep serving until no shard here is primary (the
-    /// control plane switches them over) or this many seconds passed, then stop.
+    /// Under a control plane: on SIGTERM, step every shard led here down to its most caught-up
+    /// secondary and stop; a shard that cannot: keep serving until no shard here is primary
+    /// (the control plane switches them over) or this many seconds passed, then stop.
     #[arg(long, env = "WALSHARD_SHUTDOWN_HANDOVER_SECONDS", default_value_t = 30)]
     pub shutdown_handover_seconds: u64,
     /// WAL archiving (docs/backup.md): off without a store.
@@ -117,6 +118,45 @@ pub async fn wait_for_handover(
         }
         tokio::time::sleep(step).await;
     }
+}
+
+/// On SIGTERM: every shard this agent leads stops taking writes and steps down to its most
+/// caught-up secondary ([`crate::shard::Shard::hand_over`]), all at once, within `bound`.
+/// `true` when every one did: the agent then stops serving at once, the control plane's next
+/// heartbeat is refused and its election promotes a replica that holds the whole log. `false`
+/// (some shard could not hand over): the caller waits for the control plane as before.
+pub async fn hand_over_all(agent: &Agent, bound: std::time::Duration) -> bool {
+    let led: Vec<_> = agent
+        .shards()
+        .into_iter()
+        .filter(|s| s.is_primary())
+        .collect();
+    if led.is_empty() {
+        return true;
+    }
+    info!(shards = led.len(), "stepping down before stopping");
+    let steps = led.iter().map(|shard| async move {
+        let id = shard.id().to_string();
+        match tokio::time::timeout(bound, shard.hand_over()).await {
+            Ok(Ok(Some((to, last)))) => {
+                info!(shard = %id, to, last, "handed over");
+                true
+            }
+            Ok(Ok(None)) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(shard = %id, error = %e, "could not hand over");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(shard = %id, "hand-over timed out");
+                false
+            }
+        }
+    });
+    futures::future::join_all(steps)
+        .await
+        .into_iter()
+        .all(|done| done)
 }
 
 impl Args {
@@ -197,7 +237,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let bound = std::time::Duration::from_secs(args.shutdown_handover_seconds);
         async move {
             shutdown_signal().await;
-            if controlled {
+            if controlled && !hand_over_all(&agent, bound).await {
                 let leads = || {
                     agent
                         .shards()

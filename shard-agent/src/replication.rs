@@ -185,6 +185,18 @@ impl Replication {
             .unwrap_or(0)
     }
 
+    /// The peer to step down to: [`walshard_replica::handover_target`] over what each peer
+    /// holds as far as the primary knows.
+    pub fn handover_target(&self) -> Option<String> {
+        let m = self.matched.lock().ok()?;
+        walshard_replica::handover_target(
+            self.peers
+                .iter()
+                .map(|p| (p.name.as_str(), m.get(&p.name).map(|(l, _)| *l))),
+        )
+        .map(str::to_owned)
+    }
+
     /// Every replica's durable LSN as far as the primary knows (its own first).
     pub fn held(&self, own: Lsn) -> Vec<Lsn> {
         let mut v = vec![own];

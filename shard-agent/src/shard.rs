@@ -89,6 +89,8 @@ pub enum ShardError {
     NotAppliedYet { lsn: Lsn },
     #[error("the agent is shutting down")]
     ShuttingDown,
+    #[error("shard {shard}: no secondary has answered an append; nothing to hand over to")]
+    NoHandoverTarget { shard: String },
     #[error("not the primary of shard {shard}{}", hint(primary, *epoch))]
     NotPrimary {
         shard: String,

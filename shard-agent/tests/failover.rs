@@ -634,3 +634,66 @@ async fn planned_switchover_loses_nothing() {
     work.stop().await;
     fleet.finish(&ledger, &[0, 1, 2]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_to_the_primarys_agent_hands_over_without_loss() {
+    // SIGTERM (a pod deletion, a drain), not SIGKILL: the agent steps its primary down to the
+    // most caught-up secondary, stops serving, and the control plane elects a replica holding
+    // the whole log. Every acknowledged write is on the new primary.
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut fleet = Fleet::start(3).await;
+    let ledger = AckLedger::new();
+    let (p, epoch) = fleet.wait_primary(None).await;
+    let work = Workload::start(&fleet, &ledger, 6);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let name = format!("Server{p}");
+    let mut child = fleet.agents[p]
+        .child
+        .take()
+        .expect("the primary's agent runs");
+    let sent = Instant::now();
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = child.terminate(Duration::from_secs(40));
+        (status, sent.elapsed())
+    });
+    let (np, nepoch) = fleet.wait_primary(Some(p)).await;
+    let elected = sent.elapsed();
+    assert!(nepoch > epoch, "a new epoch");
+    let t = work
+        .first_ack_after(sent, Some(&name), Duration::from_secs(15))
+        .await;
+    let (status, stopped) = exited.await.expect("terminate task");
+    let status = status.expect("SIGTERM sent");
+    assert!(status.is_some(), "the agent stopped within 40 s");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let pause = longest_pause(&work, sent - Duration::from_secs(1));
+    println!(
+        "SIGTERM to {name}: Server{np} primary in epoch {nepoch} after {elected:?}; agent exited after {stopped:?} ({status:?}); first write acknowledged {t:?} after SIGTERM; longest write pause around it {pause:?}"
+    );
+    let log = fleet.agents[p].log_text();
+    assert!(
+        log.contains("handed over"),
+        "the agent stepped down itself: {log}"
+    );
+    work.stop().await;
+    let live: Vec<usize> = (0..3).filter(|i| *i != p).collect();
+    fleet.finish(&ledger, &live).await;
+}
+
+/// The longest gap between consecutive acknowledged writes after `from`.
+fn longest_pause(work: &Workload, from: Instant) -> Duration {
+    let Ok(acks) = work.acks.lock() else {
+        return Duration::ZERO;
+    };
+    let mut times: Vec<Instant> = acks
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t >= from)
+        .collect();
+    times.sort();
+    times
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or_default()
+}

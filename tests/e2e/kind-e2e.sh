@@ -289,6 +289,28 @@ done
   die "$shard_id has primary $(primary_of_shard), not $target ($(kubectl get events -n "$ns" --field-selector reason=SwitchoverRefused -o jsonpath='{.items[*].note}'))"
 log "switchover done: $shard_id primary $current -> $target"
 
+# --- GitOps: the router's /add lives in spec.layout; re-applying the manifest keeps it ----------
+log "phase 6: router /add of Server9, then kubectl apply (client- and server-side) of $example"
+start_port_forward
+admin_token=$(kubectl get secret -n "$ns" "$db-credentials" -o jsonpath='{.data.router-admin-token}' | base64 -d)
+shard_id=$(kubectl get sdb -n "$ns" "$db" -o jsonpath="{.status.shards[0].id}")
+curl -fsS --max-time 180 -H 'content-type: application/json' -H "authorization: Bearer $admin_token" \
+  -X POST "$router/add" -d "{\"n\":1,\"servers\":{\"Server9\":[\"$shard_id\"]}}" >"$work/add.json" ||
+  die "POST /add failed: $(head -c 300 "$work/add.json" 2>/dev/null)"
+layout_servers() {
+  kubectl get sdb -n "$ns" "$db" -o jsonpath='{range .spec.layout.servers[*]}{.name}{"\n"}{end}'
+}
+layout_servers | grep -qx Server9 || die "spec.layout does not name Server9 after /add"
+kubectl get sdb -n "$ns" "$db" -o jsonpath='{.metadata.managedFields[?(@.manager=="walshard-router")].fieldsV1}' |
+  grep -q '"f:layout"' || die "spec.layout is not owned by the field manager walshard-router"
+kubectl apply -n "$ns" -f "$example" || die "client-side kubectl apply of $example was refused after /add"
+layout_servers | grep -qx Server9 || die "client-side kubectl apply undid the /add"
+kubectl apply -n "$ns" --server-side --field-manager=e2e-gitops -f "$example" ||
+  die "server-side kubectl apply of $example was refused after /add (conflict with walshard-router?)"
+layout_servers | grep -qx Server9 || die "server-side kubectl apply undid the /add"
+kubectl wait -n "$ns" --for=condition=Ready "sdb/$db" --timeout="$ready_timeout"
+log "GitOps: spec.layout kept through both applies; Server9 added"
+
 # --- nothing acknowledged is lost --------------------------------------------------------------
 start_port_forward
 # A strong read (the primary, after a read-index round with a majority): every acknowledged write

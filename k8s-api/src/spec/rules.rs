@@ -16,8 +16,8 @@ use std::collections::BTreeSet;
 use walshard_contract::{ShardError, validate_layout};
 
 use super::{
-    MAX_COLUMNS, MAX_ROUTER_REPLICAS, MAX_SERVERS, MAX_SHARDS, SecretKeyRef, ServerPlacement,
-    ShardedDatabaseSpec, SpecError,
+    LayoutSpec, MAX_COLUMNS, MAX_ROUTER_REPLICAS, MAX_SERVERS, MAX_SHARDS, SecretKeyRef,
+    ServerPlacement, ShardedDatabaseSpec, SpecError,
 };
 use walshard_control_plane::placement::{Placement, PlacementError};
 
@@ -100,8 +100,32 @@ pub const ROUTER_TOKEN_EXPOSED: CelRule = CelRule {
     message: "a LoadBalancer router Service needs router.apiTokenSecretRef (its admin API rewrites the spec)",
 };
 
+pub const LAYOUT_KEY_SPACE_FITS: CelRule = CelRule {
+    at: "spec.layout",
+    rule: "self.shards.all(s, s.size <= 9223372036854775807 - (s.low > 0 ? s.low : 0))",
+    message: "layout: the key space must end within a 64-bit integer (low + size)",
+};
+
+pub const LAYOUT_SHARD_IDS_UNIQUE: CelRule = CelRule {
+    at: "spec.layout",
+    rule: "self.shards.all(a, self.shards.exists_one(b, b.id == a.id))",
+    message: "layout: shard ids must be unique",
+};
+
+pub const LAYOUT_SHARDS_DISJOINT: CelRule = CelRule {
+    at: "spec.layout",
+    rule: "self.shards.all(a, self.shards.all(b, a.id == b.id || a.low + a.size <= b.low || b.low + b.size <= a.low))",
+    message: "layout: shard ranges [low, low + size) must not overlap",
+};
+
+pub const LAYOUT_SERVER_NAMES_UNIQUE: CelRule = CelRule {
+    at: "spec.layout",
+    rule: "self.servers.all(a, self.servers.exists_one(b, b.name.lowerAscii() == a.name.lowerAscii()))",
+    message: "layout: server names must be unique, ignoring case (they name Kubernetes objects)",
+};
+
 /// Every CEL rule of the CRD.
-pub const CEL_RULES: [CelRule; 11] = [
+pub const CEL_RULES: [CelRule; 15] = [
     REPLICAS_FIT,
     DTYPES_LENGTH,
     KEY_NUMBER,
@@ -113,6 +137,10 @@ pub const CEL_RULES: [CelRule; 11] = [
     SERVERS_FORM,
     SERVER_NAMES_UNIQUE,
     ROUTER_TOKEN_EXPOSED,
+    LAYOUT_KEY_SPACE_FITS,
+    LAYOUT_SHARD_IDS_UNIQUE,
+    LAYOUT_SHARDS_DISJOINT,
+    LAYOUT_SERVER_NAMES_UNIQUE,
 ];
 
 /// A positive quantity of bytes without exponent: `10Gi`, `1.5T`, `500M`.
@@ -172,6 +200,9 @@ pub fn validate(spec: &ShardedDatabaseSpec) -> Result<(), SpecError> {
     }
     if let Some(list) = &servers.placement {
         placement_map(list)?;
+    }
+    if let Some(layout) = &spec.layout {
+        validate_layout_spec(layout)?;
     }
     validate_storage(spec)?;
     in_range(
@@ -250,6 +281,31 @@ fn validate_shards(spec: &ShardedDatabaseSpec) -> Result<(), SpecError> {
     Ok(())
 }
 
+/// `spec.layout` as its schema and CEL rules check it.
+fn validate_layout_spec(layout: &LayoutSpec) -> Result<(), SpecError> {
+    let list = &layout.shards;
+    if list.is_empty() || list.len() > MAX_SHARDS as usize {
+        return Err(SpecError::invalid(
+            "layout.shards",
+            format!("must have 1 to {MAX_SHARDS} shards"),
+        ));
+    }
+    validate_layout(list).map_err(|e| {
+        let reason = match &e {
+            ShardError::BadSize { .. } => format!("size must be at least 1 ({e})"),
+            ShardError::Overflow { .. } => format!("{} ({e})", LAYOUT_KEY_SPACE_FITS.message),
+            ShardError::DuplicateId(_) => format!("{} ({e})", LAYOUT_SHARD_IDS_UNIQUE.message),
+            ShardError::Overlap { .. } => format!("{} ({e})", LAYOUT_SHARDS_DISJOINT.message),
+            _ => e.to_string(),
+        };
+        SpecError::invalid("layout.shards", reason)
+    })?;
+    if layout.basis.as_ref().is_some_and(|b| b.len() > 64) {
+        return Err(SpecError::invalid("layout.basis", "at most 64 characters"));
+    }
+    placement_map_at("layout.servers", &layout.servers).map(|_| ())
+}
+
 fn validate_storage(spec: &ShardedDatabaseSpec) -> Result<(), SpecError> {
     let storage = &spec.storage;
     if storage.size.len() > 64 || !is_positive_size(&storage.size) {
@@ -307,9 +363,22 @@ fn in_range(
 /// [`MAX_SERVERS`] servers, names unique (also ignoring case), each holding at most
 /// [`MAX_SHARDS`] shards, none twice.
 pub fn placement_map(list: &[ServerPlacement]) -> Result<Placement, SpecError> {
+    placement_map_at("servers.placement", list)
+}
+
+/// [`placement_map`] of the list at `field` (`servers.placement` or `layout.servers`).
+pub fn placement_map_at(
+    field: &'static str,
+    list: &[ServerPlacement],
+) -> Result<Placement, SpecError> {
+    let unique = if field == "layout.servers" {
+        LAYOUT_SERVER_NAMES_UNIQUE.message
+    } else {
+        SERVER_NAMES_UNIQUE.message
+    };
     if list.is_empty() || list.len() > MAX_SERVERS as usize {
         return Err(SpecError::invalid(
-            "servers.placement",
+            field,
             format!("must have 1 to {MAX_SERVERS} servers"),
         ));
     }
@@ -321,14 +390,11 @@ pub fn placement_map(list: &[ServerPlacement]) -> Result<Placement, SpecError> {
             return Err(PlacementError::DuplicateServer(name).into());
         }
         if !folded.insert(name.to_ascii_lowercase()) {
-            return Err(SpecError::invalid(
-                "servers.placement",
-                format!("{} ({name:?})", SERVER_NAMES_UNIQUE.message),
-            ));
+            return Err(SpecError::invalid(field, format!("{unique} ({name:?})")));
         }
         if server.shards.len() > MAX_SHARDS as usize {
             return Err(SpecError::invalid(
-                "servers.placement",
+                field,
                 format!("{name} holds more than {MAX_SHARDS} shards"),
             ));
         }

@@ -81,7 +81,7 @@ fn a_database_becomes_a_fleet_view() {
 }
 
 #[test]
-fn add_becomes_an_explicit_spec_patch() {
+fn add_becomes_a_layout_apply_patch_keeping_the_users_form() {
     let db = database();
     let body = json!({
         "n": 1,
@@ -111,35 +111,83 @@ fn add_becomes_an_explicit_spec_patch() {
         );
     }
 
-    let patch = spec_patch(&spec, Some("41"));
-    assert_eq!(patch["metadata"], json!({"resourceVersion": "41"}));
-    let shards = &patch["spec"]["shards"];
-    assert_eq!(shards["count"], Json::Null);
-    assert!(shards.as_object().is_some_and(|o| o.contains_key("count")
-        && o.contains_key("size")
-        && o.contains_key("low")));
+    assert_eq!(spec.shards, db.spec.shards, "the user's form is kept");
+    assert_eq!(spec.servers, db.spec.servers);
+    assert_eq!(spec.replicas_per_shard, db.spec.replicas_per_shard);
     assert_eq!(
-        shards["list"][4],
-        json!({"id": "sh5", "low": 16384, "size": 4096})
+        spec.layout_source(),
+        walshard_k8s_api::spec::LayoutSource::Router
     );
-    assert_eq!(patch["spec"]["servers"]["count"], Json::Null);
+
+    let patch = layout_patch("studt", &spec, Some("41"));
     assert_eq!(
-        patch["spec"]["servers"]["placement"][6],
-        json!({"name": "Server6", "shards": ["sh5", "sh1"]})
+        patch["metadata"],
+        json!({"name": "studt", "resourceVersion": "41"})
     );
+    assert_eq!(patch["apiVersion"], "walshard.io/v1alpha1");
+    assert_eq!(patch["kind"], "ShardedDatabase");
     let fields: Vec<&String> = patch["spec"]
         .as_object()
         .map(|o| o.keys().collect())
         .unwrap_or_default();
+    assert_eq!(fields, ["layout"], "nothing else of the spec is touched");
+    let layout = &patch["spec"]["layout"];
     assert_eq!(
-        fields,
-        ["shards", "servers"],
-        "nothing else of the spec is touched"
+        layout["shards"][4],
+        json!({"id": "sh5", "low": 16384, "size": 4096})
+    );
+    assert_eq!(
+        layout["servers"][6],
+        json!({"name": "Server6", "shards": ["sh5", "sh1"]})
+    );
+    assert_eq!(
+        layout["basis"],
+        json!(walshard_k8s_api::spec::layout::basis(&db.spec))
+    );
+    let params = layout_patch_params();
+    assert_eq!(params.field_manager.as_deref(), Some(FIELD_MANAGER));
+    assert!(params.force);
+}
+
+#[test]
+fn a_second_change_builds_on_the_layout_and_keeps_the_basis() {
+    let db = database();
+    let body = json!({"n": 1, "servers": {"Server6": ["sh1"]}});
+    let first = plan(Admin::Add, &db.spec, &body)
+        .expect("valid")
+        .spec
+        .expect("a change");
+    let second = plan(Admin::Rm, &first, &json!({"n": 1, "servers": ["Server6"]}))
+        .expect("valid")
+        .spec
+        .expect("a change");
+    let layout = second.layout.as_ref().expect("a layout");
+    assert_eq!(layout.servers.len(), 6);
+    assert_eq!(
+        layout.basis.as_deref(),
+        Some(walshard_k8s_api::spec::layout::basis(&db.spec).as_str())
+    );
+    assert_eq!(second.servers, db.spec.servers);
+
+    // A user edit the layout overrides stays reported through later changes.
+    let mut edited = first;
+    edited.servers = walshard_k8s_api::spec::ServersSpec::count(8);
+    let third = plan(
+        Admin::Add,
+        &edited,
+        &json!({"n": 1, "servers": {"Server7": ["sh2"]}}),
+    )
+    .expect("valid")
+    .spec
+    .expect("a change");
+    assert_eq!(
+        third.layout_source(),
+        walshard_k8s_api::spec::LayoutSource::Overriding
     );
 }
 
 #[test]
-fn rm_becomes_a_patch_without_the_servers() {
+fn rm_becomes_a_layout_without_the_servers() {
     let db = database();
     let change = plan(
         Admin::Rm,
@@ -267,5 +315,135 @@ fn views_are_numbered_on_change_and_older_generations_ignored() {
     assert_eq!(
         views.views.borrow().topology.primary("sh1"),
         Some("Server1")
+    );
+}
+
+// Against a mocked API server (tower-test): each request the router sends, inspected.
+type Handle = tower_test::mock::Handle<
+    axum::http::Request<kube::client::Body>,
+    axum::http::Response<kube::client::Body>,
+>;
+
+/// Awaits the next request, answers `answer` (200) and returns the request's parts and body.
+async fn answer_next(handle: &mut Handle, answer: &Json) -> (axum::http::request::Parts, Json) {
+    let (request, send) = handle.next_request().await.expect("a request");
+    let (parts, body) = request.into_parts();
+    let bytes = body.collect_bytes().await.expect("request body");
+    let body = if bytes.is_empty() {
+        Json::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("JSON request")
+    };
+    let response = axum::http::Response::builder()
+        .status(200)
+        .body(kube::client::Body::from(answer.to_string().into_bytes()))
+        .expect("response");
+    send.send_response(response);
+    (parts, body)
+}
+
+#[tokio::test]
+async fn add_server_side_applies_only_spec_layout_as_the_router() {
+    let (service, mut handle) = tower_test::mock::pair();
+    let client = Client::new(service, "db");
+    let fleet = KubeFleet {
+        api: Api::namespaced(client, "db"),
+        name: "studt".to_owned(),
+        settle: Duration::ZERO,
+        views: Arc::new(Views {
+            latest: watch::Sender::new(None),
+            views: watch::Sender::new(FleetView::default()),
+        }),
+        admin: tokio::sync::Mutex::new(()),
+    };
+    let mut db = database();
+    db.metadata.name = Some("studt".to_owned());
+    db.metadata.resource_version = Some("41".to_owned());
+    let object = serde_json::to_value(&db).expect("serializes");
+    let body = json!({"n": 1, "new_shards": [{"Stud_id_low": 16384, "Shard_id": "sh5", "Shard_size": 4096}],
+                      "servers": {"Server6": ["sh5", "sh1"]}});
+    let api = tokio::spawn(async move {
+        let (get, _) = answer_next(&mut handle, &object).await;
+        assert_eq!(get.method, "GET");
+        assert_eq!(
+            get.uri.path(),
+            "/apis/walshard.io/v1alpha1/namespaces/db/shardeddatabases/studt"
+        );
+        let mut applied = object.clone();
+        let (patch, sent) = {
+            // The answer is the object with the layout the router applies.
+            let (request, send) = handle.next_request().await.expect("the patch");
+            let (parts, body) = request.into_parts();
+            let bytes = body.collect_bytes().await.expect("body");
+            let sent: Json = serde_json::from_slice(&bytes).expect("JSON patch");
+            applied["spec"]["layout"] = sent["spec"]["layout"].clone();
+            applied["metadata"]["generation"] = json!(4);
+            let response = axum::http::Response::builder()
+                .status(200)
+                .body(kube::client::Body::from(applied.to_string().into_bytes()))
+                .expect("response");
+            send.send_response(response);
+            (parts, sent)
+        };
+        (patch, sent, applied)
+    });
+    let answer = fleet.carry_out(Admin::Add, &body).await.expect("added");
+    assert_eq!(
+        answer,
+        json!({"N": 7, "message": "Add Server:6", "status": "successful"})
+    );
+    let (patch, sent, applied) = api.await.expect("mock API");
+    assert_eq!(patch.method, "PATCH");
+    assert_eq!(
+        patch.uri.path(),
+        "/apis/walshard.io/v1alpha1/namespaces/db/shardeddatabases/studt"
+    );
+    let query = patch.uri.query().unwrap_or_default();
+    assert!(query.contains("fieldManager=walshard-router"), "{query}");
+    assert!(query.contains("force=true"), "{query}");
+    assert_eq!(
+        patch
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/apply-patch+yaml")
+    );
+    let top: Vec<&String> = sent
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(top, ["apiVersion", "kind", "metadata", "spec"], "{sent}");
+    let spec: Vec<&String> = sent["spec"]
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(spec, ["layout"], "only the router's field: {sent}");
+    assert_eq!(
+        sent["metadata"],
+        json!({"name": "studt", "resourceVersion": "41"})
+    );
+    assert_eq!(sent["spec"]["layout"]["servers"][6]["name"], "Server6");
+    // The object the API server returns keeps the user's form and resolves through the layout.
+    let after: ShardedDatabase = serde_json::from_value(applied).expect("parses");
+    assert_eq!(after.spec.shards, db.spec.shards);
+    assert_eq!(after.spec.servers, db.spec.servers);
+    assert_eq!(after.spec.resolve().expect("resolves").placement.len(), 7);
+}
+
+#[test]
+fn the_crd_carries_the_layout_field() {
+    // The generated CRD (k8s-api's tests/crd.rs checks crds/ is exactly this).
+    let crd = serde_json::to_value(<ShardedDatabase as kube::CustomResourceExt>::crd())
+        .expect("serializes");
+    let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let layout = &spec["properties"]["layout"];
+    assert_eq!(layout["type"], "object", "{layout}");
+    assert_eq!(
+        layout["properties"]["servers"]["x-kubernetes-list-map-keys"],
+        json!(["name"])
+    );
+    assert_eq!(
+        layout["properties"]["shards"]["x-kubernetes-list-map-keys"],
+        json!(["id"])
     );
 }

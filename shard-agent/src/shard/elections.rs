@@ -128,6 +128,21 @@ impl Shard {
         }
     }
 
+    /// The agent is stopping: when primary, step down to the secondary holding the most
+    /// ([`Replication::handover_target`]); `(target, last LSN)`, or `None` when not primary.
+    pub async fn hand_over(self: &Arc<Self>) -> Result<Option<(String, Lsn)>, ShardError> {
+        let Some(repl) = self.current_replication() else {
+            return Ok(None);
+        };
+        let Some(to) = repl.handover_target() else {
+            return Err(ShardError::NoHandoverTarget {
+                shard: self.id().to_string(),
+            });
+        };
+        let last = self.step_down(&to).await?;
+        Ok(Some((to, last)))
+    }
+
     /// Planned switchover: stop taking writes and wait until `to` holds every entry.
     pub async fn step_down(self: &Arc<Self>, to: &str) -> Result<Lsn, ShardError> {
         let repl = {

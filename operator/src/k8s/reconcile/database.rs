@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, ListParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use tracing::{debug, info, warn};
-use walshard_k8s_api::spec::{Retention, ShardedDatabase};
+use walshard_k8s_api::spec::{LayoutSource, Retention, ShardedDatabase};
 
 use super::credentials::{cluster_token, ensure_secret, random_secret};
 use super::drain::remove_server;
@@ -153,8 +153,28 @@ pub(super) async fn apply<F: Fleet>(
         apply_failures: applied.failures.clone(),
         recreating: applied.recreating.clone(),
         switching,
+        layout_overrides: db.spec.layout_source() == LayoutSource::Overriding,
         ..Observation::default()
     };
+    if observation.layout_overrides
+        && current.is_none_or(|s| {
+            !s.conditions
+                .iter()
+                .any(|c| c.reason == reason::LAYOUT_OVERRIDES_SPEC)
+        })
+    {
+        warn!("spec.layout overrides a later edit of the user's form");
+        publish(
+            ctx,
+            db,
+            None,
+            EventType::Warning,
+            reason::LAYOUT_OVERRIDES_SPEC,
+            "Resolve",
+            status::LAYOUT_OVERRIDES_MESSAGE.to_owned(),
+        )
+        .await;
+    }
     let desired_sets: BTreeSet<String> = desired
         .stateful_sets
         .iter()

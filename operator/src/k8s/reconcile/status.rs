@@ -52,6 +52,9 @@ pub mod reason {
     pub const SWITCHING_OVER: &str = "SwitchingOver";
     /// Progressing: claims are being resized and their StatefulSets recreated.
     pub const EXPANDING_VOLUMES: &str = "ExpandingVolumes";
+    /// Degraded: `spec.layout` (the router's, after `/add` or `/rm`) overrides an edit of
+    /// `shards`, `servers` or `replicasPerShard` made after it; remove `spec.layout` to apply it.
+    pub const LAYOUT_OVERRIDES_SPEC: &str = "LayoutOverridesSpec";
     /// Degraded: a credentials Secret the spec names is missing or lacks its key.
     pub const CREDENTIALS_MISSING: &str = "CredentialsMissing";
 }
@@ -100,6 +103,8 @@ pub struct Observation {
     pub handing_over: Vec<String>,
     /// A user switchover (annotation) is under way.
     pub switching: bool,
+    /// `spec.layout` overrides an edit of the user's form made after it.
+    pub layout_overrides: bool,
 }
 
 /// The status fields the reconciler owns, server-side applied with its field manager.
@@ -131,6 +136,9 @@ impl Verdict {
         }
     }
 }
+
+/// What Degraded `LayoutOverridesSpec` (and its Warning Event) says.
+pub const LAYOUT_OVERRIDES_MESSAGE: &str = "spec.layout (written by the router's /add or /rm) overrides the later edit of spec.shards, spec.servers or spec.replicasPerShard, which is not applied; remove spec.layout to apply it (servers and shards not in it are then drained)";
 
 /// The three verdicts, in the order `Ready`, `Progressing`, `Degraded`.
 pub type Verdicts = [Verdict; 3];
@@ -305,6 +313,12 @@ pub fn verdicts(o: &Observation) -> Verdicts {
                 list(&no_quorum)
             ),
         )
+    } else if o.layout_overrides {
+        Verdict::new(
+            true,
+            reason::LAYOUT_OVERRIDES_SPEC,
+            LAYOUT_OVERRIDES_MESSAGE,
+        )
     } else {
         Verdict::new(false, reason::AS_EXPECTED, "")
     };
@@ -422,6 +436,7 @@ fn known_reason(reason: &str) -> &'static str {
         DRAIN_FAILED,
         CONTROL_PLANE_ERROR,
         CREDENTIALS_MISSING,
+        LAYOUT_OVERRIDES_SPEC,
     ]
     .into_iter()
     .find(|known| *known == reason)

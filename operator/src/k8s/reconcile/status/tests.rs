@@ -273,3 +273,24 @@ fn a_blocked_spec_says_why_in_every_condition() {
         "the control plane's field is not claimed"
     );
 }
+
+#[test]
+fn a_layout_overriding_a_user_edit_degrades_while_ready() {
+    let mut o = ready_observation();
+    o.layout_overrides = true;
+    assert_eq!(
+        reasons(&o),
+        [
+            (true, reason::ALL_READY),
+            (false, reason::RECONCILED),
+            (true, reason::LAYOUT_OVERRIDES_SPEC)
+        ]
+    );
+    let degraded = &verdicts(&o)[2];
+    assert!(
+        degraded.message.contains("remove spec.layout"),
+        "{degraded:?}"
+    );
+    o.apply_failures = vec![("StatefulSet x".to_owned(), "422".to_owned())];
+    assert_eq!(reasons(&o)[2], (true, reason::APPLY_FAILED), "worse first");
+}
