@@ -305,4 +305,4 @@ pub fn restorable_range(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -80,33 +80,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::manifest::{PartRef, ShardArchiveMark, ShardBackup};
+    use crate::manifest::ShardArchiveMark;
+    use crate::plan::tests::backup;
     use crate::plan::{Target, plan_restore};
-
-    fn backup(i: u64, lsn: u64) -> Manifest {
-        let part = PartRef {
-            key: String::new(),
-            bytes: 0,
-            crc32c: 0,
-        };
-        Manifest {
-            id: BackupId::at(i),
-            started_at_ms: i * 100,
-            finished_at_ms: i * 100,
-            fleet: serde_json::Value::Null,
-            shards: BTreeMap::from([(
-                "sh1".to_owned(),
-                ShardBackup {
-                    epoch: 1,
-                    lsn,
-                    source: "s0".into(),
-                    rows: 0,
-                    parts: vec![],
-                    ops: part,
-                },
-            )]),
-        }
-    }
 
     proptest! {
         /// After pruning, every time from the oldest kept backup to the archive's end still
@@ -114,7 +90,7 @@ mod tests {
         #[test]
         fn every_point_in_the_window_stays_restorable(n in 1u64..8, count in prop::option::of(1usize..5), age in prop::option::of(0u64..900), t in 0u64..1000) {
             // Backup i finishes at i*100 holding lsn 10*i; entry k is stamped 10*k; chunks of 5.
-            let backups: Vec<Manifest> = (1..=n).map(|i| backup(i, 10 * i)).collect();
+            let backups: Vec<Manifest> = (1..=n).map(|i| backup(i, 10 * i, i * 100)).collect();
             let end = 10 * n + 20;
             let chunks: Vec<ChunkName> = (0..end / 5).map(|c| ChunkName { shard: "sh1".into(), first: c * 5 + 1, last: c * 5 + 5, max_at_ms: (c * 5 + 5) * 10 }).collect();
             let marks = BTreeMap::from([("sh1".to_owned(), ShardArchiveMark { through_lsn: end, at_ms: end * 10 })]);

@@ -310,50 +310,25 @@ impl Store {
             .collect::<Result<_, _>>()?)
     }
 
-    /// A consistent copy of the shard: its rows and op outcomes exactly as of its applied point,
-    /// all read in one REPEATABLE READ transaction (one InnoDB read view).
+    /// A consistent copy of the shard in memory: its rows and op outcomes exactly as of its
+    /// applied point, all read in one InnoDB read view ([`Store::stream_copy`], collected).
     pub async fn snapshot(&self, t: &ShardTable) -> Result<Snapshot, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let applied =
-            sqlx::query("SELECT applied_epoch, applied_lsn FROM walshard_shards WHERE shard = ?")
-                .bind(t.shard.as_str())
-                .fetch_optional(&mut *tx)
-                .await?;
-        let (epoch, lsn) = match applied {
-            Some(r) => (r.try_get::<u64, _>(0)?, r.try_get::<u64, _>(1)?),
-            None => (0, 0),
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Row>>(4);
+        let copy = self.stream_copy(t, 4096, tx);
+        let collect = async {
+            let mut rows = Vec::new();
+            while let Some(batch) = rx.recv().await {
+                rows.extend(batch);
+            }
+            rows
         };
-        let sql = format!(
-            "SELECT {} FROM {} ORDER BY {}",
-            t.column_list,
-            t.table,
-            t.key()
-        );
-        let rows = sqlx::query(AssertSqlSafe(sql))
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| decode_row(&t.schema, r))
-            .collect::<Result<Vec<_>, _>>()?;
-        let ops = sqlx::query("SELECT op_id, lsn, outcome FROM walshard_ops WHERE shard = ?")
-            .bind(t.shard.as_str())
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|r| {
-                Ok((
-                    r.try_get::<Vec<u8>, _>(0)?,
-                    r.try_get::<u64, _>(1)?,
-                    r.try_get::<String, _>(2)?,
-                ))
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
-        tx.commit().await?;
+        let (point, rows) = tokio::join!(copy, collect);
+        let point = point?;
         Ok(Snapshot {
-            epoch,
-            lsn,
+            epoch: point.epoch,
+            lsn: point.lsn,
             rows,
-            ops,
+            ops: point.ops,
         })
     }
 

@@ -23,7 +23,8 @@ fn replay(plan: &ShardPlan, times: &[Millis]) -> u64 {
     applied
 }
 
-fn backup(id: u64, lsn: u64, finished_at_ms: Millis) -> Manifest {
+/// A one-shard (`sh1`) base backup at `lsn`, finished at `finished_at_ms` (tests of this crate).
+pub(crate) fn backup(id: u64, lsn: u64, finished_at_ms: Millis) -> Manifest {
     let part = PartRef {
         key: String::new(),
         bytes: 0,
