@@ -31,15 +31,6 @@ impl Backoff {
         self.first.saturating_mul(factor).min(self.cap)
     }
 
-    /// Pause `n` for a loop that keeps no [`Pauses`] (a requeue after its `n`th failure): drawn
-    /// uniformly from `[ceiling(n) / 2, ceiling(n)]`, so it never goes hot.
-    pub fn pause(self, n: u32) -> Duration {
-        let ceiling = self.ceiling(n);
-        let half = ceiling / 2;
-        let spread = u64::try_from((ceiling - half).as_nanos()).unwrap_or(u64::MAX);
-        half + Duration::from_nanos(fastrand::u64(..=spread))
-    }
-
     /// The pauses of one retry loop.
     pub fn start(self) -> Pauses {
         Pauses {
@@ -105,7 +96,7 @@ mod tests {
     }
 
     #[test]
-    fn stateless_pauses_stay_between_half_and_the_whole_ceiling() {
+    fn ceilings_double_up_to_the_cap() {
         let b = Backoff::new(1000 * MS, 300_000 * MS);
         let ceilings: Vec<u128> = (0..=10).map(|n| b.ceiling(n).as_millis()).collect();
         assert_eq!(
@@ -115,10 +106,6 @@ mod tests {
             ]
         );
         assert_eq!(b.ceiling(u32::MAX), 300_000 * MS);
-        for n in 0..12 {
-            let p = b.pause(n);
-            assert!(p >= b.ceiling(n) / 2 && p <= b.ceiling(n), "{n}: {p:?}");
-        }
     }
 
     #[test]

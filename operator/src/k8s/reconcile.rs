@@ -82,7 +82,7 @@ pub const REPORTING_CONTROLLER: &str = "walshard-operator";
 /// Length of a generated cluster token or password (`[A-Za-z0-9]`, ~190 bits).
 pub const GENERATED_SECRET_LEN: usize = 32;
 
-/// Error requeues: ceilings 1 s, 2 s, 4 s, … up to 5 min, jittered (the contract's backoff).
+/// Error requeues: 1 s, 2 s, 4 s, … up to 5 min (the contract's backoff policy).
 pub const REQUEUE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
 
 /// Why a reconciliation failed; it is retried with [`backoff`].
@@ -137,10 +137,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The error requeue after `failures` consecutive failures: between half and all of 1 s, 2 s,
-/// 4 s, … up to 5 min (jittered, so databases that failed together do not retry together).
+/// The error requeue after `failures` consecutive failures: 1 s, 2 s, 4 s, … up to 5 min. Not
+/// jittered: the requeue times are part of the operator's tested contract.
 pub fn backoff(failures: u32) -> Duration {
-    REQUEUE_BACKOFF.pause(failures.saturating_sub(1))
+    REQUEUE_BACKOFF.ceiling(failures.saturating_sub(1))
 }
 
 /// The Controller's error policy: requeue with [`backoff`] per database.
