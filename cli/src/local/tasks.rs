@@ -107,10 +107,15 @@ pub(super) async fn supervise(shared: Arc<Shared>, mut stopped: watch::Receiver<
                 && let Some(config) = &state.config
             {
                 match parse_layout(config) {
+                    // Configured beside this loop: the agent answers only once its MySQL does,
+                    // and a MySQL that died too is respawned by this loop's next round.
                     Ok(layout) => {
-                        if let Err(e) = shared.configure_agent(&layout, &name, ports).await {
-                            warn!(server = %name, error = %e, "configuring the respawned agent");
-                        }
+                        let shared = shared.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = shared.configure_agent(&layout, &name, ports).await {
+                                warn!(server = %name, error = %e, "configuring the respawned agent");
+                            }
+                        });
                     }
                     Err(e) => warn!(error = %e, "fleet configuration unreadable"),
                 }
