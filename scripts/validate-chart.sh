@@ -259,7 +259,7 @@ refuse "a ServiceMonitor without the metrics Service" "needs metrics.service.ena
   --set metrics.serviceMonitor.enabled=true --set metrics.service.enabled=false
 
 step "the monitoring rendering: PodMonitors for agents and routers, alerts and dashboard on real metrics"
-"$py" - "$out/monitoring-1.37.0.yaml" "$root/control-plane/src/runtime/metrics.rs" "$root/shard-agent/src/archive/metrics.rs" <<'EOF' || die "the monitoring objects are wrong (see above)"
+"$py" - "$out/monitoring-1.37.0.yaml" "$root/control-plane/src/runtime/metrics.rs" "$root/shard-agent/src/metrics/archive.rs" <<'EOF' || die "the monitoring objects are wrong (see above)"
 import json, re, sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 source = open(sys.argv[2]).read()
