@@ -21,38 +21,36 @@
 //! under the joint rule that still needs the server's answer; once no set names it, no shard is
 //! changing and the record no longer names it, `drain` answers `true` and its pod may go.
 
+mod config;
+mod converge;
+mod database;
+mod error;
+mod fleet;
 mod handover;
 pub mod plan;
+mod publish;
 pub mod status;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use kube::Api;
-use kube::api::{Patch, PatchParams};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use serde_json::{Value as Json, json};
-use thiserror::Error;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 use walshard_contract::http_client::{ClientError, ClientSettings};
-use walshard_contract::{Quorum, Topology};
+use walshard_contract::{Backoff, Topology};
+use walshard_control_plane::runtime::{ControlPlane, ControlPlaneMetrics, HttpAgentApi, Scope};
+use walshard_k8s_api::spec::ShardedDatabase;
 
-use super::reconcile::FleetError;
-use plan::{Desired, Settled, UrlFn};
-use walshard_control_plane::ClusterSpec;
-use walshard_control_plane::election::{ReconfigureError, SwitchoverError};
-use walshard_control_plane::fleet_ops::{self, Handover};
-use walshard_control_plane::runtime::{
-    AgentCallError, ControlPlane, ControlPlaneConfig, ControlPlaneHandle, ControlPlaneMetrics,
-    HttpAgentApi, HttpTimeouts, Scope,
-};
-use walshard_k8s_api::spec::{API_VERSION, KIND, ShardedDatabase};
+pub use config::HostedPlanesConfig;
+use database::{Database, Progress, Shared};
+pub use error::HostingError;
+use plan::{Desired, Settled};
 
 /// The field manager of everything the control plane writes: its status fields and the
 /// [`SETTLED_ANNOTATION`]. The reconciler owns the other status fields as `walshard-operator`.
@@ -61,80 +59,6 @@ pub const FIELD_MANAGER: &str = "walshard-operator-control-plane";
 /// The annotation holding the settled replica sets ([`plan::Settled`], JSON `{"sh1": ["Server0",
 /// ...]}`) a restarted control plane starts from.
 pub const SETTLED_ANNOTATION: &str = "walshard.io/settled-replicas";
-
-/// Why a database's control plane could not be started, changed or drained.
-#[derive(Debug, Error)]
-pub enum HostingError {
-    #[error("the ShardedDatabase has no namespace")]
-    NoNamespace,
-    #[error("the ShardedDatabase has no name")]
-    NoName,
-    #[error(transparent)]
-    Spec(#[from] walshard_k8s_api::spec::SpecError),
-    #[error("cluster spec: {0}")]
-    Cluster(#[from] walshard_control_plane::ClusterSpecError),
-    #[error("agent client: {0}")]
-    Agent(#[from] AgentCallError),
-    #[error(
-        "the write quorum cannot change while the control plane runs (from {from:?} to {to:?}); \
-         nothing of the new spec was applied"
-    )]
-    WriteQuorum { from: Quorum, to: Quorum },
-    #[error("no control plane runs for {namespace}/{name}: ensure() it first")]
-    NotRunning { namespace: String, name: String },
-    #[error("{server} is still in the spec of {namespace}/{name}: only removed servers drain")]
-    NotRemoved {
-        namespace: String,
-        name: String,
-        server: String,
-    },
-    #[error("annotation {SETTLED_ANNOTATION}: {0} (delete it to start from the spec)")]
-    Record(String),
-    #[error("switchover: {0}")]
-    Switchover(String),
-}
-
-/// Settings of [`HostedPlanes`].
-#[derive(Clone)]
-pub struct HostedPlanesConfig {
-    /// The control planes' heartbeat interval.
-    pub tick: Duration,
-    pub plane: ControlPlaneConfig,
-    pub timeouts: HttpTimeouts,
-    /// The least time between two status writes of a database.
-    pub status_every: Duration,
-    /// The converger's pace without news, and the first delay before a failed `/config` is
-    /// sent again (doubling up to 30 s).
-    pub retry: Duration,
-    /// An agent's base URL from `(database, namespace, server)`; [`walshard_k8s_api::names::agent_url`]
-    /// (through the headless Service) by default, a loopback one in tests.
-    pub agent_url: Arc<UrlFn>,
-}
-
-impl Default for HostedPlanesConfig {
-    fn default() -> Self {
-        Self {
-            tick: Duration::from_millis(200),
-            plane: ControlPlaneConfig::default(),
-            timeouts: HttpTimeouts::default(),
-            status_every: Duration::from_millis(500),
-            retry: Duration::from_secs(1),
-            agent_url: Arc::new(walshard_k8s_api::names::agent_url),
-        }
-    }
-}
-
-impl std::fmt::Debug for HostedPlanesConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HostedPlanesConfig")
-            .field("tick", &self.tick)
-            .field("plane", &self.plane)
-            .field("timeouts", &self.timeouts)
-            .field("status_every", &self.status_every)
-            .field("retry", &self.retry)
-            .finish_non_exhaustive()
-    }
-}
 
 /// The control planes of one operator process, one per `ShardedDatabase` (cheap to clone).
 #[derive(Clone)]
@@ -155,59 +79,6 @@ struct Inner {
     ops: tokio::sync::Mutex<()>,
 }
 
-/// A running database: its tasks and what they share.
-struct Database {
-    token: String,
-    shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Database {
-    async fn stop(self) {
-        self.stop.send_replace(true);
-        for task in self.tasks {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(5), task)
-                .await
-                .is_err()
-            {
-                warn!(
-                    database = %self.shared.key(),
-                    "a control-plane task did not stop in time"
-                );
-                abort.abort();
-            }
-        }
-    }
-}
-
-/// What a database's tasks share.
-struct Shared {
-    namespace: String,
-    name: String,
-    api: Api<ShardedDatabase>,
-    handle: ControlPlaneHandle,
-    desired: watch::Sender<Desired>,
-    progress: Mutex<Progress>,
-    http: reqwest::Client,
-    token: String,
-    retry: Duration,
-}
-
-/// The converger's memory.
-#[derive(Debug, Clone)]
-struct Progress {
-    /// The spec the control plane runs (the last one it accepted).
-    applied: ClusterSpec,
-    /// The settled record last persisted (or read at start).
-    record: Option<Settled>,
-    /// `(server, shard)` pairs whose `/config` the agent accepted.
-    configured: BTreeSet<(String, String)>,
-    /// Per server: the next `/config` attempt not before, and the delay after that one.
-    attempts: BTreeMap<String, (Instant, Duration)>,
-}
-
 impl HostedPlanes {
     /// Control planes writing through `client`, their metrics (`walshard_operator_*`, one
     /// `database="<namespace>/<name>"` label per database) registered into `registry`.
@@ -215,6 +86,7 @@ impl HostedPlanes {
         Self::with_config(client, registry, HostedPlanesConfig::default())
     }
 
+    /// [`Self::new`] with other settings (tests: loopback agents, short timings).
     pub fn with_config(
         client: kube::Client,
         registry: &mut Registry,
@@ -335,7 +207,7 @@ impl HostedPlanes {
             }),
             http: self.inner.http.clone(),
             token: token.to_owned(),
-            retry: cfg.retry,
+            retry: Backoff::new(cfg.retry, database::RETRY_CAP),
         });
         info!(database = %shared.key(), "control plane started");
         let tick = cfg.tick;
@@ -348,8 +220,8 @@ impl HostedPlanes {
                 .await;
             plane.forget_metrics();
         });
-        let converge = tokio::spawn(converge(Arc::clone(&shared), stopped.clone()));
-        let publish = tokio::spawn(publish(
+        let converge = tokio::spawn(converge::converge(Arc::clone(&shared), stopped.clone()));
+        let publish = tokio::spawn(publish::publish(
             Arc::clone(&shared),
             stopped.clone(),
             cfg.status_every,
@@ -441,240 +313,6 @@ fn settled_annotation(db: &ShardedDatabase) -> Result<Option<Settled>, HostingEr
         .transpose()
 }
 
-impl Shared {
-    fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
-    fn progress(&self) -> MutexGuard<'_, Progress> {
-        match self.progress.lock() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
-        }
-    }
-
-    fn handle_quorum(&self) -> Quorum {
-        self.progress().applied.write_quorum
-    }
-
-    /// Requests a planned switchover; one already under way is fine.
-    async fn hand_over(&self, h: &Handover) -> Result<(), HostingError> {
-        let Some(to) = &h.to else {
-            warn!(
-                database = %self.key(), shard = %h.shard, from = %h.from,
-                "no reachable staying replica to take over the primary yet"
-            );
-            return Ok(());
-        };
-        match self.handle.switchover(&h.shard, to).await {
-            Ok(()) => {
-                info!(database = %self.key(), shard = %h.shard, from = %h.from, to = %to, "switching the primary over");
-                Ok(())
-            }
-            Err(SwitchoverError::NotRunning) => Err(HostingError::NotRunning {
-                namespace: self.namespace.clone(),
-                name: self.name.clone(),
-            }),
-            Err(SwitchoverError::Busy { .. }) => Ok(()),
-            Err(e) => {
-                warn!(database = %self.key(), shard = %h.shard, to = %to, error = %e, "switchover refused");
-                Ok(())
-            }
-        }
-    }
-
-    /// One converger step: `/config`, switchovers, the record, then the change.
-    async fn converge_once(&self) {
-        let desired = self.desired.borrow().clone();
-        let topology = self.handle.topology();
-        let applied = self.progress().applied.clone();
-        let (next, handovers) = plan::next_spec(&desired.spec, &applied, &topology);
-
-        let lost = plan::unconfigured(&topology);
-        let mut servers = lost.clone();
-        {
-            let p = self.progress();
-            servers.extend(
-                plan::newcomers(&applied, &next)
-                    .into_iter()
-                    .filter(|pair| !p.configured.contains(pair))
-                    .map(|(server, _)| server),
-            );
-        }
-        if !servers.is_empty() {
-            self.configure(&desired, [&applied, &next], &servers, &lost)
-                .await;
-        }
-        for h in &handovers {
-            if let Err(e) = self.hand_over(h).await {
-                debug!(database = %self.key(), error = %e, "switchover not requested");
-            }
-        }
-
-        let progress = self.progress().clone();
-        let next = plan::gate(&next, &progress.applied, &desired.spec, |server, shard| {
-            progress
-                .configured
-                .contains(&(server.to_owned(), shard.to_owned()))
-        });
-        let record = plan::settled(&progress.applied, &topology, progress.record.as_ref());
-        if progress.record.as_ref() != Some(&record) {
-            if let Err(e) = self.persist(&record).await {
-                warn!(database = %self.key(), error = %e, "cannot record the settled replica sets; changes wait");
-                return;
-            }
-            self.progress().record = Some(record);
-        }
-        if next == progress.applied {
-            return;
-        }
-        match self.handle.reconfigure(next.clone()).await {
-            Ok(()) => {
-                info!(database = %self.key(), shards = ?next.shards, "replica sets changing");
-                self.progress().applied = next;
-            }
-            Err(ReconfigureError::Busy { shard }) => {
-                debug!(database = %self.key(), %shard, "a change is under way; retrying");
-            }
-            Err(e) => warn!(database = %self.key(), error = %e, "reconfiguration refused"),
-        }
-    }
-
-    /// Sends `/config` to `servers` (concurrently) with every shard they hold in `specs`;
-    /// `lost` ones reported a shard missing, so what they confirmed before is forgotten.
-    async fn configure(
-        &self,
-        desired: &Desired,
-        specs: [&ClusterSpec; 2],
-        servers: &BTreeSet<String>,
-        lost: &BTreeSet<String>,
-    ) {
-        let now = Instant::now();
-        let due: Vec<(String, String, BTreeSet<String>)> = {
-            let mut p = self.progress();
-            p.configured.retain(|(server, _)| !lost.contains(server));
-            servers
-                .iter()
-                .filter(|s| p.attempts.get(*s).is_none_or(|(at, _)| *at <= now))
-                .filter_map(|server| {
-                    let url = specs.iter().find_map(|s| s.servers.get(server))?.clone();
-                    let held = plan::held_by(
-                        server,
-                        [&desired.spec.shards, &specs[0].shards, &specs[1].shards],
-                    );
-                    Some((server.clone(), url, held))
-                })
-                .collect()
-        };
-        let calls = due.into_iter().map(|(server, url, held)| async move {
-            let body = fleet_ops::agent_config(
-                &desired.layout.schema,
-                &desired.layout.shards,
-                held.iter().map(String::as_str),
-            );
-            let result = match &body {
-                Some(body) => fleet_ops::configure_agent(&self.http, &url, &self.token, body).await,
-                None => Ok(()),
-            };
-            (server, held, result)
-        });
-        for (server, held, result) in futures::future::join_all(calls).await {
-            let mut p = self.progress();
-            match result {
-                Ok(()) => {
-                    debug!(database = %self.key(), %server, shards = ?held, "agent configured");
-                    p.attempts.remove(&server);
-                    p.configured
-                        .extend(held.into_iter().map(|shard| (server.clone(), shard)));
-                }
-                Err(e) => {
-                    let delay = p
-                        .attempts
-                        .get(&server)
-                        .map_or(self.retry, |(_, d)| (*d * 2).min(Duration::from_secs(30)));
-                    p.attempts.insert(server.clone(), (now + delay, delay));
-                    debug!(database = %self.key(), %server, error = %e, "agent not configured yet");
-                }
-            }
-        }
-    }
-
-    /// Writes the settled record into the annotation (server-side apply, own field manager).
-    async fn persist(&self, record: &Settled) -> Result<(), kube::Error> {
-        let text = serde_json::to_string(record).unwrap_or_else(|_| "{}".to_owned());
-        let patch = json!({
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": {"name": self.name, "annotations": {SETTLED_ANNOTATION: text}},
-        });
-        self.api
-            .patch(
-                &self.name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await?;
-        debug!(database = %self.key(), "settled replica sets recorded");
-        Ok(())
-    }
-}
-
-/// Moves the running spec towards the desired one on every topology or spec change (and at
-/// least every `retry`).
-async fn converge(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    let mut topology = shared.handle.watch();
-    let mut desired = shared.desired.subscribe();
-    loop {
-        shared.converge_once().await;
-        tokio::select! {
-            r = topology.changed() => if r.is_err() { return },
-            r = desired.changed() => if r.is_err() { return },
-            () = tokio::time::sleep(shared.retry) => {}
-            _ = stopped.wait_for(|s| *s) => return,
-        }
-    }
-}
-
-/// Publishes the control plane's status fields when they change, at most every `every`.
-async fn publish(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>, every: Duration) {
-    let mut topology = shared.handle.watch();
-    let mut desired = shared.desired.subscribe();
-    let mut last: Option<Json> = None;
-    let mut not_before = tokio::time::Instant::now();
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep_until(not_before) => {}
-            _ = stopped.wait_for(|s| *s) => return,
-        }
-        let patch = {
-            let t = topology.borrow_and_update();
-            let d = desired.borrow_and_update();
-            status::status_patch(&t, &d.layout)
-        };
-        if last.as_ref() != Some(&patch) {
-            not_before = tokio::time::Instant::now() + every;
-            match shared
-                .api
-                .patch_status(&shared.name, &params, &Patch::Apply(&patch))
-                .await
-            {
-                Ok(_) => {
-                    debug!(database = %shared.key(), "status published");
-                    last = Some(patch);
-                }
-                // Retried at the next change (the topology changes every tick).
-                Err(e) => warn!(database = %shared.key(), error = %e, "status not published"),
-            }
-        }
-        tokio::select! {
-            r = topology.changed() => if r.is_err() { return },
-            r = desired.changed() => if r.is_err() { return },
-            _ = stopped.wait_for(|s| *s) => return,
-        }
-    }
-}
-
 impl HostedPlanes {
     fn running(&self, namespace: &str, name: &str) -> Result<Arc<Shared>, HostingError> {
         self.shared(namespace, name)
@@ -682,50 +320,5 @@ impl HostedPlanes {
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
             })
-    }
-}
-
-impl super::reconcile::Fleet for HostedPlanes {
-    async fn ensure(&self, db: &ShardedDatabase, token: &str) -> Result<(), FleetError> {
-        HostedPlanes::ensure(self, db, token)
-            .await
-            .map_err(FleetError::new)
-    }
-
-    async fn remove(&self, namespace: &str, name: &str) {
-        HostedPlanes::remove(self, namespace, name).await;
-    }
-
-    fn topology(&self, namespace: &str, name: &str) -> Option<Topology> {
-        HostedPlanes::topology(self, namespace, name)
-    }
-
-    async fn drain(&self, namespace: &str, name: &str, server: &str) -> Result<bool, FleetError> {
-        HostedPlanes::drain(self, namespace, name, server)
-            .await
-            .map_err(FleetError::new)
-    }
-
-    async fn handover(
-        &self,
-        namespace: &str,
-        name: &str,
-        server: &str,
-    ) -> Result<bool, FleetError> {
-        HostedPlanes::handover(self, namespace, name, server)
-            .await
-            .map_err(FleetError::new)
-    }
-
-    async fn switchover(
-        &self,
-        namespace: &str,
-        name: &str,
-        shard: &str,
-        to: &str,
-    ) -> Result<bool, FleetError> {
-        HostedPlanes::switchover(self, namespace, name, shard, to)
-            .await
-            .map_err(FleetError::new)
     }
 }

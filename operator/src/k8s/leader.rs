@@ -58,12 +58,16 @@ impl Default for LeaderConfig {
     }
 }
 
+/// Leader-election timings that cannot work together.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum LeaderConfigError {
+    /// The retry period (first) is not shorter than the renew deadline (second).
     #[error("renew period {0:?} must be shorter than the renew deadline {1:?}")]
     RenewPeriod(Duration, Duration),
+    /// The renew deadline (first) is not shorter than the lease duration (second).
     #[error("renew deadline {0:?} must be shorter than the lease duration {1:?}")]
     RenewDeadline(Duration, Duration),
+    /// The lease duration is not a whole, positive number of seconds.
     #[error("the lease duration {0:?} must be whole seconds, at least 1")]
     LeaseDuration(Duration),
 }
@@ -97,10 +101,13 @@ impl LeaderConfig {
 /// The Lease as a candidate saw it, and since when (its own clock) it has looked like that.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
+    /// `holderIdentity`; `None` when released.
     pub holder: Option<String>,
+    /// `leaseDurationSeconds`.
     pub lease_duration: Duration,
     /// `resourceVersion`: changes with every write, renewals included.
     pub version: String,
+    /// When this candidate first saw this version.
     pub since: Instant,
 }
 
@@ -141,16 +148,22 @@ pub fn still_leader(renewed: Instant, now: Instant, config: &LeaderConfig) -> bo
     now.saturating_duration_since(renewed) < config.renew_deadline
 }
 
+/// Why one step of the leader election failed (retried after the retry period).
 #[derive(Debug, Error)]
 pub enum LeaderError {
+    /// The API server refused or failed a call on the Lease.
     #[error("{verb} the leader Lease: {source}")]
     Api {
+        /// `get`, `create` or `replace`.
         verb: &'static str,
+        /// The client's error.
         #[source]
         source: kube::Error,
     },
+    /// The call did not answer within the given time.
     #[error("the leader Lease: no answer within {0:?}")]
     Timeout(Duration),
+    /// The Lease was written by someone else between our read and our write.
     #[error("the leader Lease changed under us (409 Conflict)")]
     Conflict,
 }
@@ -166,6 +179,7 @@ pub struct LeaderElector {
 }
 
 impl LeaderElector {
+    /// A candidate `identity` for the Lease in `namespace`; fails on inconsistent timings.
     pub fn new(
         client: Client,
         namespace: &str,
@@ -189,6 +203,7 @@ impl LeaderElector {
         self
     }
 
+    /// This candidate's identity in the Lease (`holderIdentity`).
     pub fn identity(&self) -> &str {
         &self.identity
     }

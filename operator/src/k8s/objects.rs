@@ -51,9 +51,13 @@ pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// The server's name as in the spec (`Server_4`), on that server's StatefulSet, pod and PVC.
 pub const LABEL_SERVER: &str = "walshard.io/server";
+/// The value of [`LABEL_NAME`].
 pub const APP: &str = "walshard";
+/// The value of [`LABEL_MANAGED_BY`].
 pub const MANAGED_BY: &str = "walshard-operator";
+/// [`LABEL_COMPONENT`] of the server objects (StatefulSets, their pods, the headless Service).
 pub const COMPONENT_SERVER: &str = "server";
+/// [`LABEL_COMPONENT`] of the router objects.
 pub const COMPONENT_ROUTER: &str = "router";
 
 /// Key of the cluster token in the generated Secret.
@@ -81,8 +85,11 @@ pub const NONROOT_UID: i64 = 65532;
 /// default).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Images {
+    /// The agent image (also the restore init container's).
     pub agent: String,
+    /// The router image.
     pub router: String,
+    /// `imagePullPolicy` of the agent and router containers; Kubernetes' default when `None`.
     pub pull_policy: Option<String>,
 }
 
@@ -106,7 +113,9 @@ pub struct Desired {
     pub pdbs: Vec<PodDisruptionBudget>,
     /// The router's.
     pub service_accounts: Vec<ServiceAccount>,
+    /// The router's: read and patch its database.
     pub roles: Vec<Role>,
+    /// The router's, binding its Role to its ServiceAccount.
     pub role_bindings: Vec<RoleBinding>,
 }
 
@@ -116,7 +125,9 @@ pub struct Desired {
 /// `[A-Za-z0-9]`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct GeneratedSecrets {
+    /// The token agents, routers and the control plane authenticate each other with.
     pub cluster_token: String,
+    /// MySQL's root password.
     pub mysql_password: String,
     /// The router's admin token (`/init`, `/add`, `/rm`).
     pub router_admin_token: String,
@@ -128,34 +139,50 @@ impl fmt::Debug for GeneratedSecrets {
     }
 }
 
+/// Why the desired objects of a database cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ObjectsError {
+    /// The object lacks this metadata field (it was not read from the API).
     #[error("the ShardedDatabase has no metadata.{0} (build objects from one read from the API)")]
     MissingMetadata(&'static str),
+    /// The spec does not resolve.
     #[error("invalid ShardedDatabase spec: {0}")]
     Spec(#[from] SpecError),
+    /// A generated object name is too long for Kubernetes.
     #[error(
         "{object} name {name:?} is {len} characters, at most {max} allowed ({why}): shorten the ShardedDatabase or server name"
     )]
     NameTooLong {
+        /// The kind of object.
         object: &'static str,
+        /// The generated name.
         name: String,
+        /// Its length.
         len: usize,
+        /// The longest allowed.
         max: usize,
+        /// Why that is the limit.
         why: &'static str,
     },
+    /// A generated object name is not a DNS label.
     #[error("{object} name {name:?} is not a DNS label: {rule}")]
     NotDnsLabel {
+        /// The kind of object.
         object: &'static str,
+        /// The generated name.
         name: String,
+        /// The rule it breaks.
         rule: &'static str,
     },
+    /// A server name that cannot become a label value.
     #[error(
         "server name {0:?} must start and end with a letter or digit (it becomes a label value and part of object names)"
     )]
     ServerName(String),
+    /// An image of the operator's configuration is empty (which one).
     #[error("the {0} image is empty (operator configuration)")]
     EmptyImage(&'static str),
+    /// The operator's image pull policy is not a Kubernetes one.
     #[error(
         "image pull policy {0:?} is not Always, IfNotPresent or Never (operator configuration)"
     )]

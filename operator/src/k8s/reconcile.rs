@@ -88,20 +88,29 @@ pub const REQUEUE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), Durati
 /// Why a reconciliation failed; it is retried with [`backoff`].
 #[derive(Debug, Error)]
 pub enum ReconcileError {
+    /// The object lacks this metadata field.
     #[error("the ShardedDatabase has no metadata.{0}")]
     MissingMetadata(&'static str),
+    /// The desired objects could not be built.
     #[error("building the desired objects: {0}")]
     Objects(#[source] ObjectsError),
+    /// An API call failed.
     #[error("{verb} {kind} {name}: {source}")]
     Api {
+        /// `get`, `list`, `create`, `patch`, `delete`.
         verb: &'static str,
+        /// The object's kind.
         kind: String,
+        /// Its name (or the list's selector).
         name: String,
+        /// The client's error.
         #[source]
         source: kube::Error,
     },
+    /// The status write failed.
     #[error("writing the status: {0}")]
     Status(#[source] kube::Error),
+    /// Adding or removing the finalizer failed, or the wrapped reconciliation did.
     #[error(transparent)]
     Finalizer(Box<finalizer::Error<ReconcileError>>),
 }

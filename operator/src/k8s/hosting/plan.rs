@@ -15,7 +15,9 @@ use super::HostingError;
 /// What a database's spec asks of its control plane.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Desired {
+    /// The database's namespace.
     pub namespace: String,
+    /// The database's name.
     pub name: String,
     /// Servers of the spec with their agent URLs, the shards' replica sets, the write quorum.
     pub spec: ClusterSpec,

@@ -5,8 +5,9 @@ use serde_json::json;
 use super::plan::{self, Desired, Settled};
 use super::status;
 use super::*;
-use walshard_contract::ServerInfo;
 use walshard_contract::{Phase, ReplicaInfo, ShardInfo};
+use walshard_contract::{Quorum, ServerInfo};
+use walshard_control_plane::fleet_ops::Handover;
 
 const SEED_DEFAULT: &str = include_str!("../../../../examples/seed-default.yaml");
 

@@ -43,17 +43,22 @@ pub(super) struct Applied {
 /// How a server's claim template changes from the live StatefulSet to the desired one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimChange {
+    /// Nothing to do.
     Same,
     /// Larger: patch the claim, then recreate the StatefulSet.
     Grow {
+        /// The live size.
         from: String,
+        /// The desired size.
         to: String,
     },
     /// Same size, other template (a class set for the first time): recreate only.
     Recreate,
     /// Smaller: refused (a claim cannot shrink; the CRD's transition rule refuses it too).
     Shrink {
+        /// The live size.
         from: String,
+        /// The desired (smaller) size.
         to: String,
     },
 }

@@ -61,6 +61,7 @@ pub trait Fleet: Send + Sync + 'static {
 pub struct FleetError(Box<dyn StdError + Send + Sync>);
 
 impl FleetError {
+    /// Wraps any error.
     pub fn new(error: impl Into<Box<dyn StdError + Send + Sync>>) -> Self {
         Self(error.into())
     }
@@ -115,10 +116,12 @@ impl<F: Fleet> Context<F> {
         }
     }
 
+    /// The control planes.
     pub fn fleet(&self) -> &F {
         &self.fleet
     }
 
+    /// The reconciler's metrics.
     pub fn metrics(&self) -> &ReconcileMetrics {
         &self.metrics
     }

@@ -12,22 +12,29 @@ use prometheus_client::registry::Registry;
 /// One `ShardedDatabase`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DatabaseLabels {
+    /// The database's namespace.
     pub namespace: String,
+    /// The database's name.
     pub name: String,
 }
 
 /// What kind of error ended a reconciliation.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
+    /// [`ReconcileError::metric_label`](super::ReconcileError::metric_label).
     pub error: &'static str,
 }
 
 /// Reconciliation counters, durations and per-database readiness. Clones share state.
 #[derive(Clone, Debug)]
 pub struct ReconcileMetrics {
+    /// `walshard_operator_reconciliations_total`.
     pub reconciliations: Counter,
+    /// `walshard_operator_reconcile_errors_total{error}`.
     pub errors: Family<ErrorLabels, Counter>,
+    /// `walshard_operator_reconcile_duration_seconds`.
     pub duration: Histogram,
+    /// `walshard_operator_database_ready{namespace, name}`.
     pub ready: Family<DatabaseLabels, Gauge>,
 }
 

@@ -62,6 +62,7 @@ pub mod reason {
 /// One server's StatefulSet as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerState {
+    /// The server's name.
     pub server: String,
     /// Its pod is ready (`readyReplicas` 1).
     pub ready: bool,
@@ -72,7 +73,9 @@ pub struct ServerState {
 /// The router Deployment as observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct RouterState {
+    /// Desired replicas.
     pub replicas: i32,
+    /// Ready replicas.
     pub ready: i32,
     /// Every replica runs the latest spec.
     pub rolled_out: bool,
@@ -81,11 +84,13 @@ pub struct RouterState {
 /// Everything the status is computed from.
 #[derive(Debug, Clone, Default)]
 pub struct Observation {
+    /// The `metadata.generation` observed.
     pub generation: Option<i64>,
     /// The shard ids of the resolved spec.
     pub shards: Vec<String>,
     /// One entry per desired server.
     pub servers: Vec<ServerState>,
+    /// The router Deployment.
     pub router: RouterState,
     /// The control plane's view; `None` until it runs.
     pub topology: Option<Topology>,
@@ -111,19 +116,27 @@ pub struct Observation {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnedStatus {
+    /// The `metadata.generation` these fields describe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing`, `Degraded`.
     pub conditions: Vec<Condition>,
+    /// Servers in the spec.
     pub servers: i32,
+    /// Servers whose pod is ready.
     pub servers_ready: i32,
+    /// Ready router replicas.
     pub router_ready: i32,
 }
 
 /// A condition before it gets its transition time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
+    /// The condition's status (`True` or `False`).
     pub status: bool,
+    /// One of [`reason`].
     pub reason: &'static str,
+    /// What `kubectl describe` shows.
     pub message: String,
 }
 
