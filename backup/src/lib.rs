@@ -9,19 +9,25 @@
 //! - [`plan`]: which objects a restore to a target reads, and the restorable range (pure);
 //! - [`retention`]: what a retention policy may delete (pure);
 //! - [`args`] (feature `cli`): the flags that name a store;
-//! - [`store`]: the object store (a local directory or S3-compatible), through `object_store`.
+//! - [`store`]: the object store (a local directory or S3-compatible), through `object_store`;
+//! - [`catalog`]: what a store holds (backups, marks, restorable range) and retention applied to it;
+//! - [`take`] (feature `take`): a base backup of a running fleet, through its agents.
 
 #![warn(missing_docs)]
 
 #[cfg(feature = "cli")]
 pub mod args;
+pub mod catalog;
 pub mod chunk;
 pub mod manifest;
 pub mod names;
 pub mod plan;
 pub mod retention;
 pub mod store;
+#[cfg(feature = "take")]
+pub mod take;
 
+pub use catalog::Catalog;
 pub use chunk::{ArchivedEntry, ChunkError};
 pub use manifest::{Manifest, PartRef, ShardArchiveMark, ShardBackup};
 pub use names::{BackupId, ChunkName};

@@ -6,12 +6,12 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use walshard_backup::args::StoreArgs;
-use walshard_backup::retention::{Retention, prune};
+use walshard_backup::retention::Retention;
+use walshard_backup::take::{AgentRef, TakeProgress, take_base_backup};
 use walshard_backup::{BackupStore, Manifest, now_ms};
 use walshard_contract::http_client::ClientSettings;
 
 use super::BackupCliError;
-use super::take::{AgentRef, take_base_backup};
 use crate::local::server::agent_url;
 use crate::local::state::{DataDir, FleetState};
 
@@ -99,7 +99,14 @@ pub async fn backup_now(
     } else {
         ProgressBar::hidden()
     };
-    let manifest = take_base_backup(&http, &state.token, &agents, fleet, store, &bar).await?;
+    let show = |p: TakeProgress<'_>| match p {
+        TakeProgress::Planned { shards } => bar.set_length(shards as u64),
+        TakeProgress::Copying { shard, server } => {
+            bar.set_message(format!("{shard} from {server}"))
+        }
+        TakeProgress::Copied { .. } => bar.inc(1),
+    };
+    let manifest = take_base_backup(&http, &state.token, &agents, fleet, store, &show).await?;
     bar.finish_and_clear();
     let summary = format!(
         "backup {} of {} shards, {} rows, {} bytes, in {:.1} s",
@@ -113,16 +120,7 @@ pub async fn backup_now(
         eprintln!("walshard: {summary}");
     }
     tracing::info!("{summary}");
-    let backups = store.manifests().await?;
-    let chunks = store.chunks(None).await?;
-    let gone = prune(&backups, &chunks, now_ms(), retention.policy());
-    for id in &gone.backups {
-        store.delete_backup(id).await?;
-        tracing::info!(backup = %id, "retention removed a backup");
-    }
-    for chunk in &gone.chunks {
-        store.delete(&chunk.key()).await?;
-    }
+    let gone = store.apply_retention(retention.policy(), now_ms()).await?;
     if !gone.backups.is_empty() || !gone.chunks.is_empty() {
         let said = format!(
             "retention removed {} backups and {} archived chunks",

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use walshard_backup::{BackupStore, Millis, plan::restorable_range};
+use walshard_backup::{BackupStore, Millis};
 
 use super::BackupCliError;
 
@@ -16,15 +16,15 @@ pub fn rfc3339(ms: Millis) -> String {
 
 /// The listing, as printed.
 pub async fn render(store: &BackupStore) -> Result<String, BackupCliError> {
-    let backups = store.manifests().await?;
-    let marks = store.marks().await?;
+    let catalog = store.catalog().await?;
+    let (backups, marks) = (&catalog.backups, &catalog.marks);
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{:<22} {:<30} {:>10} {:>12}  shards (lsn)",
         "id", "finished", "rows", "bytes"
     );
-    for m in &backups {
+    for m in backups {
         let shards: Vec<String> = m
             .shards
             .iter()
@@ -40,7 +40,7 @@ pub async fn render(store: &BackupStore) -> Result<String, BackupCliError> {
             shards.join(" ")
         );
     }
-    match restorable_range(&backups, &marks) {
+    match catalog.range() {
         Some(r) => {
             let _ = writeln!(
                 out,
@@ -53,7 +53,7 @@ pub async fn render(store: &BackupStore) -> Result<String, BackupCliError> {
             let _ = writeln!(out, "restorable: nothing (no complete base backup yet)");
         }
     }
-    for (shard, mark) in &marks {
+    for (shard, mark) in marks {
         let _ = writeln!(
             out,
             "archive {shard}: through LSN {}, complete at {}",

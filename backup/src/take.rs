@@ -1,19 +1,70 @@
-//! A base backup of a running fleet (docs/backup.md): per shard, one caught-up replica (a
-//! secondary when one is, so the primary's writes are not slowed) copies the shard straight to the
-//! store, consistent at or after the primary's commit point when the backup started; the manifest
-//! is written last, once every shard's copy is in.
+//! A base backup of a running fleet (docs/backup.md), through its agents (feature `take`): per
+//! shard, one caught-up replica (a secondary when one is, so the primary's writes are not slowed)
+//! copies the shard straight to the store, consistent at or after the primary's commit point when
+//! the backup started; the manifest is written last, once every shard's copy is in. `walshard
+//! backup create` (the local fleet) and the operator (Kubernetes) both take backups with
+//! [`take_base_backup`].
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use indicatif::ProgressBar;
 use serde_json::{Value, json};
-use walshard_backup::{BackupId, BackupStore, Manifest, ShardBackup, now_ms};
 
-use super::BackupCliError;
+use crate::{BackupId, BackupStore, Manifest, ShardBackup, StoreError, now_ms};
 
 /// How long a chosen replica may take to apply the start point before it copies.
 const CATCH_UP: Duration = Duration::from_secs(30);
+
+/// Why a base backup could not be taken; [`TakeError::code`] classifies it.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeError {
+    /// The backup store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An agent call failed.
+    #[error("server {server}: {reason}")]
+    Agent {
+        /// The server name.
+        server: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The shard (its id) has no primary to back up from.
+    #[error("shard {0} has no primary right now: retry when it has one")]
+    NoPrimary(String),
+}
+
+impl TakeError {
+    /// A machine-readable code: the store's, or `fleet-unavailable`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            TakeError::Store(e) => e.code(),
+            TakeError::Agent { .. } | TakeError::NoPrimary(_) => "fleet-unavailable",
+        }
+    }
+}
+
+/// How far a base backup is, for a progress bar or a log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeProgress<'a> {
+    /// The sources are chosen: this many shards will be copied.
+    Planned {
+        /// Shards to copy.
+        shards: usize,
+    },
+    /// A shard's copy starts, from this server.
+    Copying {
+        /// The shard.
+        shard: &'a str,
+        /// The server it is read from.
+        server: &'a str,
+    },
+    /// A shard's copy is in the store.
+    Copied {
+        /// The shard.
+        shard: &'a str,
+    },
+}
 
 /// One agent of the fleet.
 #[derive(Debug, Clone)]
@@ -32,21 +83,26 @@ pub async fn take_base_backup(
     agents: &[AgentRef],
     fleet: Value,
     store: &BackupStore,
-    progress: &ProgressBar,
-) -> Result<Manifest, BackupCliError> {
+    progress: &(dyn Fn(TakeProgress<'_>) + Sync),
+) -> Result<Manifest, TakeError> {
     let started_at_ms = now_ms();
     let id = BackupId::at(started_at_ms);
     let statuses = statuses(http, token, agents).await?;
     let sources = choose_sources(&statuses)?;
-    progress.set_length(sources.len() as u64);
+    progress(TakeProgress::Planned {
+        shards: sources.len(),
+    });
     let mut shards = BTreeMap::new();
     for (shard, (agent, min_lsn)) in &sources {
-        progress.set_message(format!("{shard} from {}", agent.server));
+        progress(TakeProgress::Copying {
+            shard,
+            server: &agent.server,
+        });
         let url = format!("{}/shards/{shard}/base-backup", agent.url);
         let body = json!({
             "backup_id": id.as_str(),
             "min_lsn": min_lsn,
-            "wait_ms": CATCH_UP.as_millis() as u64,
+            "wait_ms": u64::try_from(CATCH_UP.as_millis()).unwrap_or(u64::MAX),
         });
         let answer = http
             .post(&url)
@@ -54,24 +110,24 @@ pub async fn take_base_backup(
             .json(&body)
             .send()
             .await
-            .map_err(|e| BackupCliError::Agent {
+            .map_err(|e| TakeError::Agent {
                 server: agent.server.clone(),
                 reason: e.to_string(),
             })?;
         let status = answer.status();
         let text = answer.text().await.unwrap_or_default();
         if !status.is_success() {
-            return Err(BackupCliError::Agent {
+            return Err(TakeError::Agent {
                 server: agent.server.clone(),
                 reason: format!("shard {shard}: {status}: {text}"),
             });
         }
-        let copy: ShardBackup = serde_json::from_str(&text).map_err(|e| BackupCliError::Agent {
+        let copy: ShardBackup = serde_json::from_str(&text).map_err(|e| TakeError::Agent {
             server: agent.server.clone(),
             reason: format!("shard {shard}: unreadable answer: {e}"),
         })?;
         shards.insert(shard.clone(), copy);
-        progress.inc(1);
+        progress(TakeProgress::Copied { shard });
     }
     let manifest = Manifest {
         id,
@@ -88,7 +144,7 @@ async fn statuses(
     http: &reqwest::Client,
     token: &str,
     agents: &[AgentRef],
-) -> Result<Vec<(AgentRef, Value)>, BackupCliError> {
+) -> Result<Vec<(AgentRef, Value)>, TakeError> {
     let mut out = Vec::new();
     for agent in agents {
         let answer = http
@@ -99,7 +155,7 @@ async fn statuses(
             .and_then(|r| r.error_for_status());
         match answer {
             Ok(r) => {
-                let v: Value = r.json().await.map_err(|e| BackupCliError::Agent {
+                let v: Value = r.json().await.map_err(|e| TakeError::Agent {
                     server: agent.server.clone(),
                     reason: e.to_string(),
                 })?;
@@ -116,7 +172,7 @@ async fn statuses(
 /// point now). A secondary that has applied it already is preferred; else the primary.
 fn choose_sources(
     statuses: &[(AgentRef, Value)],
-) -> Result<BTreeMap<String, (AgentRef, u64)>, BackupCliError> {
+) -> Result<BTreeMap<String, (AgentRef, u64)>, TakeError> {
     let mut commit: BTreeMap<String, u64> = BTreeMap::new();
     let mut primary: BTreeMap<String, AgentRef> = BTreeMap::new();
     let mut all_shards: BTreeMap<String, ()> = BTreeMap::new();
@@ -132,7 +188,7 @@ fn choose_sources(
     let mut out = BTreeMap::new();
     for shard in all_shards.keys() {
         let (Some(p), Some(c)) = (primary.get(shard), commit.get(shard)) else {
-            return Err(BackupCliError::NoPrimary(shard.clone()));
+            return Err(TakeError::NoPrimary(shard.clone()));
         };
         let secondary = statuses.iter().find(|(agent, status)| {
             let s = &status["shards"][shard];
@@ -184,7 +240,7 @@ mod tests {
         )];
         assert!(matches!(
             choose_sources(&lone),
-            Err(BackupCliError::NoPrimary(s)) if s == "sh1"
+            Err(TakeError::NoPrimary(s)) if s == "sh1"
         ));
     }
 }
