@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Checks what ships to Kubernetes without a cluster (none can run here):
-#   1. the chart's CRD is an exact copy of the generated crds/shardeddatabases.walshard.io.yaml;
+#   1. the chart's CRDs are exact copies of the generated crds/shardeddatabases.walshard.io.yaml
+#      and crds/shardeddatabasebackups.walshard.io.yaml;
 #   2. `helm lint --strict` of charts/walshard with its default values and every ci/*-values.yaml;
 #   3. `helm template --include-crds` of each, rendered for Kubernetes 1.33 and 1.37, validated by
 #      `kubernetes-validate --strict` against that version's OpenAPI schemas (every rendered
@@ -23,8 +24,7 @@ root=$PWD
 tools=${WALSHARD_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/walshard/tools}
 out=$root/target/chart-validate
 chart=charts/walshard
-crd_src=crds/shardeddatabases.walshard.io.yaml
-crd_chart=$chart/crds/shardeddatabases.walshard.io.yaml
+crd_names=(shardeddatabases shardeddatabasebackups)
 kube_versions=(1.33.0 1.37.0)
 
 # Pinned tools. The helm wheel's sha256 is checked before anything in it is run.
@@ -105,14 +105,18 @@ actual=$("$helm" version --template '{{.Version}}')
 step "tools: helm $actual ($helm), kubernetes-validate $(kubernetes-validate --version 2>&1)," \
   "shellcheck $(shellcheck --version | sed -n 's/^version: //p'), $(hadolint --version)"
 
-# --- the CRD copy ----------------------------------------------------------------------------
-step "chart CRD: $crd_chart must equal $crd_src"
-[ -f "$crd_src" ] || die "$crd_src is missing: generate it with \`cargo run -p walshard-cli -- crd\`"
-[ -f "$crd_chart" ] || die "$crd_chart is missing: run scripts/sync-chart-crd.sh"
-if ! cmp -s "$crd_src" "$crd_chart"; then
-  diff -u "$crd_src" "$crd_chart" | head -n 40 >&2 || true
-  die "$crd_chart differs from $crd_src: run scripts/sync-chart-crd.sh"
-fi
+# --- the CRD copies ---------------------------------------------------------------------------
+for crd_name in "${crd_names[@]}"; do
+  crd_src=crds/$crd_name.walshard.io.yaml
+  crd_chart=$chart/crds/$crd_name.walshard.io.yaml
+  step "chart CRD: $crd_chart must equal $crd_src"
+  [ -f "$crd_src" ] || die "$crd_src is missing: generate it with \`cargo run -p walshard-cli -- crd\` (see k8s-api/README.md)"
+  [ -f "$crd_chart" ] || die "$crd_chart is missing: run scripts/sync-chart-crd.sh"
+  if ! cmp -s "$crd_src" "$crd_chart"; then
+    diff -u "$crd_src" "$crd_chart" | head -n 40 >&2 || true
+    die "$crd_chart differs from $crd_src: run scripts/sync-chart-crd.sh"
+  fi
+done
 
 # --- lint, render, validate ------------------------------------------------------------------
 # Each values set: a name, and helm's value arguments.
@@ -194,7 +198,9 @@ def check(ok, what):
         errors.append(what)
 
 default, namespaced = load(sys.argv[1]), load(sys.argv[2])
-check(len(of(default, "CustomResourceDefinition")) == 1, "default: the CRD is rendered with --include-crds")
+check(sorted(d["metadata"]["name"] for d in of(default, "CustomResourceDefinition"))
+      == ["shardeddatabasebackups.walshard.io", "shardeddatabases.walshard.io"],
+      "default: both CRDs are rendered with --include-crds")
 check(len(of(default, "ClusterRole")) == 1 and len(of(default, "ClusterRoleBinding")) == 1,
       "default (cluster-wide): one ClusterRole and its binding")
 check([r["metadata"]["name"] for r in of(default, "Role")] == ["walshard-leader-election"],

@@ -39,8 +39,24 @@ enum Command {
     /// Build a new local fleet data dir from a backup store: to the latest point, a time, LSNs
     /// or one base backup; then `walshard up --data-dir NEW` serves it.
     Restore(walshard_cli::backup::restore::RestoreArgs),
-    /// Print the ShardedDatabase CRD (YAML), as in crds/shardeddatabases.walshard.io.yaml.
-    Crd,
+    /// Print a CRD (YAML): ShardedDatabase (crds/shardeddatabases.walshard.io.yaml) or
+    /// ShardedDatabaseBackup (crds/shardeddatabasebackups.walshard.io.yaml).
+    Crd {
+        /// Which kind's CRD.
+        #[arg(value_enum, default_value = "ShardedDatabase")]
+        kind: CrdKind,
+    },
+}
+
+/// The kinds `walshard crd` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum CrdKind {
+    /// The database.
+    #[value(name = "ShardedDatabase")]
+    ShardedDatabase,
+    /// A base backup of a database.
+    #[value(name = "ShardedDatabaseBackup")]
+    ShardedDatabaseBackup,
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,8 +104,12 @@ async fn main() -> anyhow::Result<()> {
             .await,
         ),
         Command::Restore(args) => backup_result(walshard_cli::backup::restore::restore(args).await),
-        Command::Crd => {
-            print!("{}", walshard_k8s_api::spec::crd_yaml()?);
+        Command::Crd { kind } => {
+            let yaml = match kind {
+                CrdKind::ShardedDatabase => walshard_k8s_api::spec::crd_yaml()?,
+                CrdKind::ShardedDatabaseBackup => walshard_k8s_api::backup::crd_yaml()?,
+            };
+            print!("{yaml}");
             Ok(())
         }
     }

@@ -63,6 +63,19 @@ pub fn mysql_config(db: &str) -> String {
     format!("{db}-mysql")
 }
 
+/// The ConfigMap holding the layout a restoring database's servers are rebuilt for
+/// (`layout.json`: schema, shards, placement), with `spec.restore`.
+pub fn restore_layout(db: &str) -> String {
+    format!("{db}-restore")
+}
+
+/// The `ShardedDatabaseBackup` the schedule creates for its occurrence at `stamp`
+/// (`YYYYMMDDHHMMSS`, UTC): the same name for the same occurrence, so a second operator (or a
+/// second reconciliation) cannot start it twice.
+pub fn scheduled_backup(db: &str, stamp: &str) -> String {
+    format!("{db}-{stamp}")
+}
+
 /// The PodDisruptionBudget of the server pods.
 pub fn servers_pdb(db: &str) -> String {
     format!("{db}-servers")

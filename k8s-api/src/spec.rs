@@ -15,6 +15,7 @@
 //!   servers: {count: 6}                   # or {placement: [{name: Server0, shards: [sh1, sh2]}, ...]}
 //! ```
 
+pub mod backup;
 mod credentials;
 mod document;
 mod engine;
@@ -36,6 +37,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use walshard_contract::Schema;
 
+pub use backup::{
+    BackupRetentionSpec, BackupSpec, BackupStatus, RestoreSpec, S3Spec, SecretNameRef,
+    ShardArchiveStatus,
+};
 pub use credentials::{CredentialsSpec, SecretKeyRef};
 pub use document::crd_yaml;
 pub use engine::{EngineFlavor, EngineSpec};
@@ -47,8 +52,8 @@ pub use router::{RouterSpec, ServiceType};
 pub use server::{Durability, ResourcesSpec, WalFsync};
 pub use shards::{ServerPlacement, ServersSpec, ShardsSpec};
 pub use status::{
-    CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY, ShardSummary,
-    ShardedDatabaseStatus, primaries_summary,
+    CONDITION_ARCHIVE_LAGGING, CONDITION_DEGRADED, CONDITION_PROGRESSING, CONDITION_READY,
+    ShardSummary, ShardedDatabaseStatus, primaries_summary,
 };
 pub use storage::{Retention, RetentionPolicy, StorageSpec};
 
@@ -120,7 +125,11 @@ pub const TOKEN_KEY: &str = "token";
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[x_kube(validation = kube::core::Rule::new(rules::REPLICAS_FIT.rule).message(rules::REPLICAS_FIT.message))]
+#[x_kube(
+    validation = kube::core::Rule::new(rules::REPLICAS_FIT.rule).message(rules::REPLICAS_FIT.message),
+    validation = kube::core::Rule::new(backup::BACKUP_STORE_DIFFERS.rule).message(backup::BACKUP_STORE_DIFFERS.message),
+    validation = kube::core::Rule::new(backup::RESTORE_FIXED.rule).message(backup::RESTORE_FIXED.message)
+)]
 pub struct ShardedDatabaseSpec {
     /// The database engine: MySQL 8.4 by default; MariaDB images work too.
     #[serde(default)]
@@ -168,6 +177,12 @@ pub struct ShardedDatabaseSpec {
     /// Stop reconciling without touching the fleet.
     #[serde(default)]
     pub paused: bool,
+    /// Continuous WAL archiving and base backups (docs/backup.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+    /// Create the database from a backup store (only when it is created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<RestoreSpec>,
 }
 
 fn default_replicas() -> i32 {
@@ -211,6 +226,8 @@ impl ShardedDatabaseSpec {
             durability: Durability::default(),
             credentials: CredentialsSpec::default(),
             paused: false,
+            backup: None,
+            restore: None,
         }
     }
 

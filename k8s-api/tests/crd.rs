@@ -10,12 +10,15 @@ use std::path::{Path, PathBuf};
 use kube::CustomResourceExt;
 use kube::core::cel::{ScopeContext, Validator, WarningKind, analyze_rule, apply_defaults};
 use serde_json::{Value as Json, json};
+use walshard_k8s_api::backup::ShardedDatabaseBackup;
 use walshard_k8s_api::spec::rules::CEL_RULES;
 use walshard_k8s_api::spec::transition::TRANSITION_RULES;
 use walshard_k8s_api::spec::{ShardedDatabase, crd_yaml};
 
 const CRD_FILE: &str = "crds/shardeddatabases.walshard.io.yaml";
 const REFRESH: &str = "cargo run -p walshard-cli -- crd > crds/shardeddatabases.walshard.io.yaml";
+const BACKUP_CRD_FILE: &str = "crds/shardeddatabasebackups.walshard.io.yaml";
+const BACKUP_REFRESH: &str = "cargo run -p walshard-cli -- crd ShardedDatabaseBackup > crds/shardeddatabasebackups.walshard.io.yaml";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -127,6 +130,109 @@ fn the_crd_file_is_up_to_date() {
 }
 
 #[test]
+fn the_backup_crd_file_is_up_to_date() {
+    let expected = walshard_k8s_api::backup::crd_yaml().expect("the CRD serializes");
+    let path = workspace().join(BACKUP_CRD_FILE);
+    let actual = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        actual == expected,
+        "{BACKUP_CRD_FILE} is missing or stale; refresh it with:\n    {BACKUP_REFRESH}"
+    );
+}
+
+/// The backup examples (`examples/backup/`): databases with `spec.backup` or `spec.restore`
+/// pass the three layers, and the `ShardedDatabaseBackup` passes its CRD's schema and CEL.
+#[test]
+fn the_backup_examples_are_valid_in_every_layer() {
+    let layers = Layers::new();
+    let dir = workspace().join("examples/backup");
+    let mut databases = 0;
+    let mut backups = 0;
+    let backup_schema = backup_open_api_schema();
+    let backup_strict =
+        jsonschema::draft4::new(&with_object_meta(strict(&backup_schema))).expect("compiles");
+    for entry in std::fs::read_dir(&dir).expect("examples/backup/") {
+        let path = entry.expect("an entry").path();
+        let text = std::fs::read_to_string(&path).expect("readable");
+        let doc: Json = serde_yaml_ng::from_str(&text).expect("YAML");
+        match doc["kind"].as_str() {
+            Some("ShardedDatabase") => {
+                let v = layers.check(&text);
+                assert!(
+                    v.schema.is_empty() && v.cel.is_empty() && v.rust.is_ok(),
+                    "{}: {v:?}",
+                    path.display()
+                );
+                databases += 1;
+            }
+            Some("ShardedDatabaseBackup") => {
+                let defaulted = apply_defaults(&backup_schema, &doc);
+                let errors: Vec<String> = backup_strict
+                    .iter_errors(&defaulted)
+                    .map(|e| e.to_string())
+                    .collect();
+                assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+                assert!(
+                    Validator::new()
+                        .validate(&backup_schema, &doc, None)
+                        .is_ok(),
+                    "{}",
+                    path.display()
+                );
+                let parsed: ShardedDatabaseBackup = serde_json::from_value(doc).expect("parses");
+                assert!(!parsed.spec.database.is_empty());
+                backups += 1;
+            }
+            other => panic!("{}: unexpected kind {other:?}", path.display()),
+        }
+    }
+    assert!(
+        databases >= 2 && backups >= 1,
+        "{databases} databases, {backups} backups"
+    );
+}
+
+/// The `ShardedDatabaseBackup` CRD's `openAPIV3Schema`.
+fn backup_open_api_schema() -> Json {
+    let crd = ShardedDatabaseBackup::crd();
+    let schema = crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .expect("the CRD has an openAPIV3Schema");
+    serde_json::to_value(schema).expect("serializes")
+}
+
+/// A root schema that also admits apiVersion, kind and metadata (not in a CRD's schema).
+fn with_object_meta(mut root: Json) -> Json {
+    if let Some(props) = root.get_mut("properties").and_then(Json::as_object_mut) {
+        for name in ["apiVersion", "kind", "metadata"] {
+            props.insert(name.to_owned(), json!({}));
+        }
+    }
+    root
+}
+
+#[test]
+fn the_backup_crd_is_structural_and_its_rule_compiles() {
+    let schema = backup_open_api_schema();
+    let mut problems = Vec::new();
+    check_structural(&schema, "", &mut problems);
+    assert!(problems.is_empty(), "{problems:#?}");
+    let mut found = Vec::new();
+    collect_rules(&schema, "", &mut found);
+    let rule = walshard_k8s_api::backup::SPEC_FIXED;
+    assert_eq!(
+        found
+            .iter()
+            .map(|(at, r, _)| (at.as_str(), r.as_str()))
+            .collect::<Vec<_>>(),
+        [(".spec", rule.rule)]
+    );
+    assert!(!kube::core::cel::compile_schema(&found[0].2).has_errors());
+}
+
+#[test]
 fn every_example_is_valid_in_every_layer() {
     let layers = Layers::new();
     let mut seen = 0;
@@ -200,6 +306,7 @@ fn with(field: &str, value: &str) -> String {
 #[test]
 fn the_layers_agree_on_good_and_bad_specs() {
     use Refused::*;
+    use walshard_k8s_api::spec::backup;
     use walshard_k8s_api::spec::rules::*;
     let list = |items: &str| format!("{{list: [{items}]}}");
     let cases: Vec<(String, Option<Refused>)> = vec![
@@ -367,6 +474,111 @@ fn the_layers_agree_on_good_and_bad_specs() {
             )),
         ),
         (with("router", "{serviceType: NodePort}"), None),
+        // spec.backup and spec.restore.
+        (
+            with(
+                "backup",
+                "{store: 's3://backups/shop/studt', s3: {endpoint: 'http://minio.minio:9000', region: us-east-1, credentialsSecretRef: {name: s3}}, schedule: '0 3 * * *', retention: {keepCount: 7, keepDays: 14}, archiveIntervalMs: 500}",
+            ),
+            None,
+        ),
+        (
+            with(
+                "backup",
+                "{store: 'file:///var/backups/studt', schedule: '*/30 * * * * *'}",
+            ),
+            None,
+        ),
+        (
+            with(
+                "restore",
+                "{store: 's3://backups/shop/old', toTime: '2026-12-07T10:00:00Z'}",
+            ),
+            None,
+        ),
+        (
+            with(
+                "restore",
+                "{store: 'file:///var/backups/old', backupId: 20261207T030000123Z}",
+            ),
+            None,
+        ),
+        (
+            doc(&format!(
+                "{GOOD_SPEC}  backup: {{store: 's3://backups/new'}}\n  restore: {{store: 's3://backups/old/'}}\n"
+            )),
+            None,
+        ),
+        (with("backup", "{store: 'http://minio/x'}"), Some(Schema)),
+        (with("backup", "{store: 's3://Backups/x'}"), Some(Schema)),
+        (with("backup", "{store: 'file://relative'}"), Some(Schema)),
+        (
+            with("backup", "{store: 's3://backups', bucket: x}"),
+            Some(Schema),
+        ),
+        (
+            with("backup", "{store: 's3://backups', archiveIntervalMs: 10}"),
+            Some(Schema),
+        ),
+        (
+            with(
+                "backup",
+                "{store: 's3://backups', retention: {keepCount: 0}}",
+            ),
+            Some(Schema),
+        ),
+        (
+            with(
+                "backup",
+                "{store: 's3://backups', s3: {endpoint: 'minio:9000'}}",
+            ),
+            Some(Schema),
+        ),
+        (
+            with(
+                "backup",
+                "{store: 's3://backups', s3: {credentialsSecretRef: {name: S3_Creds}}}",
+            ),
+            Some(Schema),
+        ),
+        (
+            with("restore", "{store: 's3://backups', backupId: '../x'}"),
+            Some(Schema),
+        ),
+        (
+            with("restore", "{store: 's3://backups', toTime: yesterday}"),
+            Some(Schema),
+        ),
+        (
+            with(
+                "restore",
+                "{store: 's3://backups', toTime: '2026-12-07 10:00:00'}",
+            ),
+            Some(Schema),
+        ),
+        (
+            with(
+                "restore",
+                "{store: 's3://backups', backupId: 20261207T030000123Z, toTime: '2026-12-07T10:00:00Z'}",
+            ),
+            Some(Cel(
+                backup::RESTORE_TARGET_FORM.message,
+                backup::RESTORE_TARGET_FORM.message,
+            )),
+        ),
+        (
+            doc(&format!(
+                "{GOOD_SPEC}  backup: {{store: 's3://backups/shop/studt/'}}\n  restore: {{store: 's3://backups/shop/studt'}}\n"
+            )),
+            Some(Cel(
+                backup::BACKUP_STORE_DIFFERS.message,
+                backup::BACKUP_STORE_DIFFERS.message,
+            )),
+        ),
+        (
+            with("backup", "{store: 's3://backups', schedule: 'at three'}"),
+            Some(RustOnly),
+        ),
         (
             with("credentials", "{clusterTokenSecretRef: {name: Token}}"),
             Some(Schema),

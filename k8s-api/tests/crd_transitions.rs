@@ -6,7 +6,7 @@
 
 use kube::CustomResourceExt;
 use kube::core::cel::Validator;
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 use walshard_k8s_api::spec::ShardedDatabase;
 use walshard_k8s_api::spec::transition::{
     FLAVOR_FIXED, SCHEMA_FIXED, STORAGE_CLASS_FIXED, STORAGE_GROWS, validate_transition,
@@ -304,5 +304,104 @@ fn the_old_rewrite_of_the_users_form_was_refused_on_reapply() {
             .iter()
             .any(|e| e.contains(walshard_k8s_api::spec::rules::SHARDS_FORM.message)),
         "{refused:?}"
+    );
+}
+
+/// A document with `restore` (a YAML flow mapping) when given.
+fn with_restore(restore: Option<&str>) -> Json {
+    let restore = restore.map_or_else(String::new, |r| format!("  restore: {r}\n"));
+    let text = format!(
+        "apiVersion: walshard.io/v1alpha1\nkind: ShardedDatabase\nmetadata: {{name: t}}\nspec:
+  schema: {{columns: [Stud_id, Stud_name], dtypes: [Number, String]}}
+  shards: {{count: 4, size: 100}}
+  servers: {{count: 3}}
+  backup: {{store: 's3://backups/new'}}
+{restore}"
+    );
+    serde_yaml_ng::from_str(&text).expect("YAML")
+}
+
+#[test]
+fn restore_is_set_at_creation_or_never() {
+    use walshard_k8s_api::spec::backup::RESTORE_FIXED;
+    let latest = "{store: 's3://backups/old'}";
+    let at_ten = "{store: 's3://backups/old', toTime: '2026-12-07T10:00:00Z'}";
+    let cases: Vec<(Option<&str>, Option<&str>, bool)> = vec![
+        (None, None, true),
+        (Some(latest), Some(latest), true),
+        // Removing it once restored is allowed (the init containers go).
+        (Some(at_ten), None, true),
+        // Adding it to a running database, or changing it, is not.
+        (None, Some(latest), false),
+        (Some(latest), Some(at_ten), false),
+        (
+            Some(at_ten),
+            Some("{store: 's3://backups/other', toTime: '2026-12-07T10:00:00Z'}"),
+            false,
+        ),
+    ];
+    for (old, new, allowed) in cases {
+        let (old_doc, new_doc) = (with_restore(old), with_restore(new));
+        let case = format!("{old:?} -> {new:?}");
+        // On create, the rule does not run: a database may be created with any restore.
+        assert_eq!(refusals_on_create(&new_doc), 0, "{case}: refused on create");
+        let refused = refusals(&old_doc, &new_doc);
+        if allowed {
+            assert!(refused.is_empty(), "{case}: {refused:?}");
+        } else {
+            assert!(
+                refused
+                    .iter()
+                    .filter(|e| e.contains(RESTORE_FIXED.message))
+                    .count()
+                    == 2,
+                "{case}: CEL and Rust should both say {:?}: {refused:?}",
+                RESTORE_FIXED.message
+            );
+        }
+    }
+}
+
+/// What a create of `doc` is refused for (CEL without an old object, and Rust's resolve).
+fn refusals_on_create(doc: &Json) -> usize {
+    let cel = Validator::new()
+        .validate(&open_api_schema(), doc, None)
+        .err()
+        .map_or(0, |e| e.len());
+    let rust = ShardedDatabase::from_yaml(&doc.to_string())
+        .map_or(1, |db| usize::from(db.spec.resolve().is_err()));
+    cel + rust
+}
+
+#[test]
+fn a_backup_requests_spec_is_immutable() {
+    use walshard_k8s_api::backup::{SPEC_FIXED, ShardedDatabaseBackup};
+    let crd = ShardedDatabaseBackup::crd();
+    let schema = serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .and_then(|s| s.open_api_v3_schema.as_ref())
+            .expect("a schema"),
+    )
+    .expect("serializes");
+    let doc = |db: &str| {
+        json!({"apiVersion": "walshard.io/v1alpha1", "kind": "ShardedDatabaseBackup",
+               "metadata": {"name": "b"}, "spec": {"database": db}})
+    };
+    let cel = Validator::new();
+    assert!(cel.validate(&schema, &doc("studt"), None).is_ok());
+    assert!(
+        cel.validate(&schema, &doc("studt"), Some(&doc("studt")))
+            .is_ok()
+    );
+    let errors = cel
+        .validate(&schema, &doc("other"), Some(&doc("studt")))
+        .expect_err("the database cannot change");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains(SPEC_FIXED.message)),
+        "{errors:?}"
     );
 }

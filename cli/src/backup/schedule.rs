@@ -4,7 +4,6 @@
 use std::str::FromStr;
 
 use croner::Cron;
-use croner::parser::{CronParser, Seconds};
 use tokio::sync::watch;
 use tracing::{info, warn};
 use walshard_backup::BackupId;
@@ -26,11 +25,8 @@ pub struct BackupSchedule {
 impl BackupSchedule {
     /// The parsed expression, or why it is not one.
     pub fn parse(&self) -> Result<Cron, BackupCliError> {
-        CronParser::builder()
-            .seconds(Seconds::Optional)
-            .build()
-            .parse(&self.cron)
-            .map_err(|e| BackupCliError::Usage(format!("--backup-schedule {:?}: {e}", self.cron)))
+        walshard_k8s_api::spec::backup::parse_schedule(&self.cron)
+            .map_err(|e| BackupCliError::Usage(format!("--backup-schedule: {e}")))
     }
 }
 

@@ -140,7 +140,7 @@ pub const LAYOUT_SERVER_NAMES_UNIQUE: CelRule = CelRule {
 };
 
 /// Every CEL rule of the CRD.
-pub const CEL_RULES: [CelRule; 15] = [
+pub const CEL_RULES: [CelRule; 17] = [
     REPLICAS_FIT,
     DTYPES_LENGTH,
     KEY_NUMBER,
@@ -156,6 +156,8 @@ pub const CEL_RULES: [CelRule; 15] = [
     LAYOUT_SHARD_IDS_UNIQUE,
     LAYOUT_SHARDS_DISJOINT,
     LAYOUT_SERVER_NAMES_UNIQUE,
+    super::backup::BACKUP_STORE_DIFFERS,
+    super::backup::RESTORE_TARGET_FORM,
 ];
 
 /// A positive quantity of bytes without exponent: `10Gi`, `1.5T`, `500M`.
@@ -250,7 +252,7 @@ pub fn validate(spec: &ShardedDatabaseSpec) -> Result<(), SpecError> {
             validate_secret_ref(field, secret)?;
         }
     }
-    Ok(())
+    super::backup::validate(spec)
 }
 
 fn validate_shards(spec: &ShardedDatabaseSpec) -> Result<(), SpecError> {

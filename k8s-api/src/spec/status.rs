@@ -11,6 +11,9 @@ pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_PROGRESSING: &str = "Progressing";
 /// Something needs attention: a shard without a primary, a spec the operator cannot apply.
 pub const CONDITION_DEGRADED: &str = "Degraded";
+/// With `spec.backup`: some shard's WAL archive is behind (longer than the operator's threshold)
+/// or failing.
+pub const CONDITION_ARCHIVE_LAGGING: &str = "ArchiveLagging";
 
 /// What the operator observed.
 #[derive(KubeSchema, Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -42,6 +45,9 @@ pub struct ShardedDatabaseStatus {
     /// Shards with an elected primary / shards, e.g. `4/4` (the Primaries column).
     #[serde(default)]
     pub primaries: String,
+    /// Backups and WAL archiving, with `spec.backup` (written by the operator's backup manager).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<super::BackupStatus>,
 }
 
 /// One shard as the control plane sees it.

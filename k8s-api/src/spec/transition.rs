@@ -5,7 +5,8 @@
 //! - `storage.size` may only grow (a claim cannot shrink);
 //! - `storage.storageClassName` cannot change once set (existing claims keep their class);
 //! - `engine.flavor` cannot change once set (the data directory belongs to one engine);
-//! - `schema` cannot change (every server's tables were created from it).
+//! - `schema` cannot change (every server's tables were created from it);
+//! - `restore` is set at creation or never (it may be removed, see [`super::backup`]).
 
 use super::rules::CelRule;
 use super::{ShardedDatabaseSpec, SpecError};
@@ -39,11 +40,12 @@ pub const SCHEMA_FIXED: CelRule = CelRule {
 };
 
 /// Every transition rule of the CRD.
-pub const TRANSITION_RULES: [CelRule; 4] = [
+pub const TRANSITION_RULES: [CelRule; 5] = [
     STORAGE_GROWS,
     STORAGE_CLASS_FIXED,
     FLAVOR_FIXED,
     SCHEMA_FIXED,
+    super::backup::RESTORE_FIXED,
 ];
 
 /// The transition rules in Rust: may `old` become `new`?
@@ -77,7 +79,7 @@ pub fn validate_transition(
     if old.schema != new.schema {
         return Err(SpecError::invalid("schema", SCHEMA_FIXED.message));
     }
-    Ok(())
+    super::backup::validate_transition(old, new)
 }
 
 /// A storage quantity of [`super::rules::STORAGE_SIZE_PATTERN`] in bytes, rounded down (exact
