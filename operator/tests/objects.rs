@@ -163,6 +163,18 @@ fn golden_explicit_placement() {
     check_golden("explicit-placement");
 }
 
+/// `spec.backup`: the agents' archiving environment (tests/backup_objects.rs checks it).
+#[test]
+fn golden_backup_archiving() {
+    check_golden("backup/archiving");
+}
+
+/// `spec.restore`: MySQL as a sidecar, the restore init container, the layout ConfigMap.
+#[test]
+fn golden_backup_restored() {
+    check_golden("backup/restored");
+}
+
 /// The JSON of a container of a pod template.
 fn container<'a>(template_spec: &'a Json, name: &str) -> &'a Json {
     template_spec["containers"]

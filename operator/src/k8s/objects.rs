@@ -15,7 +15,9 @@
 //! | Deployment, Service | `<db>-router` | the seed API |
 //! | PodDisruptionBudget | `<db>-router` | keeps a router up on voluntary disruptions |
 //! | ServiceAccount, Role, RoleBinding | `<db>-router` | the router reads and patches its database |
+//! | ConfigMap (with `spec.restore`) | `<db>-restore` | the layout the restore init containers rebuild ([`backup`]) |
 
+pub mod backup;
 mod router;
 mod server;
 
@@ -38,7 +40,7 @@ use thiserror::Error;
 
 use walshard_k8s_api::names;
 use walshard_k8s_api::spec::{
-    self, CredentialsSpec, Retention, ShardedDatabase, ShardedDatabaseSpec, SpecError,
+    self, CredentialsSpec, Resolved, Retention, ShardedDatabase, ShardedDatabaseSpec, SpecError,
 };
 
 /// `app.kubernetes.io/name`: always [`APP`].
@@ -101,7 +103,7 @@ pub struct Desired {
     /// Create-only: never overwritten once it exists. Holds only the keys no credentials ref
     /// replaces (no keys at all when both refs are set).
     pub secret: Secret,
-    /// The MySQL settings.
+    /// The MySQL settings; with `spec.restore`, then the layout the servers are restored for.
     pub config_maps: Vec<ConfigMap>,
     /// The headless servers Service, then the router Service.
     pub services: Vec<Service>,
@@ -227,10 +229,15 @@ pub fn desired(
         owner,
         spec: &db.spec,
         images,
+        layout: &resolved,
     };
+    let mut config_maps = vec![server::mysql_config(&ctx)];
+    if db.spec.restore.is_some() {
+        config_maps.push(backup::restore_config(&ctx));
+    }
     Ok(Desired {
         secret: secret(&ctx, generated),
-        config_maps: vec![server::mysql_config(&ctx)],
+        config_maps,
         services: vec![server::headless_service(&ctx), router::service(&ctx)],
         stateful_sets: resolved
             .placement
@@ -333,6 +340,8 @@ struct Ctx<'a> {
     owner: OwnerReference,
     spec: &'a ShardedDatabaseSpec,
     images: &'a Images,
+    /// The resolved layout (the restore ConfigMap's content).
+    layout: &'a Resolved,
 }
 
 impl Ctx<'_> {

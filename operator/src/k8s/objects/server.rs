@@ -17,8 +17,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::{
-    COMPONENT_SERVER, Ctx, DATA_VOLUME, MYSQL_CONFIG_KEY, MYSQL_UID, NONROOT_UID, claim_retention,
-    cluster_token_ref, env, env_secret, labels, mysql_password_ref, restricted,
+    COMPONENT_SERVER, Ctx, DATA_VOLUME, MYSQL_CONFIG_KEY, MYSQL_UID, NONROOT_UID, backup,
+    claim_retention, cluster_token_ref, env, env_secret, labels, mysql_password_ref, restricted,
     runtime_default_seccomp, selector_labels, server_selector_labels,
 };
 use walshard_k8s_api::names::{self, AGENT_PORT, MYSQL_PORT};
@@ -211,16 +211,36 @@ pub(super) fn stateful_set(ctx: &Ctx<'_>, server: &str) -> StatefulSet {
 
 fn pod_spec(ctx: &Ctx<'_>, server: &str) -> PodSpec {
     let pod = &ctx.spec.pod;
+    let mut volumes = vec![Volume {
+        name: CONFIG_VOLUME.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: names::mysql_config(ctx.db),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }];
+    // A restoring database: MySQL runs as a native sidecar, so that the restore init container
+    // can fill it before the agent starts (see `backup`).
+    let (init_containers, containers) = match &ctx.spec.restore {
+        Some(restore) => {
+            volumes.push(backup::restore_volume(ctx));
+            (
+                Some(vec![
+                    backup::as_sidecar(mysql_container(ctx)),
+                    backup::restore_container(ctx, restore, server, AGENT_DATA_DIR),
+                ]),
+                vec![agent_container(ctx, server)],
+            )
+        }
+        None => (
+            None,
+            vec![mysql_container(ctx), agent_container(ctx, server)],
+        ),
+    };
     PodSpec {
-        containers: vec![mysql_container(ctx), agent_container(ctx, server)],
-        volumes: Some(vec![Volume {
-            name: CONFIG_VOLUME.to_owned(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: names::mysql_config(ctx.db),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        }]),
+        init_containers,
+        containers,
+        volumes: Some(volumes),
         // MySQL runs as its image's `mysql` (999), the agent as distroless `nonroot` (65532);
         // fsGroup 999 makes the claim (and its subPath directories) writable by both.
         security_context: Some(PodSecurityContext {
@@ -357,6 +377,7 @@ fn mysql_container(ctx: &Ctx<'_>) -> Container {
 
 fn agent_container(ctx: &Ctx<'_>, server: &str) -> Container {
     let credentials = &ctx.spec.credentials;
+    let archive = ctx.spec.backup.as_ref().map(backup::archive_env);
     let heartbeat = || HTTPGetAction {
         path: Some("/heartbeat".to_owned()),
         port: IntOrString::String(AGENT_PORT_NAME.to_owned()),
@@ -366,28 +387,33 @@ fn agent_container(ctx: &Ctx<'_>, server: &str) -> Container {
         name: "agent".to_owned(),
         image: Some(ctx.images.agent.clone()),
         image_pull_policy: ctx.images.pull_policy.clone(),
-        env: Some(vec![
-            env("WALSHARD_LISTEN", format!("0.0.0.0:{AGENT_PORT}")),
-            // From parts: the password goes from the Secret to the agent verbatim, never
-            // through a URL (any character a Secret holds works).
-            env("WALSHARD_MYSQL_HOST", "127.0.0.1"),
-            env("WALSHARD_MYSQL_PORT", MYSQL_PORT.to_string()),
-            env("WALSHARD_MYSQL_USER", "root"),
-            env_secret(
-                "WALSHARD_MYSQL_PASSWORD",
-                mysql_password_ref(ctx.db, credentials),
-            ),
-            env("WALSHARD_DATA_DIR", AGENT_DATA_DIR),
-            env("WALSHARD_SERVER_NAME", server),
-            env_secret("WALSHARD_TOKEN", cluster_token_ref(ctx.db, credentials)),
-            env("WALSHARD_CONTROLLED", "true"),
-            env("WALSHARD_WAL_FSYNC", ctx.spec.durability.wal_fsync.as_str()),
-            env("WALSHARD_LOG_FORMAT", "json"),
-            env(
-                "WALSHARD_SHUTDOWN_HANDOVER_SECONDS",
-                ctx.spec.pod.handover_seconds().to_string(),
-            ),
-        ]),
+        env: Some(
+            vec![
+                env("WALSHARD_LISTEN", format!("0.0.0.0:{AGENT_PORT}")),
+                // From parts: the password goes from the Secret to the agent verbatim, never
+                // through a URL (any character a Secret holds works).
+                env("WALSHARD_MYSQL_HOST", "127.0.0.1"),
+                env("WALSHARD_MYSQL_PORT", MYSQL_PORT.to_string()),
+                env("WALSHARD_MYSQL_USER", "root"),
+                env_secret(
+                    "WALSHARD_MYSQL_PASSWORD",
+                    mysql_password_ref(ctx.db, credentials),
+                ),
+                env("WALSHARD_DATA_DIR", AGENT_DATA_DIR),
+                env("WALSHARD_SERVER_NAME", server),
+                env_secret("WALSHARD_TOKEN", cluster_token_ref(ctx.db, credentials)),
+                env("WALSHARD_CONTROLLED", "true"),
+                env("WALSHARD_WAL_FSYNC", ctx.spec.durability.wal_fsync.as_str()),
+                env("WALSHARD_LOG_FORMAT", "json"),
+                env(
+                    "WALSHARD_SHUTDOWN_HANDOVER_SECONDS",
+                    ctx.spec.pod.handover_seconds().to_string(),
+                ),
+            ]
+            .into_iter()
+            .chain(archive.into_iter().flatten())
+            .collect(),
+        ),
         ports: Some(vec![ContainerPort {
             name: Some(AGENT_PORT_NAME.to_owned()),
             container_port: i32::from(AGENT_PORT),
