@@ -10,6 +10,7 @@
 //! - [`retention`]: what a retention policy may delete (pure);
 //! - [`args`] (feature `cli`): the flags that name a store;
 //! - [`store`]: the object store (a local directory or S3-compatible), through `object_store`;
+//! - [`target`]: a restore target from its text form;
 //! - [`catalog`]: what a store holds (backups, marks, restorable range) and retention applied to it;
 //! - [`take`] (feature `take`): a base backup of a running fleet, through its agents.
 
@@ -24,6 +25,7 @@ pub mod names;
 pub mod plan;
 pub mod retention;
 pub mod store;
+pub mod target;
 #[cfg(feature = "take")]
 pub mod take;
 

@@ -31,6 +31,9 @@ enum Command {
     Bench(walshard_cli::bench::BenchArgs),
     /// Run a shard agent (what `up` starts per server).
     Agent(walshard_agent::cli::Args),
+    /// Rebuild one server of a new fleet from a backup store (the restore init container of a
+    /// Kubernetes server pod; `walshard-agent restore-server` in the agent image).
+    RestoreServer(walshard_agent::restore_server::RestoreServerArgs),
     /// Run a router (what `up` starts).
     Router(walshard_router::cli::Args),
     /// Base backups of a local fleet and the contents of a backup store (docs/backup.md).
@@ -88,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Bench(args) => walshard_cli::bench::run(args).await,
         Command::Agent(args) => walshard_agent::cli::run(args).await,
         Command::Router(args) => walshard_router::cli::run(args).await,
+        Command::RestoreServer(args) => walshard_agent::restore_server::run(args).await,
         Command::Backup(BackupCommand::Create(args)) => {
             backup_result(walshard_cli::backup::create::create(args).await)
         }

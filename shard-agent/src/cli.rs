@@ -22,13 +22,10 @@ pub enum Fsync {
     Never,
 }
 
-/// The walshard shard agent: seed server API, per-shard WAL, MySQL store.
-#[derive(Parser, Debug, Clone)]
-#[command(version)]
-pub struct Args {
-    /// Address and port to listen on.
-    #[arg(long, env = "WALSHARD_LISTEN", default_value = "127.0.0.1:5001")]
-    pub listen: SocketAddr,
+/// How to reach MySQL: a URL, or its parts (the same flags and environment for the agent and
+/// `walshard-agent restore-server`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MySqlArgs {
     /// MySQL server as a URL, e.g. mysql://root@127.0.0.1:3306 (the local fleet's form; the
     /// agent creates its database). Excludes --mysql-host/-port/-user/-socket; prefer those and
     /// --mysql-password when the password comes from a Secret.
@@ -49,6 +46,18 @@ pub struct Args {
     /// MySQL password, taken verbatim (any characters); replaces one in --mysql-url.
     #[arg(long, env = "WALSHARD_MYSQL_PASSWORD", hide_env_values = true)]
     pub mysql_password: Option<String>,
+}
+
+/// The walshard shard agent: seed server API, per-shard WAL, MySQL store.
+#[derive(Parser, Debug, Clone)]
+#[command(version)]
+pub struct Args {
+    /// Address and port to listen on.
+    #[arg(long, env = "WALSHARD_LISTEN", default_value = "127.0.0.1:5001")]
+    pub listen: SocketAddr,
+    /// The MySQL server.
+    #[command(flatten)]
+    pub mysql: MySqlArgs,
     /// Directory for the WAL and local state.
     #[arg(long, env = "WALSHARD_DATA_DIR")]
     pub data_dir: PathBuf,
@@ -159,10 +168,10 @@ pub async fn hand_over_all(agent: &Agent, bound: std::time::Duration) -> bool {
         .all(|done| done)
 }
 
-impl Args {
+impl MySqlArgs {
     /// The MySQL endpoint: from --mysql-url, or from its parts with their defaults; the
     /// password from --mysql-password when given.
-    pub fn mysql_endpoint(&self) -> Result<MySqlEndpoint, EndpointError> {
+    pub fn endpoint(&self) -> Result<MySqlEndpoint, EndpointError> {
         let parts_given = self.mysql_host.is_some()
             || self.mysql_port.is_some()
             || self.mysql_socket.is_some()
@@ -185,6 +194,13 @@ impl Args {
             endpoint.password = Some(password.clone());
         }
         Ok(endpoint)
+    }
+}
+
+impl Args {
+    /// The MySQL endpoint ([`MySqlArgs::endpoint`]).
+    pub fn mysql_endpoint(&self) -> Result<MySqlEndpoint, EndpointError> {
+        self.mysql.endpoint()
     }
 }
 

@@ -26,6 +26,7 @@ pub mod read_gate;
 pub mod replication;
 pub mod requests;
 pub mod restore;
+pub mod restore_server;
 pub mod shard;
 pub mod state;
 pub mod store;

@@ -8,7 +8,17 @@ use clap::Parser;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `walshard-agent restore-server …` rebuilds a server from a backup store (the restore init
+/// container); any other command line runs the agent.
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    walshard_agent::cli::run(walshard_agent::cli::Args::parse()).await
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "restore-server") {
+        args.remove(1);
+        return walshard_agent::restore_server::run(
+            walshard_agent::restore_server::RestoreServerArgs::parse_from(args),
+        )
+        .await;
+    }
+    walshard_agent::cli::run(walshard_agent::cli::Args::parse_from(args)).await
 }

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use walshard_backup::{BackupStore, ShardBackup, ShardPlan, StoreError};
-use walshard_contract::{Row, Schema};
+use walshard_backup::{BackupStore, RestorePlan, ShardBackup, ShardPlan, StoreError};
+use walshard_contract::{Row, Schema, ShardSpec};
 
 use crate::ops::{DecodeError, Op};
 use crate::state::{AgentState, EpochState, ShardState, StateError, StateFile, save_json};
@@ -16,10 +16,14 @@ use crate::wal::{Entry, Epoch, Lsn, OpId, Wal, WalError, WalOptions};
 /// Entries applied per MySQL transaction while replaying.
 const REPLAY_BATCH: usize = 1000;
 
+/// Why a shard could not be restored; [`RestoreError::code`] classifies it.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The plan's base backup holds no copy of a shard this server is restored with.
+    #[error("backup {backup} has no copy of shard {shard}")]
+    NoCopy { backup: String, shard: String },
     #[error("MySQL: {0}")]
     MySql(#[from] MySqlError),
     #[error("{key}: {reason}")]
@@ -40,6 +44,22 @@ pub enum RestoreError {
     Wal(#[from] WalError),
     #[error("preparing the agent's data dir: {0}")]
     State(#[from] StateError),
+}
+
+impl RestoreError {
+    /// A machine-readable code: the store's for its errors, `backup-object-damaged` for an
+    /// object whose content is wrong, `restore-target-unreachable` for a shard the backup lacks.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RestoreError::Store(e) => e.code(),
+            RestoreError::Unreadable { .. }
+            | RestoreError::Op { .. }
+            | RestoreError::NotConsecutive { .. } => "backup-object-damaged",
+            RestoreError::NoCopy { .. } => "restore-target-unreachable",
+            RestoreError::MySql(_) => "mysql-unavailable",
+            RestoreError::Wal(_) | RestoreError::State(_) => "data-dir-unwritable",
+        }
+    }
 }
 
 /// What a restore reports as it goes.
@@ -139,6 +159,49 @@ async fn replay(
     mysql.apply(table, applied.1, batch).await?;
     batch.clear();
     Ok(last)
+}
+
+/// One server's part of a restore: each of `shards` rebuilt in `mysql` from `plan` (its base
+/// copy and chunks), then the agent's data dir `agent_dir` prepared at the restored points
+/// ([`prepare_agent_dir`]). Returns where
+/// each shard ended, `(epoch, LSN)`. `walshard restore` (every server of a local fleet) and
+/// `walshard-agent restore-server` (one server pod) both restore with it.
+pub async fn restore_shards(
+    mysql: &Store,
+    backups: &BackupStore,
+    plan: &RestorePlan,
+    schema: &Schema,
+    shards: &[ShardSpec],
+    agent_dir: &Path,
+    wal: &WalOptions,
+) -> Result<Vec<(String, (Epoch, Lsn))>, RestoreError> {
+    let mut restored = Vec::new();
+    let mut ends = Vec::new();
+    for shard in shards {
+        let id = shard.id.as_str();
+        let (Some(copy), Some(shard_plan)) = (plan.backup.shards.get(id), plan.shards.get(id))
+        else {
+            return Err(RestoreError::NoCopy {
+                backup: plan.backup.id.to_string(),
+                shard: id.to_owned(),
+            });
+        };
+        let table = ShardTable::new(shard.id.clone(), schema.clone());
+        let at = restore_shard(mysql, &table, backups, copy, shard_plan, &|_| {}).await?;
+        tracing::info!(shard = id, epoch = at.0, lsn = at.1, "shard restored");
+        restored.push(RestoredShard {
+            state: ShardState {
+                id: shard.id.clone(),
+                range: Some(shard.clone()),
+                epoch: at.0,
+            },
+            epoch: at.0,
+            lsn: at.1,
+        });
+        ends.push((id.to_owned(), at));
+    }
+    prepare_agent_dir(agent_dir, schema, &restored, wal).await?;
+    Ok(ends)
 }
 
 /// One restored shard of a server, for [`prepare_agent_dir`].

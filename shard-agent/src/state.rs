@@ -39,6 +39,11 @@ impl StateFile {
         }
     }
 
+    /// The file, `<data_dir>/state.json`.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     pub fn load(&self) -> Result<AgentState, StateError> {
         Ok(load_json(&self.path)?.unwrap_or_default())
     }

@@ -9,12 +9,12 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use walshard_agent::mysql::MySqlEndpoint;
-use walshard_agent::restore::{RestoredShard, prepare_agent_dir, restore_shard};
-use walshard_agent::state::ShardState;
-use walshard_agent::store::{ShardTable, Store};
+use walshard_agent::restore::restore_shards;
+use walshard_agent::store::Store;
 use walshard_agent::wal::WalOptions;
 use walshard_backup::args::StoreArgs;
-use walshard_backup::{BackupId, Target, plan_restore};
+use walshard_backup::{Target, plan_restore};
+use walshard_contract::ShardSpec;
 use walshard_process::MariaDb;
 
 use super::BackupCliError;
@@ -50,35 +50,15 @@ fn fail(e: impl std::fmt::Display) -> BackupCliError {
 }
 
 impl RestoreArgs {
-    /// The restore target the options name: a time (ms since the epoch), a backup, per-shard LSNs or, by default, the latest.
+    /// The restore target the options name: a time, a backup, per-shard LSNs or, by default,
+    /// the latest.
     pub fn target(&self) -> Result<Target, BackupCliError> {
-        if let Some(t) = &self.to_time {
-            let at: jiff::Timestamp = t.parse().map_err(|e| {
-                fail(format!(
-                    "--to-time {t}: {e} (RFC 3339, e.g. 2026-12-07T10:00:00Z)"
-                ))
-            })?;
-            let ms = u64::try_from(at.as_millisecond())
-                .map_err(|_| fail(format!("--to-time {t}: before 1970")))?;
-            return Ok(Target::Time(ms));
-        }
-        if let Some(id) = &self.backup {
-            let id = BackupId::parse(id)
-                .ok_or_else(|| fail(format!("--backup {id}: not a backup id")))?;
-            return Ok(Target::Backup(id));
-        }
-        if let Some(list) = &self.to_lsn {
-            let mut lsns = BTreeMap::new();
-            for item in list.split(',').filter(|s| !s.is_empty()) {
-                let (shard, lsn) = item
-                    .split_once('=')
-                    .and_then(|(s, n)| Some((s.trim().to_owned(), n.trim().parse::<u64>().ok()?)))
-                    .ok_or_else(|| fail(format!("--to-lsn: {item:?} is not shard=LSN")))?;
-                lsns.insert(shard, lsn);
-            }
-            return Ok(Target::Lsn(lsns));
-        }
-        Ok(Target::Latest)
+        Target::from_options(
+            self.to_time.as_deref(),
+            self.backup.as_deref(),
+            self.to_lsn.as_deref(),
+        )
+        .map_err(|e| fail(format!("--{e}")))
     }
 }
 
@@ -153,52 +133,42 @@ pub async fn restore(args: RestoreArgs) -> Result<(), BackupCliError> {
         let mysql_store = Store::connect(endpoint.connect_options(), 4)
             .await
             .map_err(fail)?;
-        let mut restored = Vec::new();
-        for shard in held {
-            let (Some(copy), Some(shard_plan)) = (
-                plan.backup.shards.get(shard.as_str()),
-                plan.shards.get(shard.as_str()),
-            ) else {
-                return Err(fail(format!(
-                    "backup {} has no copy of shard {shard}",
-                    plan.backup.id
-                )));
-            };
-            bar.set_message(format!("{shard} on {server}"));
-            let table = ShardTable::new(shard.clone(), layout.schema.clone());
-            let at = restore_shard(&mysql_store, &table, &store, copy, shard_plan, &|_| {})
-                .await
-                .map_err(|e| match e {
-                    walshard_agent::restore::RestoreError::Store(s) => BackupCliError::Store(s),
-                    other => fail(format!("shard {shard} on {server}: {other}")),
-                })?;
-            if let Some(prev) = ends.insert(shard.to_string(), at)
+        let shards: Vec<ShardSpec> = held
+            .iter()
+            .map(|shard| {
+                layout
+                    .shards()
+                    .iter()
+                    .find(|s| s.id == *shard)
+                    .cloned()
+                    .ok_or_else(|| fail(format!("the backup's layout has no range for {shard}")))
+            })
+            .collect::<Result<_, _>>()?;
+        bar.set_message(format!("{server}"));
+        let restored = restore_shards(
+            &mysql_store,
+            &store,
+            &plan,
+            &layout.schema,
+            &shards,
+            &root.join("agent"),
+            &WalOptions::default(),
+        )
+        .await
+        .map_err(|e| match e {
+            walshard_agent::restore::RestoreError::Store(s) => BackupCliError::Store(s),
+            other => fail(format!("{server}: {other}")),
+        })?;
+        for (shard, at) in restored {
+            if let Some(prev) = ends.insert(shard.clone(), at)
                 && prev != at
             {
                 return Err(fail(format!(
                     "shard {shard}: replicas restored to different points ({prev:?}, {at:?})"
                 )));
             }
-            let range = layout.shards().iter().find(|s| s.id == *shard).cloned();
-            restored.push(RestoredShard {
-                state: ShardState {
-                    id: shard.clone(),
-                    range,
-                    epoch: at.0,
-                },
-                epoch: at.0,
-                lsn: at.1,
-            });
             bar.inc(1);
         }
-        prepare_agent_dir(
-            &root.join("agent"),
-            &layout.schema,
-            &restored,
-            &WalOptions::default(),
-        )
-        .await
-        .map_err(fail)?;
         mysql_store.close().await;
         tokio::task::spawn_blocking(move || mysql.stop())
             .await
