@@ -2,7 +2,8 @@
 //! environment, operator/README.md ("Operator binary") for what it runs.
 //!
 //! One process: `/metrics` and `/healthz` from the start; the leader election on the Lease
-//! `walshard-operator`; while leading, the `ShardedDatabase` Controller and every database's
+//! `walshard-operator`; while leading, the `ShardedDatabase` Controller, the backup controllers
+//! (`ShardedDatabaseBackup` requests, schedules, `status.backup`) and every database's
 //! control plane. Losing the Lease stops both (and the process campaigns again); SIGTERM stops
 //! both, releases the Lease, then ends.
 
@@ -24,6 +25,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tracing::{info, warn};
 use walshard_contract::process::{LogFormat, init_tracing, shutdown_signal};
+use walshard_operator::k8s::backups::{self, BackupContext, BackupMetrics, BackupSettings};
 use walshard_operator::k8s::hosting::HostedPlanes;
 use walshard_operator::k8s::leader::{LEASE_NAME, LeaderConfig, LeaderConfigError, LeaderElector};
 use walshard_operator::k8s::objects::Images;
@@ -77,6 +79,10 @@ struct Args {
     /// Log format.
     #[arg(long, env = "WALSHARD_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// A database's `ArchiveLagging` condition turns True when some shard's WAL archive has been
+    /// incomplete longer than this many seconds.
+    #[arg(long, env = "WALSHARD_ARCHIVE_LAG_SECONDS", default_value_t = 300)]
+    archive_lag_seconds: u64,
 }
 
 #[derive(Debug, Error)]
@@ -187,6 +193,16 @@ async fn run(args: Args) -> Result<(), StartError> {
         .filter(|n| !n.trim().is_empty())
         .unwrap_or_else(|| client.default_namespace().to_owned());
     let fleet = HostedPlanes::new(client.clone(), &mut registry)?;
+    let backup_ctx = Arc::new(BackupContext::new(
+        client.clone(),
+        fleet.clone(),
+        Some(identity.clone()),
+        BackupMetrics::new(&mut registry),
+        BackupSettings {
+            archive_lag: Duration::from_secs(args.archive_lag_seconds),
+            ..BackupSettings::default()
+        },
+    ));
     let ctx = Arc::new(Context::new(
         client.clone(),
         fleet,
@@ -239,7 +255,15 @@ async fn run(args: Args) -> Result<(), StartError> {
         })
     });
 
-    lead_while_elected(&ctx, &namespaces, leading, shutdown, &leader_gauge).await;
+    lead_while_elected(
+        &ctx,
+        &backup_ctx,
+        &namespaces,
+        leading,
+        shutdown,
+        &leader_gauge,
+    )
+    .await;
 
     // The election task releases the Lease once it sees the shutdown.
     if tokio::time::timeout(Duration::from_secs(5), election)
@@ -256,6 +280,7 @@ async fn run(args: Args) -> Result<(), StartError> {
 /// Runs the controller whenever this replica leads, until shutdown.
 async fn lead_while_elected(
     ctx: &Arc<Context<HostedPlanes>>,
+    backup_ctx: &Arc<BackupContext<HostedPlanes>>,
     namespaces: &[String],
     mut leading: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
@@ -279,10 +304,21 @@ async fn lead_while_elected(
             }
         };
         let (stopping_tx, mut stopping) = watch::channel(false);
-        let controller = reconcile::run(ctx.clone(), namespaces, async move {
-            stop.await;
-            stopping_tx.send_replace(true);
-        });
+        let backups_stop = {
+            let mut stopping = stopping.clone();
+            async move {
+                let _ = stopping.wait_for(|s| *s).await;
+            }
+        };
+        let controller = async {
+            futures::join!(
+                reconcile::run(ctx.clone(), namespaces, async move {
+                    stop.await;
+                    stopping_tx.send_replace(true);
+                }),
+                backups::run(backup_ctx.clone(), namespaces, backups_stop),
+            );
+        };
         tokio::select! {
             () = controller => {}
             () = async {

@@ -21,6 +21,7 @@
 //! under the joint rule that still needs the server's answer; once no set names it, no shard is
 //! changing and the record no longer names it, `drain` answers `true` and its pod may go.
 
+mod backup;
 mod config;
 mod converge;
 mod database;

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a failed unwrap is the failure report
 
 mod api;
+mod backup;
 mod day2;
 mod fleet;
 mod handover;
