@@ -208,6 +208,11 @@ check([r["metadata"]["name"] for r in of(default, "Role")] == ["walshard-leader-
 check(not of(namespaced, "ClusterRole") and not of(namespaced, "ClusterRoleBinding"),
       "watchNamespaces: no cluster-wide RBAC")
 roles = sorted((r["metadata"]["namespace"], r["metadata"]["name"]) for r in of(namespaced, "Role"))
+backup_rules = [r for r in of(default, "ClusterRole")[0]["rules"] if "shardeddatabasebackups" in r["resources"]]
+check(len(backup_rules) == 1 and {"watch", "create", "delete"} <= set(backup_rules[0]["verbs"]),
+      "the operator watches, creates and deletes ShardedDatabaseBackups")
+check(any(r["resources"] == ["shardeddatabasebackups/status"] and r["verbs"] == ["patch"]
+          for r in of(default, "ClusterRole")[0]["rules"]), "and patches their status")
 check(roles == [("team-a", "walshard"), ("team-b", "walshard"), ("walshard-system", "walshard-leader-election")],
       f"watchNamespaces: a Role per watched namespace + leader election, got {roles}")
 check(len(of(namespaced, "RoleBinding")) == 3, "watchNamespaces: a RoleBinding per Role")
@@ -222,6 +227,7 @@ for docs, ns in ((default, ""), (namespaced, "team-a,team-b")):
     e = env(dep)
     check(e.get("WALSHARD_WATCH_NAMESPACE") == ns, f"WALSHARD_WATCH_NAMESPACE={ns!r}")
     check(e.get("WALSHARD_METRICS_ADDR") == "0.0.0.0:8080", "WALSHARD_METRICS_ADDR=0.0.0.0:8080")
+    check(e.get("WALSHARD_ARCHIVE_LAG_SECONDS") == "300", "WALSHARD_ARCHIVE_LAG_SECONDS=300 (backups.archiveLagSeconds)")
     check(e.get("WALSHARD_AGENT_IMAGE") == "walshard/agent:0.1.0", "WALSHARD_AGENT_IMAGE defaults to the appVersion tag")
     check(e.get("WALSHARD_ROUTER_IMAGE") == "walshard/router:0.1.0", "WALSHARD_ROUTER_IMAGE defaults to the appVersion tag")
     pod = dep["spec"]["template"]["spec"]
@@ -265,12 +271,14 @@ refuse "a ServiceMonitor without the metrics Service" "needs metrics.service.ena
   --set metrics.serviceMonitor.enabled=true --set metrics.service.enabled=false
 
 step "the monitoring rendering: PodMonitors for agents and routers, alerts and dashboard on real metrics"
-"$py" - "$out/monitoring-1.37.0.yaml" "$root/control-plane/src/runtime/metrics.rs" "$root/shard-agent/src/metrics/archive.rs" <<'EOF' || die "the monitoring objects are wrong (see above)"
+"$py" - "$out/monitoring-1.37.0.yaml" "$root/control-plane/src/runtime/metrics.rs" "$root/shard-agent/src/metrics/archive.rs" "$root/operator/src/k8s/backups/metrics.rs" <<'EOF' || die "the monitoring objects are wrong (see above)"
 import json, re, sys, yaml
 docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
 source = open(sys.argv[2]).read()
-# Metric names the control plane registers (prefix walshard_operator_; counters get _total).
+# Metric names the control plane and the backup manager register (prefix walshard_operator_;
+# counters get _total).
 registered = set(re.findall(r'^\s*"([a-z_]+)",\s*$', source, re.M))
+registered |= set(re.findall(r'^\s*"([a-z_]+)",\s*$', open(sys.argv[4]).read(), re.M))
 # The agents' archive metrics (prefix walshard_agent_archive_).
 archive = set(re.findall(r'register\(\s*"([a-z_]+)"', open(sys.argv[3]).read()))
 def known(metric):

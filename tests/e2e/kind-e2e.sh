@@ -3,7 +3,9 @@
 # install the chart, create the seed's default ShardedDatabase, write through the router, delete
 # the pod of a shard's primary, wait for the failover, and check that every acknowledged write is
 # still readable; then a rolling restart under writes (primaries handed over before each pod goes)
-# and a switchover by annotation. Needs docker (with a running daemon), kind, kubectl, helm, curl and make.
+# and a switchover by annotation; then backups: MinIO in the cluster, spec.backup, a
+# ShardedDatabaseBackup, the database deleted and restored from the store (spec.restore) with
+# every acknowledged write. Needs docker (with a running daemon), kind, kubectl, helm, curl and make.
 # Not run in this project's CI (no Docker there): see tests/e2e/README.md.
 #
 # Settings (environment):
@@ -21,6 +23,8 @@
 #   FAILOVER_TIMEOUT    seconds to wait for a new primary (default 180)
 #   ROUTER_LOCAL_PORT   local port of the router port-forward (default 15000)
 #   SHARD_INDEX         which shard of status.shards loses its primary (default 0)
+#   SKIP_BACKUP=1       skip the backup -> delete -> restore phase
+#   MINIO_NAMESPACE, MINIO_IMAGE, MC_IMAGE   the S3-compatible server of that phase
 #
 # Naming conventions assumed (adapt here if the operator names things differently):
 #   - the pod of server <Server> of database <db> is "<db>-<server lowercased>-0", the one pod
@@ -139,7 +143,7 @@ helm upgrade --install "$release" charts/walshard \
   --set logLevel=debug \
   --wait --timeout 5m
 installed=1
-kubectl wait --for=condition=Established crd/shardeddatabases.walshard.io --timeout=60s
+kubectl wait --for=condition=Established crd/shardeddatabases.walshard.io crd/shardeddatabasebackups.walshard.io --timeout=60s
 
 # A fresh namespace every run: the workload inserts keys, which must not exist yet.
 if kubectl get namespace "$ns" >/dev/null 2>&1; then
@@ -312,20 +316,143 @@ kubectl wait -n "$ns" --for=condition=Ready "sdb/$db" --timeout="$ready_timeout"
 log "GitOps: spec.layout kept through both applies; Server9 added"
 
 # --- nothing acknowledged is lost --------------------------------------------------------------
-start_port_forward
-# A strong read (the primary, after a read-index round with a majority): every acknowledged write
-# must be visible. An eventual read may be served by a replica that has not applied the last
-# entries yet: stale, not lost.
-log "reading back every key (POST /read, Stud_id 0..$((key_space - 1)), consistency strong)"
-curl -fsS --max-time 60 -H 'content-type: application/json' -X POST "$router/read" \
-  -d "{\"Stud_id\":{\"low\":0,\"high\":$((key_space - 1))},\"consistency\":\"strong\"}" >"$work/read.json"
-grep -q '"status": *"success"' "$work/read.json" || die "POST /read did not succeed: $(head -c 500 "$work/read.json")"
-# comm needs both lists in the same (lexical) order.
-grep -o '"Stud_id": *[0-9]*' "$work/read.json" | grep -o '[0-9]*$' | sort -u >"$work/present"
-sort -u "$acked" >"$work/acked-sorted"
-lost=$(comm -23 "$work/acked-sorted" "$work/present")
-total=$(wc -l <"$work/acked-sorted")
-if [ -n "$lost" ]; then
-  die "$(printf '%s\n' "$lost" | wc -l) of $total acknowledged keys are missing: $(printf '%s\n' "$lost" | head -n 20 | tr '\n' ' ')"
+# check_every_acked_key: a strong read (the primary, after a read-index round with a majority) of
+# the whole key range through the router port-forward; every acknowledged write must be visible.
+# An eventual read may be served by a replica that has not applied the last entries yet: stale,
+# not lost.
+check_every_acked_key() {
+  start_port_forward
+  log "reading back every key (POST /read, Stud_id 0..$((key_space - 1)), consistency strong) through svc/$router_service"
+  curl -fsS --max-time 60 -H 'content-type: application/json' -X POST "$router/read" \
+    -d "{\"Stud_id\":{\"low\":0,\"high\":$((key_space - 1))},\"consistency\":\"strong\"}" >"$work/read.json"
+  grep -q '"status": *"success"' "$work/read.json" || die "POST /read did not succeed: $(head -c 500 "$work/read.json")"
+  # comm needs both lists in the same (lexical) order.
+  grep -o '"Stud_id": *[0-9]*' "$work/read.json" | grep -o '[0-9]*$' | sort -u >"$work/present"
+  sort -u "$acked" >"$work/acked-sorted"
+  lost=$(comm -23 "$work/acked-sorted" "$work/present")
+  total=$(wc -l <"$work/acked-sorted")
+  if [ -n "$lost" ]; then
+    die "$(printf '%s\n' "$lost" | wc -l) of $total acknowledged keys are missing: $(printf '%s\n' "$lost" | head -n 20 | tr '\n' ' ')"
+  fi
+  log "all $total acknowledged keys are readable ($(wc -l <"$work/present") rows in the table)"
+}
+check_every_acked_key
+
+# --- backups: archive to MinIO, a base backup, delete the database, restore it ------------------
+# MinIO (an S3-compatible server) in its own namespace, a bucket, the credentials Secret; then
+# spec.backup on the database (the operator restarts every server with the archiving
+# environment, one at a time), writes, a ShardedDatabaseBackup until Succeeded, more writes,
+# until status.backup.restorableTo is past them; the database is deleted and a new one
+# (spec.restore: the latest point) must hold every acknowledged key.
+if [ "${SKIP_BACKUP:-0}" != 1 ]; then
+  minio_ns=${MINIO_NAMESPACE:-walshard-minio}
+  minio_image=${MINIO_IMAGE:-minio/minio:RELEASE.2025-04-22T22-12-26Z}
+  mc_image=${MC_IMAGE:-minio/mc:RELEASE.2025-04-16T18-13-26Z}
+  minio_user=walshard-e2e
+  minio_password=walshard-e2e-secret
+  bucket=walshard-backups
+  store=s3://$bucket/e2e/$db
+  endpoint=http://minio.$minio_ns.svc:9000
+  restored=${db}r
+
+  log "phase 7: MinIO ($minio_image) in namespace $minio_ns, bucket $bucket"
+  kubectl get namespace "$minio_ns" >/dev/null 2>&1 || kubectl create namespace "$minio_ns"
+  kubectl apply -n "$minio_ns" -f - <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: minio}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: minio}}
+  template:
+    metadata: {labels: {app: minio}}
+    spec:
+      containers:
+        - name: minio
+          image: $minio_image
+          args: [server, /data]
+          env:
+            - {name: MINIO_ROOT_USER, value: $minio_user}
+            - {name: MINIO_ROOT_PASSWORD, value: $minio_password}
+          ports: [{containerPort: 9000}]
+          readinessProbe: {httpGet: {path: /minio/health/ready, port: 9000}}
+          volumeMounts: [{name: data, mountPath: /data}]
+      volumes: [{name: data, emptyDir: {}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: minio}
+spec:
+  selector: {app: minio}
+  ports: [{port: 9000, targetPort: 9000}]
+YAML
+  kubectl wait -n "$minio_ns" --for=condition=Available deployment/minio --timeout=5m
+  kubectl run -n "$minio_ns" mc-mb --rm -i --restart=Never --image="$mc_image" --command -- \
+    sh -c "mc alias set m http://minio:9000 $minio_user $minio_password && mc mb --ignore-existing m/$bucket" ||
+    die "could not create the bucket $bucket in MinIO"
+  kubectl create secret generic s3 -n "$ns" \
+    --from-literal=AWS_ACCESS_KEY_ID="$minio_user" --from-literal=AWS_SECRET_ACCESS_KEY="$minio_password" \
+    --dry-run=client -o yaml | kubectl apply -f -
+  s3_spec="{\"endpoint\":\"$endpoint\",\"region\":\"us-east-1\",\"credentialsSecretRef\":{\"name\":\"s3\"}}"
+
+  log "phase 7: spec.backup (store $store): every server restarts with the archiving environment"
+  kubectl patch sdb -n "$ns" "$db" --type merge \
+    -p "{\"spec\":{\"backup\":{\"store\":\"$store\",\"s3\":$s3_spec,\"archiveIntervalMs\":500}}}"
+  deadline=$((SECONDS + 6 * failover_timeout))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    old=$(kubectl get pods -n "$ns" -l app.kubernetes.io/component=server,app.kubernetes.io/instance="$db" \
+      -o jsonpath='{range .items[*]}{range .spec.containers[?(@.name=="agent")].env[?(@.name=="WALSHARD_BACKUP_STORE")]}{.value}{end}{"\n"}{end}' |
+      grep -vcx "$store" || true)
+    [ "$old" = "0" ] && break
+    sleep 3
+  done
+  [ "$old" = "0" ] || die "the servers were not restarted with WALSHARD_BACKUP_STORE=$store"
+  kubectl wait -n "$ns" --for=condition=Ready "sdb/$db" --timeout="$ready_timeout"
+  kubectl wait -n "$ns" --for=condition=ArchiveLagging=False "sdb/$db" --timeout=5m ||
+    die "ArchiveLagging did not turn False: $(kubectl get sdb -n "$ns" "$db" -o jsonpath='{.status.conditions[?(@.type=="ArchiveLagging")].message}')"
+
+  log "phase 7: $writes writes, a ShardedDatabaseBackup, $writes more writes"
+  start_port_forward
+  write_range $((4 * writes)) "$writes"
+  kubectl apply -n "$ns" -f - <<YAML
+apiVersion: walshard.io/v1alpha1
+kind: ShardedDatabaseBackup
+metadata: {name: e2e-backup}
+spec: {database: $db}
+YAML
+  kubectl wait -n "$ns" --for=jsonpath='{.status.phase}'=Succeeded sdbb/e2e-backup --timeout=10m ||
+    die "the backup did not succeed: $(kubectl get sdbb -n "$ns" e2e-backup -o jsonpath='{.status.phase}: {.status.message}')"
+  kubectl get sdbb -n "$ns"
+  backup_id=$(kubectl get sdbb -n "$ns" e2e-backup -o jsonpath='{.status.backupId}')
+  [ -n "$backup_id" ] || die "the succeeded backup has no status.backupId"
+  write_range $((5 * writes)) "$writes"
+  written_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  log "waiting until status.backup.restorableTo is past $written_at (archive caught up)"
+  deadline=$((SECONDS + 300))
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    to=$(kubectl get sdb -n "$ns" "$db" -o jsonpath='{.status.backup.restorableTo}')
+    # RFC 3339 UTC times of the same form compare as text.
+    if [ -n "$to" ] && [[ "$to" > "$written_at" ]]; then break; fi
+    sleep 5
+  done
+  [ -n "$to" ] && [[ "$to" > "$written_at" ]] || die "status.backup.restorableTo is ${to:-empty}, not past $written_at"
+  [ "$(kubectl get sdb -n "$ns" "$db" -o jsonpath='{.status.backup.lastBackupId}')" = "$backup_id" ] ||
+    die "status.backup.lastBackupId is not $backup_id"
+
+  log "phase 7: deleting sdb/$db, then restoring it as sdb/$restored (latest point)"
+  kill "$pf_pid" 2>/dev/null || true
+  pf_pid=""
+  kubectl delete sdb -n "$ns" "$db" --wait --timeout=5m
+  {
+    sed -e "s/^  name: $db\$/  name: $restored/" "$example"
+    printf '  restore:\n    store: %s\n    s3: %s\n' "$store" "$s3_spec"
+    printf '  backup:\n    store: %s\n    s3: %s\n' "s3://$bucket/e2e/$restored" "$s3_spec"
+  } >"$work/restored.yaml"
+  kubectl apply -n "$ns" -f "$work/restored.yaml"
+  kubectl wait -n "$ns" --for=condition=Ready "sdb/$restored" --timeout="$ready_timeout" ||
+    die "sdb/$restored not Ready; restore logs: $(kubectl logs -n "$ns" -l app.kubernetes.io/instance="$restored" -c restore --tail=20 2>&1 | tail -n 40)"
+  kubectl logs -n "$ns" "$(server_pod Server0 | sed "s/^$db-/$restored-/")" -c restore --tail=5 || true
+  router_service=$restored-router
+  check_every_acked_key
+  log "restore: every acknowledged key of sdb/$db is in sdb/$restored"
 fi
-log "all $total acknowledged keys are readable ($(wc -l <"$work/present") rows in the table)"

@@ -111,6 +111,14 @@ Leader election has its own Role in the release namespace (rbac.yaml).
 - apiGroups: ["walshard.io"]
   resources: ["shardeddatabases/finalizers"]
   verbs: ["update"]
+# Backups: requests are watched and run, scheduled ones created, those whose backups retention
+# removed deleted.
+- apiGroups: ["walshard.io"]
+  resources: ["shardeddatabasebackups"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: ["walshard.io"]
+  resources: ["shardeddatabasebackups/status"]
+  verbs: ["patch"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch"]
