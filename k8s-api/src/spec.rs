@@ -119,6 +119,12 @@ pub const TOKEN_KEY: &str = "token";
         description = "Shards with an elected primary / shards"
     ),
     printcolumn(
+        name = "Last Backup",
+        type_ = "date",
+        json_path = ".status.backup.lastBackupTime",
+        description = "When the newest base backup in spec.backup.store finished"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
