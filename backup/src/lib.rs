@@ -25,9 +25,9 @@ pub mod names;
 pub mod plan;
 pub mod retention;
 pub mod store;
-pub mod target;
 #[cfg(feature = "take")]
 pub mod take;
+pub mod target;
 
 pub use catalog::Catalog;
 pub use chunk::{ArchivedEntry, ChunkError};

@@ -54,7 +54,9 @@ impl Target {
                 for item in list.split(',').filter(|s| !s.is_empty()) {
                     let (shard, lsn) = item
                         .split_once('=')
-                        .and_then(|(s, n)| Some((s.trim().to_owned(), n.trim().parse::<u64>().ok()?)))
+                        .and_then(|(s, n)| {
+                            Some((s.trim().to_owned(), n.trim().parse::<u64>().ok()?))
+                        })
                         .ok_or_else(|| TargetError::Lsn(item.to_owned()))?;
                     lsns.insert(shard, lsn);
                 }
@@ -92,12 +94,30 @@ mod tests {
         ));
         assert_eq!(
             Target::from_options(None, None, Some("sh1=12, sh2=3")),
-            Ok(Target::Lsn(BTreeMap::from([("sh1".into(), 12), ("sh2".into(), 3)])))
+            Ok(Target::Lsn(BTreeMap::from([
+                ("sh1".into(), 12),
+                ("sh2".into(), 3)
+            ])))
         );
-        assert!(matches!(Target::from_options(Some("yesterday"), None, None), Err(TargetError::Time { .. })));
-        assert!(matches!(Target::from_options(Some("1969-12-31T23:59:59Z"), None, None), Err(TargetError::Time { .. })));
-        assert_eq!(Target::from_options(None, Some("../x"), None), Err(TargetError::Backup("../x".into())));
-        assert_eq!(Target::from_options(None, None, Some("sh1")), Err(TargetError::Lsn("sh1".into())));
-        assert_eq!(Target::from_options(Some("x"), Some("y"), None), Err(TargetError::Several));
+        assert!(matches!(
+            Target::from_options(Some("yesterday"), None, None),
+            Err(TargetError::Time { .. })
+        ));
+        assert!(matches!(
+            Target::from_options(Some("1969-12-31T23:59:59Z"), None, None),
+            Err(TargetError::Time { .. })
+        ));
+        assert_eq!(
+            Target::from_options(None, Some("../x"), None),
+            Err(TargetError::Backup("../x".into()))
+        );
+        assert_eq!(
+            Target::from_options(None, None, Some("sh1")),
+            Err(TargetError::Lsn("sh1".into()))
+        );
+        assert_eq!(
+            Target::from_options(Some("x"), Some("y"), None),
+            Err(TargetError::Several)
+        );
     }
 }

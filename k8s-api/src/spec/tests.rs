@@ -176,7 +176,17 @@ fn the_crd_has_the_names_columns_and_status() {
         .flatten()
         .map(|c| c.name.as_str())
         .collect();
-    assert_eq!(columns, ["Ready", "Shards", "Servers", "Primaries", "Last Backup", "Age"]);
+    assert_eq!(
+        columns,
+        [
+            "Ready",
+            "Shards",
+            "Servers",
+            "Primaries",
+            "Last Backup",
+            "Age"
+        ]
+    );
     let yaml = crd_yaml().expect("serializes");
     assert!(yaml.contains("x-kubernetes-validations"));
 }
