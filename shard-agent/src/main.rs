@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
     let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == "restore-server") {
         args.remove(1);
+        args[0] = "walshard-agent restore-server".into();
         return walshard_agent::restore_server::run(
             walshard_agent::restore_server::RestoreServerArgs::parse_from(args),
         )
