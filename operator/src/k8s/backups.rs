@@ -40,7 +40,7 @@ use tracing::{debug, info, warn};
 use walshard_backup::take::TakeError;
 use walshard_backup::{BackupStore, Manifest, StoreError};
 use walshard_contract::ArchiveReport;
-use walshard_k8s_api::backup::ShardedDatabaseBackup;
+use walshard_k8s_api::backup::{ShardedDatabaseBackup, ShardedDatabaseBackupStatus};
 use walshard_k8s_api::spec::ShardedDatabase;
 
 pub use metrics::BackupMetrics;
@@ -158,6 +158,10 @@ pub struct BackupContext<B> {
     pub(crate) recorder: Recorder,
     pub(crate) metrics: BackupMetrics,
     pub(crate) settings: BackupSettings,
+    /// Final statuses of requests whose backup ended but whose status write failed, by
+    /// `(namespace, name)`: written on the next reconciliation instead of calling the request
+    /// interrupted.
+    pub(crate) unwritten: std::sync::Mutex<BTreeMap<(String, String), ShardedDatabaseBackupStatus>>,
 }
 
 impl<B: BaseBackups> BackupContext<B> {
@@ -179,6 +183,7 @@ impl<B: BaseBackups> BackupContext<B> {
             backups,
             metrics,
             settings,
+            unwritten: std::sync::Mutex::default(),
         }
     }
 

@@ -665,3 +665,62 @@ async fn a_database_without_spec_backup_loses_what_the_manager_wrote() {
         .unwrap();
     h.api.assert_idle();
 }
+
+#[tokio::test]
+async fn a_succeeded_backup_whose_status_write_failed_is_written_next_time_not_called_interrupted()
+{
+    let mut h = harness();
+    let url = store_url(&h);
+    let db_json = serde_json::to_value(db_with_backup(&url, None, None)).unwrap();
+    let ctx = h.ctx.clone();
+    let result = scripted(
+        &mut h.api,
+        backups::request::reconcile(Arc::new(request()), ctx),
+        async |api| {
+            api.expect("GET", DB_PATH).await.reply(200, db_json.clone());
+            let e = expect_backup_apply(api, &request_path()).await;
+            answer(e, &request_json());
+            expect_event(api).await;
+            let e = expect_backup_apply(api, &request_path()).await;
+            assert_eq!(e.body["status"]["phase"], "Succeeded");
+            e.reply(500, super::api::status(500, "InternalError"));
+        },
+    )
+    .await;
+    assert!(
+        result.is_err(),
+        "the failed write is the reconciliation's error"
+    );
+    assert_eq!(
+        count(&h.ctx.metrics().backups),
+        1,
+        "counted once, at the end of the backup"
+    );
+
+    // The watch delivers it as Running: the next reconciliation writes the kept status.
+    let mut running = request();
+    running.status = Some(ShardedDatabaseBackupStatus {
+        phase: Some(walshard_k8s_api::backup::BackupPhase::Running),
+        ..Default::default()
+    });
+    let ctx = h.ctx.clone();
+    scripted(
+        &mut h.api,
+        backups::request::reconcile(Arc::new(running), ctx),
+        async |api| {
+            let e = expect_backup_apply(api, &request_path()).await;
+            assert_eq!(e.body["status"]["phase"], "Succeeded", "not interrupted");
+            assert!(e.body["status"]["backupId"].is_string());
+            answer(e, &request_json());
+        },
+    )
+    .await
+    .expect("reconciles");
+    h.api.assert_idle();
+    assert_eq!(count(&h.ctx.metrics().backups), 1);
+    assert_eq!(
+        open(&url).manifests().await.unwrap().len(),
+        1,
+        "one backup, taken once"
+    );
+}

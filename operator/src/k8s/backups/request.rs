@@ -1,7 +1,8 @@
 //! One `ShardedDatabaseBackup`: `Pending` → `Running` → `Succeeded` or `Failed`.
 //!
-//! 1. A finished request is left alone. One found `Running` was interrupted (the operator that
-//!    ran it stopped): it fails, saying so; create another.
+//! 1. A finished request is left alone. One whose backup ended here but whose status write
+//!    failed gets that status now. One found `Running` otherwise was interrupted (the operator
+//!    that ran it stopped): it fails, saying so; create another.
 //! 2. Its database must exist and have `spec.backup`, and the store must open (credentials from
 //!    the Secret); otherwise it fails with the reason.
 //! 3. Its database's control plane must run in this operator; while it does not, the request
@@ -43,6 +44,16 @@ pub async fn reconcile<B: BaseBackups>(
 ) -> Result<Action, BackupError> {
     let namespace = request.namespace().unwrap_or_default();
     let name = request.name_any();
+    let key = (namespace.clone(), name.clone());
+    let pending = lock(&ctx.unwritten).remove(&key);
+    if let Some(done) = pending {
+        // The backup ended in this process; only its status write failed.
+        if let Err(e) = write(&ctx, &request, &done).await {
+            lock(&ctx.unwritten).insert(key, done);
+            return Err(e);
+        }
+        return Ok(Action::await_change());
+    }
     match request.phase() {
         BackupPhase::Succeeded | BackupPhase::Failed => return Ok(Action::await_change()),
         BackupPhase::Running => {
@@ -122,13 +133,16 @@ pub async fn reconcile<B: BaseBackups>(
         Ok(manifest) => {
             let done =
                 status::succeeded(Some(&running), &manifest, backups.url(), Timestamp::now());
-            write(&ctx, &request, &done).await?;
             ctx.metrics.finished(
                 &namespace,
                 database,
                 true,
                 Timestamp::now().as_millisecond(),
             );
+            if let Err(e) = write(&ctx, &request, &done).await {
+                lock(&ctx.unwritten).insert(key, done);
+                return Err(e);
+            }
             let message = done.message.clone().unwrap_or_default();
             info!(%namespace, %name, %database, backup = %manifest.id, "{message}");
             event(
@@ -151,6 +165,10 @@ pub async fn reconcile<B: BaseBackups>(
     Ok(Action::await_change())
 }
 
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The request failed: its status, a Warning Event on it and on its database, the metrics.
 async fn fail<B: BaseBackups>(
     ctx: &BackupContext<B>,
@@ -159,7 +177,6 @@ async fn fail<B: BaseBackups>(
     message: &str,
 ) -> Result<(), BackupError> {
     let failed = status::failed(request.status.as_ref(), message, Timestamp::now());
-    write(ctx, request, &failed).await?;
     let namespace = request.namespace().unwrap_or_default();
     ctx.metrics.finished(
         &namespace,
@@ -167,6 +184,10 @@ async fn fail<B: BaseBackups>(
         false,
         Timestamp::now().as_millisecond(),
     );
+    if let Err(e) = write(ctx, request, &failed).await {
+        lock(&ctx.unwritten).insert((namespace, request.name_any()), failed);
+        return Err(e);
+    }
     event(
         ctx,
         request,
