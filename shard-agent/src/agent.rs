@@ -44,6 +44,8 @@ pub struct AgentConfig {
     pub disk_reserve_bytes: u64,
     /// The backup store: each shard's committed WAL is archived there (docs/backup.md).
     pub backup: Option<BackupConfig>,
+    /// The fleet's certificate authority, trusted for the peers' `https://` URLs.
+    pub trust: Option<walshard_contract::http_client::TrustedCa>,
 }
 
 /// Where and how this server archives.
@@ -116,6 +118,7 @@ impl Agent {
             )),
             http: ClientSettings {
                 pool_max_idle_per_host: Some(4),
+                trust: config.trust.clone(),
                 ..ClientSettings::default()
             }
             .build()?,

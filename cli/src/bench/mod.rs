@@ -377,6 +377,7 @@ async fn run_target(
             progress: !args.quiet,
             backup: None,
             backup_schedule: None,
+            tls: false,
         }),
     )
     .await;
