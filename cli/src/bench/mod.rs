@@ -13,6 +13,7 @@
 //! - `stats`, `report`, `chart`: figures, the table and JSON, the PNG.
 
 mod archive;
+mod backup;
 mod baseline;
 mod chart;
 mod driver;
@@ -84,6 +85,10 @@ pub struct BenchArgs {
     /// Skip the direct-MariaDB baseline (no ratios).
     #[arg(long)]
     pub no_baseline: bool,
+    /// Also measure a base backup and a restore of this many rows against `mariadb-dump` and
+    /// a reload (0: skip; `scripts/bench.sh` uses 1,000,000).
+    #[arg(long, default_value_t = 0, conflicts_with = "router")]
+    pub backup_rows: u64,
     /// No progress bars or fleet progress lines.
     #[arg(short, long)]
     pub quiet: bool,
@@ -217,6 +222,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(targets) = report::render_targets(&report) {
         print!("{targets}");
     }
+    if let Some(figures) = &report.backup {
+        print!("{}", backup::render(figures));
+    }
     let json = report.write_json(&args.out_dir)?;
     let png = args.out_dir.join(chart::PNG_FILE);
     chart::render_chart(&report, &png)?;
@@ -313,6 +321,29 @@ async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
             .with_ratios(baseline.as_ref()),
         );
     }
+    let backup = if args.backup_rows > 0 {
+        if !args.quiet {
+            eprintln!(
+                "walshard bench: backup and restore of {} rows",
+                args.backup_rows
+            );
+        }
+        let work = backup::work_dir(&run_dir);
+        let measured = interruptible(
+            &mut stop,
+            backup::measure(args.backup_rows, &work, args.keep, args.quiet),
+        )
+        .await;
+        match measured {
+            Ok(Ok(figures)) => Some(figures),
+            Ok(Err(e)) | Err(e) => {
+                finish_run_dir(&run_dir, args.keep);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     finish_run_dir(&run_dir, args.keep);
 
     Ok(Report {
@@ -327,6 +358,7 @@ async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
         baseline,
         scenarios,
         targets: Targets::default(),
+        backup,
     })
 }
 

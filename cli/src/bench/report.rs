@@ -26,6 +26,9 @@ pub struct Report {
     pub baseline: Option<BaselineReport>,
     pub scenarios: Vec<ScenarioReport>,
     pub targets: Targets,
+    /// Base backup and restore against `mariadb-dump` (`--backup-rows`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<super::backup::BackupFigures>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -390,6 +393,7 @@ pub(crate) mod tests {
             ],
             baseline: Some(baseline),
             targets: Targets::default(),
+            backup: None,
         }
     }
 
