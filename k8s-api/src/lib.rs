@@ -6,6 +6,8 @@
 //! The operator reconciles these objects; the router reads and patches them; local mode
 //! (`walshard up --file`) resolves the same spec.
 
+#![warn(missing_docs)]
+
 pub mod names;
 pub mod spec;
 pub mod switchover;

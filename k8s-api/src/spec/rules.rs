@@ -26,34 +26,41 @@ use walshard_control_plane::placement::{Placement, PlacementError};
 pub struct CelRule {
     /// Where it is attached in the spec.
     pub at: &'static str,
+    /// The CEL expression; `self` is the object at `at` (and `oldSelf` its old value on update).
     pub rule: &'static str,
+    /// What the API server answers when the rule is false (and the Rust mirror's reason).
     pub message: &'static str,
 }
 
+/// With a server count, every shard's replicas fit on distinct servers.
 pub const REPLICAS_FIT: CelRule = CelRule {
     at: "spec",
     rule: "!has(self.servers.count) || self.replicasPerShard <= self.servers.count",
     message: "replicasPerShard must not exceed servers.count",
 };
 
+/// One dtype per column.
 pub const DTYPES_LENGTH: CelRule = CelRule {
     at: "spec.schema",
     rule: "self.columns.size() == self.dtypes.size()",
     message: "columns and dtypes must have the same length",
 };
 
+/// The first column is the integer shard key.
 pub const KEY_NUMBER: CelRule = CelRule {
     at: "spec.schema",
     rule: "self.dtypes.size() == 0 || self.dtypes[0] == 'Number'",
     message: "the first column is the shard key: its dtype must be Number",
 };
 
+/// Column names are unique, ignoring case (MySQL compares them so).
 pub const COLUMNS_UNIQUE: CelRule = CelRule {
     at: "spec.schema",
     rule: "self.columns.all(c, self.columns.exists_one(d, d.lowerAscii() == c.lowerAscii()))",
     message: "column names must be unique, ignoring case",
 };
 
+/// The shards come as `count` + `size` (+ `low`), or as `list`, never both.
 pub const SHARDS_FORM: CelRule = CelRule {
     at: "spec.shards",
     rule: "has(self.list) ? !has(self.count) && !has(self.size) && !has(self.low) : has(self.count) && has(self.size)",
@@ -68,24 +75,28 @@ pub const KEY_SPACE_FITS: CelRule = CelRule {
     message: "the key space must end within a 64-bit integer (low + count * size, low + size)",
 };
 
+/// An explicit shard list names every shard once.
 pub const SHARD_IDS_UNIQUE: CelRule = CelRule {
     at: "spec.shards",
     rule: "!has(self.list) || self.list.all(a, self.list.exists_one(b, b.id == a.id))",
     message: "shard ids must be unique",
 };
 
+/// The ranges of an explicit shard list do not overlap.
 pub const SHARDS_DISJOINT: CelRule = CelRule {
     at: "spec.shards",
     rule: "!has(self.list) || self.list.all(a, self.list.all(b, a.id == b.id || a.low + a.size <= b.low || b.low + b.size <= a.low))",
     message: "shard ranges [low, low + size) must not overlap",
 };
 
+/// The servers come as `count` or as `placement`, never both.
 pub const SERVERS_FORM: CelRule = CelRule {
     at: "spec.servers",
     rule: "has(self.count) != has(self.placement)",
     message: "set count or placement",
 };
 
+/// Server names are unique ignoring case: they become object names.
 pub const SERVER_NAMES_UNIQUE: CelRule = CelRule {
     at: "spec.servers",
     rule: "!has(self.placement) || self.placement.all(a, self.placement.exists_one(b, b.name.lowerAscii() == a.name.lowerAscii()))",
@@ -100,24 +111,28 @@ pub const ROUTER_TOKEN_EXPOSED: CelRule = CelRule {
     message: "a LoadBalancer router Service needs router.apiTokenSecretRef (its admin API rewrites the spec)",
 };
 
+/// The router's layout: every range ends within a 64-bit integer.
 pub const LAYOUT_KEY_SPACE_FITS: CelRule = CelRule {
     at: "spec.layout",
     rule: "self.shards.all(s, s.size <= 9223372036854775807 - (s.low > 0 ? s.low : 0))",
     message: "layout: the key space must end within a 64-bit integer (low + size)",
 };
 
+/// The router's layout names every shard once.
 pub const LAYOUT_SHARD_IDS_UNIQUE: CelRule = CelRule {
     at: "spec.layout",
     rule: "self.shards.all(a, self.shards.exists_one(b, b.id == a.id))",
     message: "layout: shard ids must be unique",
 };
 
+/// The ranges of the router's layout do not overlap.
 pub const LAYOUT_SHARDS_DISJOINT: CelRule = CelRule {
     at: "spec.layout",
     rule: "self.shards.all(a, self.shards.all(b, a.id == b.id || a.low + a.size <= b.low || b.low + b.size <= a.low))",
     message: "layout: shard ranges [low, low + size) must not overlap",
 };
 
+/// The router's layout names every server once, ignoring case.
 pub const LAYOUT_SERVER_NAMES_UNIQUE: CelRule = CelRule {
     at: "spec.layout",
     rule: "self.servers.all(a, self.servers.exists_one(b, b.name.lowerAscii() == a.name.lowerAscii()))",

@@ -48,6 +48,7 @@ pub struct ShardedDatabaseStatus {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ShardSummary {
+    /// The shard id.
     pub id: String,
     /// The server holding the primary, if one is elected.
     #[serde(default, skip_serializing_if = "Option::is_none")]

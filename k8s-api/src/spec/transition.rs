@@ -10,24 +10,28 @@
 use super::rules::CelRule;
 use super::{ShardedDatabaseSpec, SpecError};
 
+/// A claim cannot shrink: `storage.size` compares as a quantity, never smaller.
 pub const STORAGE_GROWS: CelRule = CelRule {
     at: "spec.storage",
     rule: "quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",
     message: "storage.size may only grow",
 };
 
+/// Existing claims keep their class: `storageClassName` may be set once.
 pub const STORAGE_CLASS_FIXED: CelRule = CelRule {
     at: "spec.storage",
     rule: "!has(oldSelf.storageClassName) || (has(self.storageClassName) && self.storageClassName == oldSelf.storageClassName)",
     message: "storage.storageClassName cannot change once set",
 };
 
+/// A data directory belongs to one engine: `engine.flavor` may be set once.
 pub const FLAVOR_FIXED: CelRule = CelRule {
     at: "spec.engine",
     rule: "!has(oldSelf.flavor) || (has(self.flavor) && self.flavor == oldSelf.flavor)",
     message: "engine.flavor cannot change once set",
 };
 
+/// Every server's tables were created from the schema: it never changes.
 pub const SCHEMA_FIXED: CelRule = CelRule {
     at: "spec.schema",
     rule: "self == oldSelf",
