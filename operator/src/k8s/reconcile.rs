@@ -41,6 +41,7 @@ mod rollout;
 pub mod status;
 pub mod switchover;
 pub mod terminating;
+mod tls;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -102,6 +103,8 @@ pub enum ReconcileError {
     },
     #[error("writing the status: {0}")]
     Status(#[source] kube::Error),
+    #[error("generating the TLS authority: {0}")]
+    Tls(String),
     #[error(transparent)]
     Finalizer(Box<finalizer::Error<ReconcileError>>),
 }
@@ -114,6 +117,7 @@ impl ReconcileError {
             ReconcileError::Objects(_) => "objects",
             ReconcileError::Api { .. } => "api",
             ReconcileError::Status(_) => "status",
+            ReconcileError::Tls(_) => "tls",
             ReconcileError::Finalizer(e) => match e.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                     e.metric_label()

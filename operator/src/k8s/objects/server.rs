@@ -213,14 +213,19 @@ fn pod_spec(ctx: &Ctx<'_>, server: &str) -> PodSpec {
     let pod = &ctx.spec.pod;
     PodSpec {
         containers: vec![mysql_container(ctx), agent_container(ctx, server)],
-        volumes: Some(vec![Volume {
-            name: CONFIG_VOLUME.to_owned(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: names::mysql_config(ctx.db),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        }]),
+        volumes: Some(
+            [Volume {
+                name: CONFIG_VOLUME.to_owned(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: names::mysql_config(ctx.db),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            }]
+            .into_iter()
+            .chain(super::tls::volume(ctx))
+            .collect(),
+        ),
         // MySQL runs as its image's `mysql` (999), the agent as distroless `nonroot` (65532);
         // fsGroup 999 makes the claim (and its subPath directories) writable by both.
         security_context: Some(PodSecurityContext {
@@ -360,46 +365,54 @@ fn agent_container(ctx: &Ctx<'_>, server: &str) -> Container {
     let heartbeat = || HTTPGetAction {
         path: Some("/heartbeat".to_owned()),
         port: IntOrString::String(AGENT_PORT_NAME.to_owned()),
+        scheme: super::tls::probe_scheme(ctx),
         ..HTTPGetAction::default()
     };
+    let mut env_vars = vec![
+        env("WALSHARD_LISTEN", format!("0.0.0.0:{AGENT_PORT}")),
+        // From parts: the password goes from the Secret to the agent verbatim, never
+        // through a URL (any character a Secret holds works).
+        env("WALSHARD_MYSQL_HOST", "127.0.0.1"),
+        env("WALSHARD_MYSQL_PORT", MYSQL_PORT.to_string()),
+        env("WALSHARD_MYSQL_USER", "root"),
+        env_secret(
+            "WALSHARD_MYSQL_PASSWORD",
+            mysql_password_ref(ctx.db, credentials),
+        ),
+        env("WALSHARD_DATA_DIR", AGENT_DATA_DIR),
+        env("WALSHARD_SERVER_NAME", server),
+        env_secret("WALSHARD_TOKEN", cluster_token_ref(ctx.db, credentials)),
+        env("WALSHARD_CONTROLLED", "true"),
+        env("WALSHARD_WAL_FSYNC", ctx.spec.durability.wal_fsync.as_str()),
+        env("WALSHARD_LOG_FORMAT", "json"),
+        env(
+            "WALSHARD_SHUTDOWN_HANDOVER_SECONDS",
+            ctx.spec.pod.handover_seconds().to_string(),
+        ),
+    ];
+    env_vars.extend(super::tls::serving_env(ctx));
     Container {
         name: "agent".to_owned(),
         image: Some(ctx.images.agent.clone()),
         image_pull_policy: ctx.images.pull_policy.clone(),
-        env: Some(vec![
-            env("WALSHARD_LISTEN", format!("0.0.0.0:{AGENT_PORT}")),
-            // From parts: the password goes from the Secret to the agent verbatim, never
-            // through a URL (any character a Secret holds works).
-            env("WALSHARD_MYSQL_HOST", "127.0.0.1"),
-            env("WALSHARD_MYSQL_PORT", MYSQL_PORT.to_string()),
-            env("WALSHARD_MYSQL_USER", "root"),
-            env_secret(
-                "WALSHARD_MYSQL_PASSWORD",
-                mysql_password_ref(ctx.db, credentials),
-            ),
-            env("WALSHARD_DATA_DIR", AGENT_DATA_DIR),
-            env("WALSHARD_SERVER_NAME", server),
-            env_secret("WALSHARD_TOKEN", cluster_token_ref(ctx.db, credentials)),
-            env("WALSHARD_CONTROLLED", "true"),
-            env("WALSHARD_WAL_FSYNC", ctx.spec.durability.wal_fsync.as_str()),
-            env("WALSHARD_LOG_FORMAT", "json"),
-            env(
-                "WALSHARD_SHUTDOWN_HANDOVER_SECONDS",
-                ctx.spec.pod.handover_seconds().to_string(),
-            ),
-        ]),
+        env: Some(env_vars),
         ports: Some(vec![ContainerPort {
             name: Some(AGENT_PORT_NAME.to_owned()),
             container_port: i32::from(AGENT_PORT),
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
         }]),
-        volume_mounts: Some(vec![VolumeMount {
-            name: DATA_VOLUME.to_owned(),
-            mount_path: AGENT_DATA_DIR.to_owned(),
-            sub_path: Some("agent".to_owned()),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(
+            [VolumeMount {
+                name: DATA_VOLUME.to_owned(),
+                mount_path: AGENT_DATA_DIR.to_owned(),
+                sub_path: Some("agent".to_owned()),
+                ..VolumeMount::default()
+            }]
+            .into_iter()
+            .chain(super::tls::mount(ctx))
+            .collect(),
+        ),
         // The agent listens once MySQL answers and its WAL is replayed.
         startup_probe: Some(Probe {
             http_get: Some(heartbeat()),
