@@ -362,7 +362,10 @@ pub fn parse_read(layout: &Layout, body: &Json) -> Result<(KeyRange, Consistency
 /// A validated `/write`: rows grouped per shard in request order, and what to do with stored keys.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WritePlan {
+    /// Per shard, its rows in request order; only shards that get at least one row.
     pub groups: BTreeMap<Ident, Vec<Row>>,
+    /// What to do with a row whose key is already stored (`"on_duplicate"`, `skip` when
+    /// absent).
     pub on_duplicate: OnDuplicate,
 }
 
