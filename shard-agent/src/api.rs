@@ -118,6 +118,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
 
 mod backup;
 
+/// The state every handler gets: the agent.
 pub type AppState = Arc<Agent>;
 
 /// The agent's router with auth, metrics and body-limit layers.

@@ -15,8 +15,11 @@ const RECHECK: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{free} bytes free on {path}, below the reserve of {reserve} bytes")]
 pub struct DiskFull {
+    /// The guarded path (on the full volume).
     pub path: String,
+    /// Bytes free on the volume when last read.
     pub free: u64,
+    /// The reserve in bytes: writes need more than this free.
     pub reserve: u64,
 }
 

@@ -37,16 +37,24 @@ const STATEMENT_CACHE: usize = 1024;
 /// ER_DUP_ENTRY.
 const DUPLICATE_KEY: &str = "23000";
 
+/// Why a store operation failed; a failed transaction changed nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// MySQL refused the connection or a statement.
     #[error("MySQL: {0}")]
     Sql(#[from] sqlx::Error),
+    /// [`Store::apply`]'s compare-and-set failed: MySQL's `applied_lsn` is not the one the
+    /// caller expected (nothing was applied).
     #[error("shard {shard}: MySQL has applied_lsn {found}, expected {expected}")]
     AppliedMismatch {
+        /// The shard id.
         shard: String,
+        /// The `applied_lsn` the caller expected.
         expected: Lsn,
+        /// The `applied_lsn` MySQL has.
         found: Lsn,
     },
+    /// An outcome recorded in `walshard_ops` does not decode, or one could not be encoded.
     #[error("stored outcome is unreadable: {0}")]
     Outcome(#[from] serde_json::Error),
 }
@@ -56,7 +64,9 @@ pub enum StoreError {
 pub struct Snapshot {
     /// Epoch and LSN of the last entry the copy includes.
     pub epoch: Epoch,
+    /// The LSN of that entry: the copy holds exactly the entries up to it.
     pub lsn: Lsn,
+    /// Every row of the shard, ordered by key.
     pub rows: Vec<Row>,
     /// `(op id bytes, lsn, outcome JSON)` of the ops retained for retry detection.
     pub ops: Vec<(Vec<u8>, Lsn, String)>,
@@ -65,7 +75,9 @@ pub struct Snapshot {
 /// A shard's table, resolved once.
 #[derive(Debug, Clone)]
 pub struct ShardTable {
+    /// The shard id; the table is `shard_<id>`.
     pub shard: Ident,
+    /// The table's columns, the key first (its primary key).
     pub schema: Schema,
     /// `` `shard_<id>` ``
     table: String,
@@ -74,6 +86,8 @@ pub struct ShardTable {
 }
 
 impl ShardTable {
+    /// The table of `shard` with `schema` (nothing is created in MySQL: see
+    /// [`Store::ensure_shard`]).
     pub fn new(shard: Ident, schema: Schema) -> Self {
         let column_list = schema
             .columns()
@@ -228,6 +242,7 @@ impl Store {
         self.pool.close().await;
     }
 
+    /// The connection pool, on the `walshard` database.
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
     }
