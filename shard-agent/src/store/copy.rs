@@ -6,7 +6,8 @@ use sqlx::{AssertSqlSafe, Row as _};
 use tokio::sync::mpsc;
 use walshard_contract::Row;
 
-use super::{ShardTable, Store, StoreError, decode_row};
+use super::values::decode_row;
+use super::{ShardTable, Store, StoreError};
 use crate::wal::{Epoch, Lsn};
 
 /// The point a streamed copy is consistent at, and the op outcomes retained there.
