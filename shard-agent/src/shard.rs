@@ -14,13 +14,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
-use tracing::{debug, error, info, warn};
-use walshard_contract::{FenceAccepted, Ident, Quorum, ReplicaRef, ShardSpec, ShardStatus};
-use walshard_replica::primary::{compactable_through, keep_unarchived, needs_snapshot};
-use walshard_replica::{
-    Append, EntryId, LogFacts, NotWritable, Refusal, Replica, WriteCheck, admit_write,
-    append_lookups, plan_append, step_down_done,
-};
+use tracing::{error, info, warn};
+use walshard_contract::{Ident, Quorum, ShardSpec, ShardStatus};
+use walshard_replica::Replica;
 
 mod apply;
 mod effects;
@@ -30,15 +26,14 @@ mod replication_source;
 mod secondary;
 mod write;
 
-use self::effects::EffectData;
 use crate::disk_guard::{DiskFull, DiskGuard};
 use crate::metrics::Metrics;
-use crate::ops::{Op, Outcome};
+use crate::ops::Outcome;
 use crate::read_gate::ReadGate;
-use crate::replication::{AppendRequest, Replication, quorum_commit};
+use crate::replication::Replication;
 use crate::state::{EpochState, StateError, load_json, save_json};
-use crate::store::{ShardTable, Snapshot, Store, StoreError};
-use crate::wal::{Entry, Epoch, Lsn, OpId, Wal, WalError, WalOptions};
+use crate::store::{ShardTable, Store, StoreError};
+use crate::wal::{Epoch, Lsn, OpId, Wal, WalError, WalOptions};
 
 /// Most entries applied in one MySQL transaction.
 const MAX_APPLY_BATCH: usize = 1024;

@@ -1,6 +1,9 @@
 //! Reads: the position a session read waits for, and the read-index barrier of strong reads.
 
-use super::*;
+use std::time::Duration;
+
+use super::{APPLY_WAIT, Shard, ShardError};
+use crate::wal::{Epoch, Lsn};
 
 impl Shard {
     /// A non-strong read may be served here once this replica holds a committed prefix it knows
