@@ -1,6 +1,6 @@
 //! Pure parsing and validation of the seed load balancer's requests (design.md §4). A request that
 //! fails here changes nothing. Writes are validated whole and grouped per shard; reads are planned
-//! per shard; `/init`, `/add` and `/rm` produce the next [`Layout`].
+//! per shard; `/init`, `/add` and `/rm` produce the next [`Layout`](crate::layout::Layout).
 //!
 //! By request: [`parse_init`], [`parse_add`] and [`parse_rm`] (`membership`, with the placement
 //! of `"servers"` and placeholder names in `names`, the answers' wording in `answers`),

@@ -8,7 +8,8 @@
 //! - `walshard_ops`: per applied op id, its outcome, so a retried op is applied once and answered
 //!   the same way. Rows older than [`OP_RETENTION`] LSNs are pruned.
 //!
-//! Identifiers reach SQL only as validated [`Ident`]s, backtick-quoted; every value is a bind.
+//! Identifiers reach SQL only as validated [`Ident`](walshard_contract::Ident)s, backtick-quoted;
+//! every value is a bind.
 //!
 //! This file holds the [`Store`] handle and the bookkeeping tables; beside it: `table` (a shard's
 //! table and its SQL text), `statements` (statement shapes within MySQL's placeholder limit),
