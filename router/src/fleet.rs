@@ -117,6 +117,8 @@ impl Admin {
 /// Why a fleet view could not be had.
 #[derive(Debug, Error)]
 pub enum FleetError {
+    /// The request for the view failed: no connection, a timeout, a non-2xx status or a body
+    /// that is not a fleet view.
     #[error("control plane unreachable: {0}")]
     Http(#[from] reqwest::Error),
 }

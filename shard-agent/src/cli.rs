@@ -14,6 +14,7 @@ use crate::api;
 use crate::mysql::{EndpointError, MySqlEndpoint};
 use crate::wal::{FsyncPolicy, WalOptions};
 
+/// `--wal-fsync`: when the WAL is flushed to stable storage.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Fsync {
     /// fdatasync once per group commit: an acknowledged write survives power loss.
