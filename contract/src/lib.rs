@@ -38,6 +38,8 @@ pub mod replication;
 pub mod row;
 pub mod schema;
 pub mod shard;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod topology;
 pub mod value;
 

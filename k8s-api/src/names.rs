@@ -48,6 +48,19 @@ pub fn agent_url(db: &str, namespace: &str, server: &str) -> String {
     )
 }
 
+/// `url` (an `http://` URL of [`agent_url`]) as `https://` when the fleet runs with TLS.
+pub fn with_tls(url: String, tls: bool) -> String {
+    match url.strip_prefix("http://") {
+        Some(rest) if tls => format!("https://{rest}"),
+        _ => url,
+    }
+}
+
+/// The Secret the operator generates for `spec.tls` without a `secretName`.
+pub fn tls_secret(db: &str) -> String {
+    format!("{db}-tls")
+}
+
 /// The router's Deployment, Service, ServiceAccount, Role and RoleBinding.
 pub fn router(db: &str) -> String {
     format!("{db}-router")
@@ -94,5 +107,12 @@ mod tests {
             "http://studt-server0-0.studt-servers.db.svc:5001"
         );
         assert_eq!(router("studt"), "studt-router");
+        let url = agent_url("studt", "db", "Server0");
+        assert_eq!(with_tls(url.clone(), false), url);
+        assert_eq!(
+            with_tls(url, true),
+            "https://studt-server0-0.studt-servers.db.svc:5001"
+        );
+        assert_eq!(tls_secret("studt"), "studt-tls");
     }
 }

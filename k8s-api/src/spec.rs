@@ -29,6 +29,7 @@ mod server;
 mod shards;
 mod status;
 mod storage;
+mod tls;
 pub mod transition;
 
 use kube::{CustomResource, KubeSchema};
@@ -56,6 +57,7 @@ pub use status::{
     ShardSummary, ShardedDatabaseStatus, primaries_summary,
 };
 pub use storage::{Retention, RetentionPolicy, StorageSpec};
+pub use tls::{TlsSpec, keys as tls_keys};
 
 /// The API group.
 pub const GROUP: &str = "walshard.io";
@@ -180,6 +182,9 @@ pub struct ShardedDatabaseSpec {
     /// Secrets to use instead of generated ones.
     #[serde(default)]
     pub credentials: CredentialsSpec,
+    /// HTTPS between the router, the agents and the control plane; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
     /// Stop reconciling without touching the fleet.
     #[serde(default)]
     pub paused: bool,
@@ -231,6 +236,7 @@ impl ShardedDatabaseSpec {
             router: RouterSpec::default(),
             durability: Durability::default(),
             credentials: CredentialsSpec::default(),
+            tls: None,
             paused: false,
             backup: None,
             restore: None,

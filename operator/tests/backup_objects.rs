@@ -31,6 +31,7 @@ fn render(db: &ShardedDatabase) -> Desired {
         cluster_token: "t".to_owned(),
         mysql_password: "p".to_owned(),
         router_admin_token: "a".to_owned(),
+        tls: None,
     };
     desired(db, &images, &generated).unwrap()
 }

@@ -35,6 +35,7 @@ fn generated() -> GeneratedSecrets {
         cluster_token: "goldenClusterToken0".to_owned(),
         mysql_password: "goldenMysqlPassword0".to_owned(),
         router_admin_token: "goldenRouterAdminToken0".to_owned(),
+        tls: None,
     }
 }
 
@@ -417,6 +418,7 @@ fn other_objects_do_not_depend_on_the_generated_values() {
         cluster_token: "another".to_owned(),
         mysql_password: "another".to_owned(),
         router_admin_token: "another".to_owned(),
+        tls: None,
     };
     let b = desired(&db, &images(), &other).expect("desired objects");
     assert_ne!(a.secret, b.secret);

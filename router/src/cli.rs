@@ -63,6 +63,10 @@ pub struct Args {
     /// Log format.
     #[arg(long, env = "WALSHARD_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// TLS: the fleet's authority for the agents' and control API's `https://` URLs; with a
+    /// certificate, the router's own API is served over HTTPS too.
+    #[command(flatten)]
+    pub tls: walshard_contract::tls::TlsArgs,
 }
 
 /// Runs the router until SIGTERM or SIGINT.
@@ -71,10 +75,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.token.is_empty() {
         anyhow::bail!("WALSHARD_TOKEN must not be empty");
     }
+    let trust = args.tls.trust().context("loading the TLS authority")?;
+    let served = args
+        .tls
+        .server()
+        .await
+        .context("loading the TLS certificate")?;
     let (control, source, watch): (Arc<dyn FleetAdmin>, String, _) =
         match (&args.control_url, &args.kube_database) {
             (Some(url), _) => (
-                Arc::new(LocalFleetClient::new(url, &args.token)?),
+                Arc::new(LocalFleetClient::trusting(url, &args.token, trust.clone())?),
                 url.clone(),
                 None,
             ),
@@ -104,6 +114,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.hash_mode,
         args.token.clone(),
     )?;
+    if let Some(ca) = trust {
+        state.trust_authority(ca)?;
+    }
     if let Some(t) = args.api_token.as_ref().filter(|t| !t.is_empty()) {
         state.require_api_token(t.clone());
     }
@@ -119,9 +132,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    info!(listen = %args.listen, control = %source, hash = %args.hash_mode, "serving");
-    axum::serve(listener, service::router(state, args.max_body_bytes))
-        .with_graceful_shutdown(shutdown_signal())
+    info!(listen = %args.listen, control = %source, hash = %args.hash_mode, tls = served.is_some(), "serving");
+    let app = service::router(state, args.max_body_bytes);
+    walshard_contract::tls::serve(listener, app, served, shutdown_signal())
         .await
         .context("serving HTTP")?;
     follower.abort();

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use thiserror::Error;
 use walshard_contract::Topology;
-use walshard_contract::http_client::{ClientError, ClientSettings};
+use walshard_contract::http_client::{ClientError, ClientSettings, TrustedCa};
 use walshard_contract::{ApiError, Ident, code_of};
 
 use crate::hashing::HashMode;
@@ -117,6 +117,8 @@ impl Admin {
 /// Why a fleet view could not be had.
 #[derive(Debug, Error)]
 pub enum FleetError {
+    /// The request for the view failed: no connection, a timeout, a non-2xx status or a body
+    /// that is not a fleet view.
     #[error("control plane unreachable: {0}")]
     Http(#[from] reqwest::Error),
 }
@@ -145,10 +147,24 @@ pub struct LocalFleetClient {
 impl LocalFleetClient {
     /// `base` is the control API's URL, e.g. `http://127.0.0.1:5900`; `token` its bearer token.
     pub fn new(base: impl Into<String>, token: impl Into<String>) -> Result<Self, ClientError> {
+        Self::trusting(base, token, None)
+    }
+
+    /// As [`LocalFleetClient::new`], trusting `trust` (the fleet's authority) for an
+    /// `https://` control API.
+    pub fn trusting(
+        base: impl Into<String>,
+        token: impl Into<String>,
+        trust: Option<TrustedCa>,
+    ) -> Result<Self, ClientError> {
         Ok(Self {
             base: base.into().trim_end_matches('/').to_owned(),
             token: token.into(),
-            http: ClientSettings::default().build()?,
+            http: ClientSettings {
+                trust,
+                ..ClientSettings::default()
+            }
+            .build()?,
         })
     }
 

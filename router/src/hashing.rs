@@ -133,15 +133,24 @@ impl FromStr for HashMode {
     }
 }
 
+/// Why a [`Ring`] could not be built or a [`HashMode`] parsed.
 #[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
 pub enum HashError {
+    /// The named server appears more than once in the ring's server list.
     #[error("server {0} is listed twice")]
     DuplicateServer(String),
+    /// [`HashMode::Seed`] was asked to place more than [`SEED_MAX_SERVERS`] servers.
     #[error(
         "the seed's ring has {SEED_SLOTS} slots for {SEED_VNODES} virtual nodes per server: \
          at most {max} servers, got {servers}"
     )]
-    TooManyServers { servers: usize, max: usize },
+    TooManyServers {
+        /// How many servers were given.
+        servers: usize,
+        /// The most the seed's ring holds ([`SEED_MAX_SERVERS`]).
+        max: usize,
+    },
+    /// A mode name other than `default` or `seed` (ASCII case ignored).
     #[error("unknown hash mode {0:?}: expected \"default\" or \"seed\"")]
     UnknownMode(String),
 }
@@ -211,6 +220,7 @@ impl Ring {
         &self.servers
     }
 
+    /// The hashing the ring was built with.
     pub fn mode(&self) -> HashMode {
         self.mode
     }

@@ -81,7 +81,10 @@ pub fn fleet_view(db: &ShardedDatabase) -> Result<FleetView, ApiError> {
         .map(|server| {
             (
                 server.to_owned(),
-                names::agent_url(&name, &namespace, server),
+                names::with_tls(
+                    names::agent_url(&name, &namespace, server),
+                    db.spec.tls.is_some(),
+                ),
             )
         })
         .collect();

@@ -10,14 +10,29 @@ use walshard_contract::{Ident, KeyRange, Schema, ShardError, ShardSpec, validate
 /// Servers and the shards each holds, seed style: `{"Server0": ["sh1", "sh2"], ...}`.
 pub type Placement = BTreeMap<Ident, Vec<Ident>>;
 
+/// Why a [`Layout`] is invalid; [`Layout::new`] checks them in this order.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LayoutError {
+    /// The shard list itself is invalid: a repeated id, a non-positive size, overlapping ranges.
     #[error(transparent)]
     Shards(#[from] ShardError),
+    /// A server of the placement holds a shard id missing from the shard list.
     #[error("server {server} holds shard {shard}, which is not defined")]
-    UnknownShard { server: String, shard: String },
+    UnknownShard {
+        /// The server's name.
+        server: String,
+        /// The undefined shard id.
+        shard: String,
+    },
+    /// A server lists the same shard more than once.
     #[error("server {server} lists shard {shard} twice")]
-    RepeatedShard { server: String, shard: String },
+    RepeatedShard {
+        /// The server's name.
+        server: String,
+        /// The repeated shard id.
+        shard: String,
+    },
+    /// The named shard is held by no server of the placement.
     #[error("shard {0} has no replica on any server")]
     Unplaced(String),
 }
@@ -25,9 +40,12 @@ pub enum LayoutError {
 /// A validated fleet configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layout {
+    /// The columns and types every shard's table has; the first column is the key.
     pub schema: Schema,
     /// Sorted by their low key; ranges never overlap.
     shards: Vec<ShardSpec>,
+    /// Which shards each server holds; every shard is held by at least one server and every
+    /// held shard is defined.
     pub placement: Placement,
 }
 
@@ -71,10 +89,12 @@ impl Layout {
         })
     }
 
+    /// The shards, sorted by their low key (ranges never overlap).
     pub fn shards(&self) -> &[ShardSpec] {
         &self.shards
     }
 
+    /// The shard with this id, if the layout defines it.
     pub fn shard(&self, id: &Ident) -> Option<&ShardSpec> {
         self.shards.iter().find(|s| s.id == *id)
     }

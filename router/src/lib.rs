@@ -14,6 +14,8 @@
 //! - [`kube_mode`]: the control plane on Kubernetes: a watched `ShardedDatabase`, spec patches.
 //! - [`cli`]: the command line of the router process.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod fleet;
 pub mod hashing;

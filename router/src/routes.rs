@@ -9,16 +9,26 @@ use walshard_contract::{Ident, Topology};
 use crate::hashing::{HashError, HashMode, Ring};
 use crate::layout::Layout;
 
+/// Why [`Routes::new`] refused a layout.
 #[derive(Debug, thiserror::Error)]
 pub enum RoutesError {
+    /// The named server is in the placement but was given no base URL.
     #[error("server {0} holds shards but has no URL")]
     NoUrl(String),
+    /// The ring over a shard's replicas could not be built.
     #[error("hash ring of shard {shard}: {source}")]
-    Ring { shard: String, source: HashError },
+    Ring {
+        /// The shard whose ring failed.
+        shard: String,
+        /// Why the ring failed.
+        source: HashError,
+    },
 }
 
 /// Who is the writable primary of a shard right now (the control plane's published topology).
 pub trait Primaries: Send + Sync + 'static {
+    /// The server name of `shard`'s current primary; `None` while it has none (an election)
+    /// or the shard is unknown.
     fn primary(&self, shard: &str) -> Option<String>;
 }
 
@@ -32,6 +42,7 @@ impl Primaries for tokio::sync::watch::Receiver<Topology> {
 /// The routing view of one layout.
 #[derive(Debug)]
 pub struct Routes {
+    /// The layout the routes were built from; every server of its placement has a URL.
     pub layout: Layout,
     urls: BTreeMap<Ident, String>,
     rings: BTreeMap<Ident, Ring>,

@@ -52,6 +52,7 @@ impl SessionToken {
         }
     }
 
+    /// Whether the token names no shard (`parse("")`, or nothing raised above 0).
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -76,6 +77,7 @@ impl std::fmt::Display for SessionToken {
 pub struct RouterMemory(Mutex<SessionToken>);
 
 impl RouterMemory {
+    /// The highest position this router acknowledged or served for `shard` (0: none yet).
     pub fn get(&self, shard: &str) -> u64 {
         match self.0.lock() {
             Ok(t) => t.get(shard),
@@ -83,6 +85,8 @@ impl RouterMemory {
         }
     }
 
+    /// Raises `shard`'s remembered position to `lsn` (positions only grow; a poisoned lock is
+    /// used as is).
     pub fn raise(&self, shard: &str, lsn: u64) {
         match self.0.lock() {
             Ok(mut t) => t.raise(shard, lsn),

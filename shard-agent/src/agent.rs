@@ -26,11 +26,16 @@ use crate::wal::WalOptions;
 /// Everything the agent needs to start.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
+    /// This server's name (e.g. `Server0`): how the control plane and peers name it.
     pub server_name: String,
     /// The MySQL server beside the agent.
     pub mysql: MySqlEndpoint,
+    /// Where `state.json` and each shard's WAL and `epoch.json` (`shards/<id>/`) live; created
+    /// if missing.
     pub data_dir: PathBuf,
+    /// The settings of every shard's WAL.
     pub wal: WalOptions,
+    /// Most MySQL connections in the store's pool, shared by all shards.
     pub mysql_pool_size: u32,
     /// Shared secret, also presented to peers when replicating.
     pub token: String,
@@ -44,40 +49,60 @@ pub struct AgentConfig {
     pub disk_reserve_bytes: u64,
     /// The backup store: each shard's committed WAL is archived there (docs/backup.md).
     pub backup: Option<BackupConfig>,
+    /// The fleet's certificate authority, trusted for the peers' `https://` URLs.
+    pub trust: Option<walshard_contract::http_client::TrustedCa>,
 }
 
 /// Where and how this server archives.
 #[derive(Debug, Clone)]
 pub struct BackupConfig {
+    /// The object store the WAL archive and base backups are written to.
     pub store: BackupStore,
+    /// How often and how much each shard's archiver ships.
     pub archive: ArchiveOptions,
 }
 
+/// Why the agent could not start or a `/config` was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
+    /// Opening a shard failed (its WAL, table or promise, or WAL and MySQL disagree).
     #[error(transparent)]
     Shard(#[from] ShardError),
+    /// MySQL refused the connection or a statement.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `state.json` could not be read or written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The data directory could not be created.
     #[error("data directory {path}: {source}")]
     DataDir {
+        /// The directory.
         path: PathBuf,
+        /// The IO error creating it.
         source: std::io::Error,
     },
+    /// `/config` gave a schema other than the one this server was configured with.
     #[error("this server is already configured with a different schema")]
     SchemaMismatch,
+    /// `/config` gave the named shard, configured here already, another key range.
     #[error("shard {0} is already configured with a different key range")]
     RangeMismatch(String),
+    /// The shards' key ranges, old and new together, overlap or are invalid.
     #[error("shard layout: {0}")]
     Layout(#[from] walshard_contract::ShardError),
+    /// The HTTP client for the peers could not be built.
     #[error(transparent)]
     Client(#[from] ClientError),
 }
 
+/// This server's agent: its MySQL store, its shards (each with its applier and, with a backup
+/// store, its archiver) and its persisted configuration. Shared by the HTTP handlers as
+/// `Arc<Agent>`.
 pub struct Agent {
+    /// The settings it was started with.
     pub config: AgentConfig,
+    /// Its metrics, shared with every shard.
     pub metrics: Arc<Metrics>,
     store: Store,
     state_file: StateFile,
@@ -116,6 +141,7 @@ impl Agent {
             )),
             http: ClientSettings {
                 pool_max_idle_per_host: Some(4),
+                trust: config.trust.clone(),
                 ..ClientSettings::default()
             }
             .build()?,
@@ -176,14 +202,17 @@ impl Agent {
         Ok(shard)
     }
 
+    /// The MySQL store all shards share.
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    /// The open shard with this id, if this server holds it.
     pub fn shard(&self, id: &Ident) -> Option<Arc<Shard>> {
         self.shards.read().ok().and_then(|m| m.get(id).cloned())
     }
 
+    /// Every open shard, ordered by id.
     pub fn shards(&self) -> Vec<Arc<Shard>> {
         self.shards
             .read()
@@ -191,6 +220,7 @@ impl Agent {
             .unwrap_or_default()
     }
 
+    /// The configured schema; `None` until the first `/config`.
     pub async fn schema(&self) -> Option<Schema> {
         self.state.lock().await.schema.clone()
     }

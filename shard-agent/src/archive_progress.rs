@@ -7,6 +7,8 @@ use std::sync::Mutex;
 use walshard_backup::Millis;
 use walshard_contract::ArchiveReport;
 
+/// One shard's archive progress, behind a lock; it only moves forward. The default: the
+/// archiver has not looked yet (compaction keeps everything).
 #[derive(Debug, Default)]
 pub struct ArchiveProgress {
     inner: Mutex<Progress>,
@@ -40,6 +42,8 @@ impl ArchiveProgress {
         p.complete_at_ms = p.complete_at_ms.max(at_ms);
     }
 
+    /// The last archiving step failed with `error` (shown by `/status` until entries are
+    /// archived again).
     pub fn failed(&self, error: String) {
         self.lock().error = Some(error);
     }

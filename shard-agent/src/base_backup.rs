@@ -9,14 +9,19 @@ use walshard_backup::{BackupId, BackupStore, ShardBackup, StoreError};
 use crate::shard::Shard;
 use crate::store::StoreError as MySqlError;
 
+/// Rows per part object of a base backup (a part is one JSON array of rows).
 pub const ROWS_PER_PART: usize = 10_000;
 
+/// Why a base backup failed; parts already uploaded stay in the store, unreferenced.
 #[derive(Debug, thiserror::Error)]
 pub enum BaseBackupError {
+    /// Uploading a part or the op outcomes to the backup store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Reading the consistent copy from MySQL failed.
     #[error("reading the shard's copy from MySQL: {0}")]
     MySql(#[from] MySqlError),
+    /// Rows or op outcomes could not be encoded as JSON.
     #[error("encoding rows: {0}")]
     Encode(#[from] serde_json::Error),
 }

@@ -14,6 +14,7 @@ use crate::api;
 use crate::mysql::{EndpointError, MySqlEndpoint};
 use crate::wal::{FsyncPolicy, WalOptions};
 
+/// `--wal-fsync`: when the WAL is flushed to stable storage.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Fsync {
     /// fdatasync once per group commit: an acknowledged write survives power loss.
@@ -102,6 +103,9 @@ pub struct Args {
     /// (the control plane switches them over) or this many seconds passed, then stop.
     #[arg(long, env = "WALSHARD_SHUTDOWN_HANDOVER_SECONDS", default_value_t = 30)]
     pub shutdown_handover_seconds: u64,
+    /// TLS: serve HTTPS, and trust the fleet's authority for the peers' URLs.
+    #[command(flatten)]
+    pub tls: walshard_contract::tls::TlsArgs,
     /// WAL archiving (docs/backup.md): off without a store.
     #[command(flatten)]
     pub backup: walshard_backup::args::StoreArgs,
@@ -218,6 +222,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         ..WalOptions::default()
     };
+    let served = args
+        .tls
+        .server()
+        .await
+        .context("loading the TLS certificate")?;
+    let trust = args.tls.trust().context("loading the TLS authority")?;
     let agent = Agent::open(AgentConfig {
         server_name: args.server_name.clone(),
         mysql: args.mysql_endpoint()?,
@@ -239,13 +249,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     ..crate::archive::ArchiveOptions::default()
                 },
             }),
+        trust,
     })
     .await
     .context("starting the agent")?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
-    info!(listen = %args.listen, server = %args.server_name, "serving");
+    info!(listen = %args.listen, server = %args.server_name, tls = served.is_some(), "serving");
     let app = api::router(agent.clone(), args.token.clone(), args.max_body_bytes);
     let stopping = {
         let agent = agent.clone();
@@ -275,8 +286,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stopping)
+    walshard_contract::tls::serve(listener, app, served, stopping)
         .await
         .context("serving HTTP")?;
     agent.shutdown().await;

@@ -2,7 +2,7 @@
 //! nearly full, instead of letting them hang: MySQL blocks on a full disk until space returns,
 //! and a WAL write that fails half-way would stop the shard. A write is taken only while more
 //! than the reserve is free; once space is freed, writes resume by themselves (the free space is
-//! read again at most every [`RECHECK`]).
+//! read again at most every `RECHECK`, 100 ms).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -15,8 +15,11 @@ const RECHECK: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{free} bytes free on {path}, below the reserve of {reserve} bytes")]
 pub struct DiskFull {
+    /// The guarded path (on the full volume).
     pub path: String,
+    /// Bytes free on the volume when last read.
     pub free: u64,
+    /// The reserve in bytes: writes need more than this free.
     pub reserve: u64,
 }
 
@@ -44,7 +47,7 @@ impl DiskGuard {
         Some(s.blocks_available().saturating_mul(s.fragment_size()))
     }
 
-    /// The free space, read again when the last reading is older than [`RECHECK`].
+    /// The free space, read again when the last reading is older than `RECHECK` (100 ms).
     pub fn free(&self) -> Option<u64> {
         let mut last = match self.last.lock() {
             Ok(l) => l,

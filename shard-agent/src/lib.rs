@@ -12,6 +12,8 @@
 //! - [`api`] and [`requests`]: the HTTP surface and its pure request validation.
 //! - [`cli`]: the command line of the agent process.
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod api;
 pub mod archive;

@@ -11,57 +11,91 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// Labels of the HTTP metrics: one series per method, route and status.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
+    /// The request method, e.g. `POST`.
     pub method: String,
+    /// The matched route pattern (e.g. `/shards/{id}/append`, not the shard id), or
+    /// `unmatched`: bounded cardinality.
     pub path: String,
+    /// The answer's HTTP status code.
     pub status: u16,
 }
 
+/// Labels of a per-shard metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabels {
+    /// The shard id.
     pub shard: String,
 }
 
+/// Labels of a per-secondary metric of a primary.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
+    /// The shard id.
     pub shard: String,
+    /// The secondary's server name.
     pub peer: String,
 }
 
-/// Every metric the agent exports. Cheap to clone handles (they share state).
+/// Every metric the agent exports. Cheap to clone handles (they share state). Names below are
+/// as exported, after the `walshard_agent_` prefix (counters also get `_total`).
 pub struct Metrics {
+    /// The registry all of them are registered in, encoded by [`Metrics::encode`].
     pub registry: Registry,
+    /// `http_requests`: requests served, by method, route and status.
     pub http_requests: Family<HttpLabels, Counter>,
+    /// `http_request_duration_seconds`: request latency (0.1 ms to ~13 s buckets).
     pub http_seconds: Family<HttpLabels, Histogram>,
+    /// `applied_entries`: WAL entries applied to MySQL.
     pub applied_entries: Family<ShardLabels, Counter>,
+    /// `apply_batches`: MySQL transactions that applied WAL entries.
     pub apply_batches: Family<ShardLabels, Counter>,
+    /// `apply_batch_entries`: WAL entries per apply transaction.
     pub apply_batch_entries: Family<ShardLabels, Histogram>,
+    /// `apply_errors`: apply transactions that failed (each is retried).
     pub apply_errors: Family<ShardLabels, Counter>,
+    /// `applied_lsn`: the last LSN applied to MySQL.
     pub applied_lsn: Family<ShardLabels, Gauge>,
+    /// `wal_last_lsn`: the last durable LSN of the WAL.
     pub wal_last_lsn: Family<ShardLabels, Gauge>,
+    /// `wal_fsyncs`: fdatasync calls of the WAL since the agent started.
     pub wal_fsyncs: Family<ShardLabels, Gauge>,
+    /// `wal_groups`: group commits of the WAL since the agent started.
     pub wal_groups: Family<ShardLabels, Gauge>,
+    /// `wal_bytes`: bytes appended to the WAL since the agent started.
     pub wal_bytes: Family<ShardLabels, Gauge>,
+    /// `wal_max_group`: the largest group commit since the agent started, in entries.
     pub wal_max_group: Family<ShardLabels, Gauge>,
+    /// `commit_lsn`: the last LSN this replica knows committed.
     pub commit_lsn: Family<ShardLabels, Gauge>,
     /// 1 while this replica is the shard's primary taking writes.
     pub primary: Family<ShardLabels, Gauge>,
+    /// `epoch`: the highest epoch this replica has promised.
     pub epoch: Family<ShardLabels, Gauge>,
     /// On a primary: entries its own WAL holds beyond what each secondary acknowledged.
     pub peer_lag: Family<PeerLabels, Gauge>,
+    /// `appends_sent`, on a primary: append batches a secondary accepted.
     pub appends_sent: Family<PeerLabels, Counter>,
+    /// `append_failures`, on a primary: append or snapshot sends that failed or were refused.
     pub append_failures: Family<PeerLabels, Counter>,
+    /// `appends_received`, on a secondary: append batches accepted.
     pub appends_received: Family<ShardLabels, Counter>,
+    /// `snapshots_installed`, on a secondary: snapshots installed.
     pub snapshots_installed: Family<ShardLabels, Counter>,
+    /// `snapshots_sent`, on a primary: snapshots a secondary accepted.
     pub snapshots_sent: Family<PeerLabels, Counter>,
     /// Free bytes of the data dir's volume, and 1 while writes are refused for want of space.
     pub disk_free_bytes: Gauge,
+    /// `disk_full`: 1 while writes are refused because the volume is below its reserve.
     pub disk_full: Gauge,
+    /// The WAL archiving metrics (`archive_*`).
     pub archive: archive::ArchiveMetrics,
 }
 
 impl Metrics {
+    /// Every metric, registered under the `walshard_agent` prefix, all at zero.
     pub fn new() -> Arc<Self> {
         let mut registry = Registry::with_prefix("walshard_agent");
         let http_requests = Family::<HttpLabels, Counter>::default();
@@ -224,6 +258,7 @@ impl Metrics {
         })
     }
 
+    /// The labels of `shard`'s secondary `peer`.
     pub fn peer(shard: &str, peer: &str) -> PeerLabels {
         PeerLabels {
             shard: shard.to_owned(),
@@ -231,6 +266,7 @@ impl Metrics {
         }
     }
 
+    /// The labels of `shard`.
     pub fn shard(shard: &str) -> ShardLabels {
         ShardLabels {
             shard: shard.to_owned(),

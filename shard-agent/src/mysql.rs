@@ -13,24 +13,32 @@ use std::str::FromStr;
 
 use sqlx::mysql::MySqlConnectOptions;
 
+/// Why the MySQL endpoint of the command line is unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum EndpointError {
+    /// `--mysql-url` does not parse, is not `mysql://` or `mariadb://`, or its password is not
+    /// UTF-8 once percent-decoded.
     #[error("invalid MySQL URL: {0}")]
     Url(String),
+    /// `--mysql-url` was given together with one of the separate parts.
     #[error(
         "a MySQL URL and --mysql-host/--mysql-port/--mysql-user/--mysql-socket exclude each other"
     )]
     UrlAndParts,
 }
 
-/// The MySQL server of one agent.
+/// The MySQL server of one agent. Its `Debug` output redacts the password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct MySqlEndpoint {
+    /// Host name or IP address (default `127.0.0.1`).
     pub host: String,
+    /// TCP port (default 3306).
     pub port: u16,
     /// A Unix socket to connect through instead of TCP.
     pub socket: Option<PathBuf>,
+    /// User name (default `root`).
     pub user: String,
+    /// The password, verbatim; `None`: connect without one.
     pub password: Option<String>,
 }
 

@@ -13,17 +13,32 @@ pub enum Op {
     /// Insert rows. Keys already stored are skipped, or reject the whole op, per `on_duplicate`
     /// (entries logged before the field existed were all-or-nothing: `Error`).
     Write {
+        /// The rows, each complete (every column of the schema, the key first).
         rows: Vec<Row>,
+        /// What to do with a key already stored.
         #[serde(default = "strict")]
         on_duplicate: OnDuplicate,
     },
     /// Replace every non-key column of the row with this key (logged by earlier versions; new
     /// updates are [`Op::Patch`]).
-    Update { key: i64, row: Row },
+    Update {
+        /// The key of the row to change.
+        key: i64,
+        /// The whole new row (its key column is not written).
+        row: Row,
+    },
     /// Set some columns of the row with this key.
-    Patch { key: i64, patch: Patch },
+    Patch {
+        /// The key of the row to change.
+        key: i64,
+        /// The columns to set (the key column is never written).
+        patch: Patch,
+    },
     /// Remove the row with this key.
-    Delete { key: i64 },
+    Delete {
+        /// The key of the row to remove.
+        key: i64,
+    },
     /// Changes nothing; a new primary commits one in its epoch before serving.
     Noop,
 }
@@ -33,23 +48,33 @@ pub enum Op {
 pub enum Outcome {
     /// `count` rows inserted; `skipped` keys were stored already and left unchanged.
     Written {
+        /// Rows inserted.
         count: usize,
+        /// Keys of the op's rows that were stored already, ascending.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         skipped: Vec<i64>,
     },
+    /// The row existed and the update or patch set its columns (an empty patch only confirmed
+    /// that it exists).
     Updated {
+        /// The row's key.
         key: i64,
     },
+    /// The row existed and was removed.
     Deleted {
+        /// The removed row's key.
         key: i64,
     },
+    /// The op changes nothing (a no-op entry).
     Nothing,
     /// Keys already present; nothing of the op was written.
     Conflict {
+        /// The op's keys that were stored already.
         keys: Vec<i64>,
     },
     /// No row with this key.
     NotFound {
+        /// The key looked for.
         key: i64,
     },
 }
@@ -95,6 +120,7 @@ fn strict() -> OnDuplicate {
     OnDuplicate::Error
 }
 
+/// A WAL payload that is not an encoded [`Op`] (its JSON does not parse as one).
 #[derive(Debug, thiserror::Error)]
 #[error("WAL payload is not a valid operation: {0}")]
 pub struct DecodeError(#[from] serde_json::Error);
@@ -114,6 +140,7 @@ impl Op {
         Ok(bytes::Bytes::from(out))
     }
 
+    /// The op of a WAL payload, stamped ([`Op::encode`]) or bare JSON (logged before stamps).
     pub fn decode(payload: &[u8]) -> Result<Op, DecodeError> {
         Ok(serde_json::from_slice(json_of(payload))?)
     }

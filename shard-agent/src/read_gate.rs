@@ -22,6 +22,8 @@ pub struct ReadGate {
 }
 
 impl ReadGate {
+    /// A gate that has learned nothing yet: closed except to a writable primary, unless
+    /// `standalone` (then always open).
     pub fn new(standalone: bool) -> Self {
         Self {
             always: standalone,

@@ -38,20 +38,32 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Pauses between failed sends to a peer.
 const RETRY: Backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
 
+/// Header of appends and snapshot installs: the sending primary's epoch.
 pub const H_EPOCH: &str = "x-walshard-epoch";
+/// Header of appends and snapshot installs: the sending primary's server name.
 pub const H_PRIMARY: &str = "x-walshard-primary";
+/// Header of appends: the LSN just before the first entry sent (the last one if none is).
 pub const H_PREV_LSN: &str = "x-walshard-prev-lsn";
+/// Header of appends: the epoch of the entry at [`H_PREV_LSN`] in the primary's log.
 pub const H_PREV_EPOCH: &str = "x-walshard-prev-epoch";
+/// Header of appends: the primary's commit point when it sent the append.
 pub const H_COMMIT: &str = "x-walshard-commit-lsn";
 
 /// An append as a secondary receives it.
 #[derive(Debug, Clone)]
 pub struct AppendRequest {
+    /// The sending primary's epoch ([`H_EPOCH`]).
     pub epoch: Epoch,
+    /// The sending primary's server name ([`H_PRIMARY`]).
     pub primary: String,
+    /// The LSN just before `entries` ([`H_PREV_LSN`]); the secondary's log must hold it in
+    /// `prev_epoch` to continue.
     pub prev_lsn: Lsn,
+    /// The epoch of the entry at `prev_lsn` ([`H_PREV_EPOCH`]).
     pub prev_epoch: Epoch,
+    /// The primary's commit point ([`H_COMMIT`]).
     pub commit_lsn: Lsn,
+    /// The entries from `prev_lsn + 1` on, in LSN order; empty for a heartbeat.
     pub entries: Vec<Entry>,
 }
 
@@ -83,22 +95,29 @@ pub fn decode_entries(mut body: &[u8]) -> Result<Vec<Entry>, String> {
 /// A secondary's answer to an append (200) or its refusal (409/412), as JSON.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AppendAnswer {
+    /// 200: the last LSN the secondary holds; 412: where its log ends.
     #[serde(default)]
     pub last_lsn: Lsn,
+    /// 412: the epoch of the secondary's last entry.
     #[serde(default)]
     pub last_epoch: Epoch,
+    /// 409: the higher epoch the secondary has promised.
     #[serde(default)]
     pub epoch: Epoch,
+    /// 409: the primary of that epoch, if the secondary knows it.
     #[serde(default)]
     pub primary: Option<String>,
 }
 
 /// The primary's replication state for its epoch.
 pub struct Replication {
+    /// The epoch this primary leads.
     pub epoch: Epoch,
     /// LSN of the primary's no-op in `epoch`; nothing before it commits by counting.
     pub epoch_start: Lsn,
+    /// Replicas (this primary included) that must hold an entry for it to commit.
     pub quorum: usize,
+    /// The secondaries (every replica but this one), each streamed to by its own task.
     pub peers: Vec<ReplicaRef>,
     /// Per peer: the LSN it holds and when it last answered.
     matched: Mutex<HashMap<String, (Lsn, Instant)>>,
@@ -110,6 +129,9 @@ pub struct Replication {
 }
 
 impl Replication {
+    /// The state of a primary of `epoch` whose no-op is at `epoch_start`, replicating to
+    /// `peers`; the quorum is sized over the peers plus this primary. Not ready and not
+    /// streaming yet ([`Replication::spawn`]).
     pub fn new(
         epoch: Epoch,
         epoch_start: Lsn,
@@ -144,22 +166,28 @@ impl Replication {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Records that the epoch's no-op is committed (client writes may start); never undone.
     pub fn mark_ready(&self) {
         self.ready.store(true, Ordering::SeqCst);
     }
 
+    /// Starts (`true`) or ends (`false`) a step-down: while draining, client writes are refused.
     pub fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Ordering::SeqCst);
     }
 
+    /// Stops the peer streams and the commit driver (this replica is no longer primary of the
+    /// epoch); final.
     pub fn stop(&self) {
         self.stop.send_replace(true);
     }
 
+    /// Whether [`Replication::stop`] was called.
     pub fn stopped(&self) -> bool {
         *self.stop.borrow()
     }
 
+    /// A receiver that changes to `true` when [`Replication::stop`] is called.
     pub fn subscribe_stop(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
     }
@@ -170,6 +198,7 @@ impl Replication {
         }
     }
 
+    /// The LSN `peer` last acknowledged holding; `None` until it first answers an append.
     pub fn matched(&self, peer: &str) -> Option<Lsn> {
         self.matched
             .lock()

@@ -172,6 +172,8 @@ pub fn read_position(body: &Json) -> Result<(u64, Duration), RequestError> {
 /// the body asks for none (the seed's plain `/copy`).
 pub type CopyPositions = (std::collections::BTreeMap<String, u64>, Duration);
 
+/// The [`CopyPositions`] of a `/copy` body: `None` when it has neither `"min_lsn"` nor
+/// `"wait_ms"`; a shard missing from `"min_lsn"` needs position 0.
 pub fn copy_positions(body: &Json) -> Result<Option<CopyPositions>, RequestError> {
     if body.get("min_lsn").is_none() && body.get("wait_ms").is_none() {
         return Ok(None);

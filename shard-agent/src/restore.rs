@@ -16,32 +16,56 @@ use crate::wal::{Entry, Epoch, Lsn, OpId, Wal, WalError, WalOptions};
 /// Entries applied per MySQL transaction while replaying.
 const REPLAY_BATCH: usize = 1000;
 
-/// Why a shard could not be restored; [`RestoreError::code`] classifies it.
+/// Why a restore failed; the shard's MySQL table is then incomplete and must be restored again.
+/// [`RestoreError::code`] classifies it.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// The backup store failed, or an object is missing or fails its checksum (it is named).
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The plan's base backup holds no copy of a shard this server is restored with.
     #[error("backup {backup} has no copy of shard {shard}")]
-    NoCopy { backup: String, shard: String },
+    NoCopy {
+        /// The backup's id.
+        backup: String,
+        /// The shard it lacks.
+        shard: String,
+    },
+    /// This server's MySQL failed.
     #[error("MySQL: {0}")]
     MySql(#[from] MySqlError),
+    /// A base-copy part or its op outcomes passed the checksum but is not the expected JSON.
     #[error("{key}: {reason}")]
-    Unreadable { key: String, reason: String },
+    Unreadable {
+        /// The object's key in the store.
+        key: String,
+        /// The parse error.
+        reason: String,
+    },
+    /// An archived entry's payload is not an op.
     #[error("{chunk}: LSN {lsn}: {source}")]
     Op {
+        /// The chunk's key in the store.
         chunk: String,
+        /// The entry's LSN.
         lsn: Lsn,
+        /// Why it does not decode.
         source: DecodeError,
     },
+    /// The archived entries skip an LSN: the archive has a gap.
     #[error("{chunk}: expected LSN {expected}, found {found}")]
     NotConsecutive {
+        /// The chunk's key in the store.
         chunk: String,
+        /// The LSN that should come next.
         expected: Lsn,
+        /// The LSN found instead.
         found: Lsn,
     },
+    /// A restored shard's WAL could not be created or reset.
     #[error("preparing the agent's data dir: {0}")]
     Wal(#[from] WalError),
+    /// A restored shard's `epoch.json` or the agent's `state.json` could not be written.
     #[error("preparing the agent's data dir: {0}")]
     State(#[from] StateError),
 }
@@ -65,7 +89,9 @@ impl RestoreError {
 /// What a restore reports as it goes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Restored {
+    /// Rows of the base copy inserted so far.
     pub rows: u64,
+    /// Archived entries replayed so far, after the base copy's LSN.
     pub entries: u64,
 }
 
@@ -207,8 +233,11 @@ pub async fn restore_shards(
 /// One restored shard of a server, for [`prepare_agent_dir`].
 #[derive(Debug, Clone)]
 pub struct RestoredShard {
+    /// The shard as `state.json` will name it.
     pub state: ShardState,
+    /// The epoch of the last restored entry: the shard's promise and its WAL's start epoch.
     pub epoch: Epoch,
+    /// The LSN of the last restored entry: the WAL continues at `lsn + 1`.
     pub lsn: Lsn,
 }
 

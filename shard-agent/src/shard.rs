@@ -14,13 +14,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
-use tracing::{debug, error, info, warn};
-use walshard_contract::{FenceAccepted, Ident, Quorum, ReplicaRef, ShardSpec, ShardStatus};
-use walshard_replica::primary::{compactable_through, keep_unarchived, needs_snapshot};
-use walshard_replica::{
-    Append, EntryId, LogFacts, NotWritable, Refusal, Replica, WriteCheck, admit_write,
-    append_lookups, plan_append, step_down_done,
-};
+use tracing::{error, info, warn};
+use walshard_contract::{Ident, Quorum, ShardSpec, ShardStatus};
+use walshard_replica::Replica;
 
 mod apply;
 mod effects;
@@ -30,15 +26,14 @@ mod replication_source;
 mod secondary;
 mod write;
 
-use self::effects::EffectData;
 use crate::disk_guard::{DiskFull, DiskGuard};
 use crate::metrics::Metrics;
-use crate::ops::{Op, Outcome};
+use crate::ops::Outcome;
 use crate::read_gate::ReadGate;
-use crate::replication::{AppendRequest, Replication, quorum_commit};
+use crate::replication::Replication;
 use crate::state::{EpochState, StateError, load_json, save_json};
-use crate::store::{ShardTable, Snapshot, Store, StoreError};
-use crate::wal::{Entry, Epoch, Lsn, OpId, Wal, WalError, WalOptions};
+use crate::store::{ShardTable, Store, StoreError};
+use crate::wal::{Epoch, Lsn, OpId, Wal, WalError, WalOptions};
 
 /// Most entries applied in one MySQL transaction.
 const MAX_APPLY_BATCH: usize = 1024;
@@ -54,84 +49,157 @@ const STEP_DOWN_HOLD: Duration = Duration::from_secs(10);
 /// refuse a write at once.
 const PEER_SILENCE: Duration = Duration::from_millis(1500);
 
+/// Why a shard operation failed. The HTTP API maps each kind to an error code
+/// (`impl From<ShardError> for ApiError` in [`crate::api`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
+    /// Reading, appending to, truncating or compacting the WAL failed.
     #[error(transparent)]
     Wal(#[from] WalError),
+    /// A MySQL statement or transaction failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// `epoch.json` (the persisted promise) could not be read or written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// An op could not be encoded as a WAL payload.
     #[error("operation could not be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    /// Found when opening: MySQL has applied entries the WAL no longer has, so acknowledged
+    /// entries were lost; the shard is not served.
     #[error(
         "shard {shard}: MySQL has applied LSN {applied} but the WAL ends at {wal_last}; the WAL lost acknowledged entries, refusing to serve this shard"
     )]
     WalBehindStore {
+        /// The shard id.
         shard: String,
+        /// MySQL's `applied_lsn`.
         applied: Lsn,
+        /// The last LSN in the WAL.
         wal_last: Lsn,
     },
+    /// Found when opening: the WAL starts after `applied + 1`, so the entries in between can
+    /// never be applied.
     #[error(
         "shard {shard}: MySQL has applied LSN {applied} but the WAL starts at {wal_first}; entries in between are gone"
     )]
     StoreBehindWal {
+        /// The shard id.
         shard: String,
+        /// MySQL's `applied_lsn`.
         applied: Lsn,
+        /// The first LSN in the WAL.
         wal_first: Lsn,
     },
+    /// The shard stopped itself after an invariant broke (an undecodable entry, a conflicting
+    /// committed entry, MySQL's `applied_lsn` outside the WAL); it refuses writes, appends and
+    /// promotions until the agent restarts.
     #[error("shard {shard} is halted: {reason}")]
-    Halted { shard: String, reason: String },
+    Halted {
+        /// The shard id.
+        shard: String,
+        /// What broke, as logged when halting.
+        reason: String,
+    },
+    /// The entry is durable in the WAL but was not committed and applied in time (a write
+    /// waits `APPLY_WAIT`, 30 s); retrying with the same op id is safe.
     #[error(
         "the write is durable in the WAL at LSN {lsn} but not committed and applied within {}s (no quorum, or MySQL unavailable); retry with the same operation id",
         APPLY_WAIT.as_secs()
     )]
-    NotAppliedYet { lsn: Lsn },
+    NotAppliedYet {
+        /// The LSN that was waited for.
+        lsn: Lsn,
+    },
+    /// The applier stopped before answering the write (the agent is stopping).
     #[error("the agent is shutting down")]
     ShuttingDown,
+    /// A primary asked to hand over has no secondary that answered an append.
     #[error("shard {shard}: no secondary has answered an append; nothing to hand over to")]
-    NoHandoverTarget { shard: String },
+    NoHandoverTarget {
+        /// The shard id.
+        shard: String,
+    },
+    /// A write, strong read or step-down reached a replica that is not the primary.
     #[error("not the primary of shard {shard}{}", hint(primary, *epoch))]
     NotPrimary {
+        /// The shard id.
         shard: String,
+        /// The primary this replica knows of, if any.
         primary: Option<String>,
+        /// The epoch this replica has promised.
         epoch: Epoch,
     },
+    /// A primary whose epoch's no-op is not committed yet (it takes writes once it is).
     #[error("shard {shard}: primary of epoch {epoch} is not ready to take writes yet")]
-    NotReady { shard: String, epoch: Epoch },
+    NotReady {
+        /// The shard id.
+        shard: String,
+        /// The primary's epoch.
+        epoch: Epoch,
+    },
+    /// Too few replicas (this one included) were heard from recently to commit a write or
+    /// confirm a read index.
     #[error(
         "shard {shard} has no majority: {reachable} of {needed} needed replicas reachable; writes are refused, eventual reads are still served"
     )]
     NoQuorum {
+        /// The shard id.
         shard: String,
+        /// Replicas counted as reachable, this one included.
         reachable: usize,
+        /// The write quorum.
         needed: usize,
     },
+    /// A request from an epoch older than the one this replica promised.
     #[error("stale epoch: this replica has promised epoch {epoch}{}", hint(primary, *epoch))]
     Stale {
+        /// The epoch this replica has promised.
         epoch: Epoch,
+        /// The primary of that epoch, if known.
         primary: Option<String>,
     },
+    /// A read needs an LSN this replica did not apply within the read's wait.
     #[error(
         "shard {shard}: this replica has applied LSN {applied}, the read needs {wanted}; another replica or the primary can serve it"
     )]
     Behind {
+        /// The shard id.
         shard: String,
+        /// The LSN this replica has applied.
         applied: Lsn,
+        /// The LSN the read must see.
         wanted: Lsn,
     },
+    /// The replica does not yet hold a committed prefix it knows to be caught up (restarted, or
+    /// installing a snapshot), so it serves no non-strong reads.
     #[error(
         "shard {shard}: this replica is catching up (restarted or installing a snapshot) and serves no reads yet"
     )]
-    CatchingUp { shard: String },
+    CatchingUp {
+        /// The shard id.
+        shard: String,
+    },
+    /// The volume's free space is below its reserve: writes are refused until it is freed.
     #[error("{server}: shard {shard} takes no writes: {source}; they resume once space is freed")]
     DiskFull {
+        /// This server's name.
         server: String,
+        /// The shard id.
         shard: String,
+        /// The free space and reserve found.
         source: DiskFull,
     },
+    /// An append does not continue this replica's log; the primary resends from earlier.
     #[error("log mismatch: this replica's log ends at LSN {last_lsn} (epoch {last_epoch})")]
-    Mismatch { last_lsn: Lsn, last_epoch: Epoch },
+    Mismatch {
+        /// The last LSN of this replica's log.
+        last_lsn: Lsn,
+        /// The epoch of that entry.
+        last_epoch: Epoch,
+    },
+    /// The request names something this shard does not have (e.g. a step-down to a server
+    /// that is not one of its replicas).
     #[error("{0}")]
     BadRequest(String),
 }
@@ -165,11 +233,17 @@ struct Control {
 /// How the shard takes part in replication.
 #[derive(Clone)]
 pub struct ShardContext {
+    /// This server's name: how peers and the control plane name it, and the primary name it
+    /// sends with appends.
     pub server_name: String,
     /// Without a control plane every shard is a primary of its own, with quorum 1.
     pub standalone: bool,
+    /// The bearer token for calls to the peers' agents (appends, snapshots, read-index
+    /// confirmations).
     pub token: String,
+    /// The HTTP client for those calls.
     pub http: reqwest::Client,
+    /// The agent's metrics, shared by all its shards.
     pub metrics: Arc<Metrics>,
     /// How far (in entries) a secondary may lag before it is resynced from a snapshot instead
     /// of the WAL, and how much WAL a primary keeps for lagging secondaries.
@@ -178,8 +252,13 @@ pub struct ShardContext {
     pub disk: Arc<DiskGuard>,
 }
 
+/// One shard on this server: its WAL, MySQL table, replication role and applier. Shared as
+/// `Arc<Shard>`; every method is safe to call concurrently.
 pub struct Shard {
+    /// The shard's MySQL table (id and schema).
     pub table: ShardTable,
+    /// The key range the shard holds, from `/config`; `None` when `/config` named the shard
+    /// without one (keys are then not checked against a range).
     pub range: Option<ShardSpec>,
     ctx: ShardContext,
     wal: Wal,
@@ -310,26 +389,32 @@ impl Shard {
         Ok(this)
     }
 
+    /// The shard's id.
     pub fn id(&self) -> &Ident {
         &self.table.shard
     }
 
+    /// The shard's write-ahead log.
     pub fn wal(&self) -> &Wal {
         &self.wal
     }
 
+    /// The server's MySQL store (shared by all its shards).
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    /// The agent's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.ctx.metrics
     }
 
+    /// This server's name.
     pub fn server_name(&self) -> &str {
         &self.ctx.server_name
     }
 
+    /// The LSN of the last entry applied to MySQL (what a read of MySQL sees at least).
     pub fn applied_lsn(&self) -> Lsn {
         *self.applied.borrow()
     }
@@ -344,6 +429,7 @@ impl Shard {
         self.current_replication().is_some()
     }
 
+    /// The LSN up to which entries are known committed; never decreases.
     pub fn commit_lsn(&self) -> Lsn {
         *self.commit.borrow()
     }

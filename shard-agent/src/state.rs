@@ -10,14 +10,19 @@ use walshard_contract::{Ident, Schema, ShardSpec};
 
 use crate::wal::Epoch;
 
+/// The content of `state.json`: what `/config` set up (the default: nothing yet).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AgentState {
+    /// The schema every shard's table has; `None` until the first `/config`.
     pub schema: Option<Schema>,
+    /// The shards of this server, in the order they were configured; ids are unique.
     pub shards: Vec<ShardState>,
 }
 
+/// One configured shard in `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShardState {
+    /// The shard's id (also its directory under `shards/` and its table `shard_<id>`).
     pub id: Ident,
     /// The key range, when `/config` gave one (the seed's form gives only names).
     pub range: Option<ShardSpec>,
@@ -28,11 +33,13 @@ pub struct ShardState {
 /// Why a state file could not be read or written.
 pub type StateError = DurableError;
 
+/// The state file `<data_dir>/state.json`.
 pub struct StateFile {
     path: PathBuf,
 }
 
 impl StateFile {
+    /// The state file of `data_dir` (nothing is read or created yet).
     pub fn new(data_dir: &Path) -> Self {
         Self {
             path: data_dir.join("state.json"),
@@ -44,10 +51,13 @@ impl StateFile {
         &self.path
     }
 
+    /// The saved state; the default (nothing configured) if the file does not exist.
     pub fn load(&self) -> Result<AgentState, StateError> {
         Ok(load_json(&self.path)?.unwrap_or_default())
     }
 
+    /// Replaces the file by `state`, atomically and durably: after a crash it holds either the
+    /// old state or this one.
     pub fn save(&self, state: &AgentState) -> Result<(), StateError> {
         save_json(&self.path, state)
     }

@@ -12,7 +12,6 @@ use walshard_backup::{BackupStore, Manifest, now_ms};
 use walshard_contract::http_client::ClientSettings;
 
 use super::BackupCliError;
-use crate::local::server::agent_url;
 use crate::local::state::{DataDir, FleetState};
 
 /// `walshard backup create`.
@@ -73,15 +72,16 @@ pub async fn backup_now(
     retention: &RetentionArgs,
     progress: bool,
 ) -> Result<Manifest, BackupCliError> {
-    let http = ClientSettings::default()
-        .build()
+    let http = state
+        .client_settings(ClientSettings::default())
+        .and_then(|s| s.build())
         .map_err(|e| BackupCliError::Usage(e.to_string()))?;
     let agents: Vec<AgentRef> = state
         .servers
         .iter()
         .map(|(server, ports)| AgentRef {
             server: server.clone(),
-            url: agent_url(*ports),
+            url: state.agent_url(*ports),
         })
         .collect();
     let fleet = json!({

@@ -12,6 +12,8 @@
 //! - `baseline`: the direct-MariaDB baseline.
 //! - `stats`, `report`, `chart`: figures, the table and JSON, the PNG.
 
+mod archive;
+mod backup;
 mod baseline;
 mod chart;
 mod driver;
@@ -48,12 +50,13 @@ const SEED: u64 = 0x5eed_2024;
 /// `walshard bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Scenarios to run, in order: A-1 (6 servers, 4 shards, 3 replicas), A-2 (7, 4, 7),
-    /// A-3 (10, 6, 8); shards of 4096 keys.
+    /// Scenarios to run, in order: A-1 (6 servers, 4 shards, 3 replicas), A-1+arch (A-1
+    /// archiving its WAL to a local backup store), A-2 (7, 4, 7), A-3 (10, 6, 8); shards of
+    /// 4096 keys.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "A-1,A-2,A-3",
+        default_value = "A-1,A-1+arch,A-2,A-3",
         conflicts_with = "router"
     )]
     pub scenarios: Vec<ScenarioId>,
@@ -82,6 +85,10 @@ pub struct BenchArgs {
     /// Skip the direct-MariaDB baseline (no ratios).
     #[arg(long)]
     pub no_baseline: bool,
+    /// Also measure a base backup and a restore of this many rows against `mariadb-dump` and
+    /// a reload (0: skip; `scripts/bench.sh` uses 1,000,000).
+    #[arg(long, default_value_t = 0, conflicts_with = "router")]
+    pub backup_rows: u64,
     /// No progress bars or fleet progress lines.
     #[arg(short, long)]
     pub quiet: bool,
@@ -119,8 +126,8 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
-    /// A scenario name other than.
-    #[error("unknown scenario {0:?} (known: A-1, A-2, A-3)")]
+    /// A scenario name other than A-1, A-1+arch, A-2, A-3.
+    #[error("unknown scenario {0:?} (known: A-1, A-1+arch, A-2, A-3)")]
     UnknownScenario(String),
     /// The scenario's fleet configuration is invalid.
     #[error("the scenario's configuration: {0}")]
@@ -215,6 +222,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(targets) = report::render_targets(&report) {
         print!("{targets}");
     }
+    if let Some(figures) = &report.backup {
+        print!("{}", backup::render(figures));
+    }
     let json = report.write_json(&args.out_dir)?;
     let png = args.out_dir.join(chart::PNG_FILE);
     chart::render_chart(&report, &png)?;
@@ -284,7 +294,7 @@ async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
         // Numbered: a scenario named twice gets two fresh fleets.
         let dir = run_dir.join(format!("{}-{}", i + 1, target.name));
         let measured = run_target(target, schedule, args, dir, &progress, &mut stop).await;
-        let (writes, reads) = match measured {
+        let (writes, reads, archive) = match measured {
             Ok(m) => m,
             Err(e) => {
                 finish_run_dir(&run_dir, args.keep);
@@ -306,10 +316,34 @@ async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
                 reads: PhaseSummary::new(&reads),
                 write_ratio: None,
                 read_ratio: None,
+                archive,
             }
             .with_ratios(baseline.as_ref()),
         );
     }
+    let backup = if args.backup_rows > 0 {
+        if !args.quiet {
+            eprintln!(
+                "walshard bench: backup and restore of {} rows",
+                args.backup_rows
+            );
+        }
+        let work = backup::work_dir(&run_dir);
+        let measured = interruptible(
+            &mut stop,
+            backup::measure(args.backup_rows, &work, args.keep, args.quiet),
+        )
+        .await;
+        match measured {
+            Ok(Ok(figures)) => Some(figures),
+            Ok(Err(e)) | Err(e) => {
+                finish_run_dir(&run_dir, args.keep);
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     finish_run_dir(&run_dir, args.keep);
 
     Ok(Report {
@@ -324,6 +358,7 @@ async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
         baseline,
         scenarios,
         targets: Targets::default(),
+        backup,
     })
 }
 
@@ -341,7 +376,8 @@ async fn plan(args: &BenchArgs) -> Result<Vec<Target>, BenchError> {
         .collect()
 }
 
-/// Runs one target's writes and reads; a fleet is started in `dir` first and shut down after.
+/// Runs one target's writes and reads (and, when it archives, measures its archive); a fleet is
+/// started in `dir` first and shut down after.
 async fn run_target(
     target: &Target,
     schedule: &Schedule,
@@ -349,12 +385,14 @@ async fn run_target(
     dir: PathBuf,
     progress: &Progress,
     stop: &mut watch::Receiver<bool>,
-) -> Result<(PhaseOutcome, PhaseOutcome), BenchError> {
+) -> Result<(PhaseOutcome, PhaseOutcome, Option<archive::ArchiveFigures>), BenchError> {
     let concurrency = args.concurrency as usize;
     let spec = match &target.source {
         Source::Router(url) => {
-            return interruptible(stop, workload(url, target, schedule, concurrency, progress))
-                .await?;
+            let (writes, reads) =
+                interruptible(stop, workload(url, target, schedule, concurrency, progress))
+                    .await??;
+            return Ok((writes, reads, None));
         }
         Source::Fleet(spec) => spec,
     };
@@ -375,8 +413,9 @@ async fn run_target(
             port: 0,
             spec: Some((**spec).clone()),
             progress: !args.quiet,
-            backup: None,
+            backup: target.archives.then(|| archive::store_for(&dir)),
             backup_schedule: None,
+            tls: false,
         }),
     )
     .await;
@@ -391,13 +430,17 @@ async fn run_target(
         workload(&url, target, schedule, concurrency, progress),
     )
     .await;
+    let archived = match (&measured, target.archives) {
+        (Ok(Ok(_)), true) => Some(archive::measure(&fleet, &dir).await),
+        _ => None,
+    };
     let stopped = fleet.shutdown().await;
     if !args.keep {
         remove_dir(&dir);
     }
-    let measured = measured??;
+    let (writes, reads) = measured??;
     stopped.map_err(fleet_error)?;
-    Ok(measured)
+    Ok((writes, reads, archived))
 }
 
 /// The writes, then the reads, through the router at `url`.

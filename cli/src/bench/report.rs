@@ -26,6 +26,9 @@ pub struct Report {
     pub baseline: Option<BaselineReport>,
     pub scenarios: Vec<ScenarioReport>,
     pub targets: Targets,
+    /// Base backup and restore against `mariadb-dump` (`--backup-rows`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup: Option<super::backup::BackupFigures>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -72,6 +75,9 @@ pub struct ScenarioReport {
     pub write_ratio: Option<f64>,
     /// Reads/s over the baseline's.
     pub read_ratio: Option<f64>,
+    /// What WAL archiving did (scenarios that archive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub archive: Option<super::archive::ArchiveFigures>,
 }
 
 impl ScenarioReport {
@@ -184,6 +190,36 @@ pub fn render_table(report: &Report) -> String {
     if let Some(b) = &report.baseline {
         out.push_str(&row("baseline", [None; 3], &b.writes, &b.reads, [None; 2]));
     }
+    out.push_str(&render_archive(report));
+    out
+}
+
+/// A line per archiving scenario: what it shipped, and its writes/s against A-1's.
+fn render_archive(report: &Report) -> String {
+    let plain = report.scenarios.iter().find(|s| s.name == "A-1");
+    let mut out = String::new();
+    for s in &report.scenarios {
+        let Some(a) = &s.archive else { continue };
+        let mb = a.bytes as f64 / 1e6;
+        let rate = if s.writes.secs > 0.0 {
+            mb / s.writes.secs
+        } else {
+            0.0
+        };
+        let caught_up = a
+            .caught_up_ms
+            .map_or_else(|| "not within 60 s".to_owned(), |ms| format!("{ms} ms"));
+        let cost = plain
+            .and_then(|p| ratio(&s.writes, &p.writes))
+            .map_or_else(String::new, |r| {
+                format!("; writes/s {:.0} % of A-1's", r * 100.0)
+            });
+        out.push_str(&format!(
+            "{}: archived {} entries, {mb:.2} MB ({rate:.2} MB/s over the writes), complete {caught_up} after the load{cost}\n",
+            s.name,
+            thousands(a.entries),
+        ));
+    }
     out
 }
 
@@ -290,6 +326,31 @@ pub(crate) mod tests {
         })
     }
 
+    #[test]
+    fn an_archiving_scenario_gets_its_line_with_the_cost_against_a1() {
+        let mut report = sample_report();
+        let mut archiving = report.scenarios[0].clone();
+        archiving.name = "A-1+arch".to_owned();
+        archiving.writes = summary(2.5, 10_000, 0);
+        archiving.archive = Some(crate::bench::archive::ArchiveFigures {
+            entries: 10_000,
+            bytes: 2_500_000,
+            caught_up_ms: Some(850),
+        });
+        report.scenarios.insert(1, archiving);
+        let table = render_table(&report);
+        let line = table
+            .lines()
+            .find(|l| l.starts_with("A-1+arch: "))
+            .expect("the archive line");
+        assert!(
+            line.contains("archived 10,000 entries, 2.50 MB (1.00 MB/s"),
+            "{line}"
+        );
+        assert!(line.contains("complete 850 ms after the load"), "{line}");
+        assert!(line.contains("writes/s 80 % of A-1's"), "{line}");
+    }
+
     pub(crate) fn sample_report() -> Report {
         let baseline = BaselineReport {
             system: "direct MariaDB".to_owned(),
@@ -309,6 +370,7 @@ pub(crate) mod tests {
                 reads: summary(r, 10_000, 0),
                 write_ratio: None,
                 read_ratio: None,
+                archive: None,
             }
             .with_ratios(Some(&baseline))
         };
@@ -331,6 +393,7 @@ pub(crate) mod tests {
             ],
             baseline: Some(baseline),
             targets: Targets::default(),
+            backup: None,
         }
     }
 

@@ -18,6 +18,9 @@ const SHARD_SIZE: i64 = 4096;
 pub enum ScenarioId {
     /// The seed default: 6 servers, 4 shards, 3 replicas.
     A1,
+    /// A-1 with continuous WAL archiving to a local backup store (docs/backup.md): what
+    /// archiving costs the writes.
+    A1Archive,
     /// Shard replicas raised to 7: 7 servers, 4 shards.
     A2,
     /// More servers and shards: 10 servers, 6 shards, 8 replicas.
@@ -26,21 +29,32 @@ pub enum ScenarioId {
 
 impl ScenarioId {
     /// Every scenario, in order.
-    pub const ALL: [ScenarioId; 3] = [ScenarioId::A1, ScenarioId::A2, ScenarioId::A3];
+    pub const ALL: [ScenarioId; 4] = [
+        ScenarioId::A1,
+        ScenarioId::A1Archive,
+        ScenarioId::A2,
+        ScenarioId::A3,
+    ];
 
     /// The seed's name: `A-1`, `A-2` or `A-3`.
     pub fn name(self) -> &'static str {
         match self {
             ScenarioId::A1 => "A-1",
+            ScenarioId::A1Archive => "A-1+arch",
             ScenarioId::A2 => "A-2",
             ScenarioId::A3 => "A-3",
         }
     }
 
+    /// Whether the fleet archives its WAL while measured.
+    pub fn archives(self) -> bool {
+        self == ScenarioId::A1Archive
+    }
+
     /// `(servers, shards, replicas per shard)`.
     fn shape(self) -> (i32, i32, i32) {
         match self {
-            ScenarioId::A1 => (6, 4, 3),
+            ScenarioId::A1 | ScenarioId::A1Archive => (6, 4, 3),
             ScenarioId::A2 => (7, 4, 7),
             ScenarioId::A3 => (10, 6, 8),
         }
@@ -90,6 +104,8 @@ pub struct Target {
     pub schema: Schema,
     pub key_space: KeySpace,
     pub source: Source,
+    /// The fleet archives its WAL to a local backup store while measured.
+    pub archives: bool,
 }
 
 impl Target {
@@ -105,6 +121,7 @@ impl Target {
             schema: resolved.schema,
             key_space: KeySpace::new(&resolved.shards)?,
             source: Source::Fleet(Box::new(spec)),
+            archives: id.archives(),
         })
     }
 
@@ -134,6 +151,7 @@ impl Target {
             key_space: KeySpace::new(&shards)?,
             schema,
             source: Source::Router(url.to_owned()),
+            archives: false,
         })
     }
 }
@@ -161,6 +179,8 @@ mod tests {
         let example = include_str!("../../../examples/seed-default.yaml");
         let doc = ShardedDatabase::from_yaml(example).expect("example parses");
         assert_eq!(ScenarioId::A1.spec(), doc.spec);
+        assert_eq!(ScenarioId::A1Archive.spec(), doc.spec);
+        assert!(ScenarioId::A1Archive.archives() && !ScenarioId::A1.archives());
     }
 
     #[test]
@@ -176,6 +196,7 @@ mod tests {
             shapes,
             [
                 ("A-1".to_owned(), 6, 4, 3, 4 * 4096),
+                ("A-1+arch".to_owned(), 6, 4, 3, 4 * 4096),
                 ("A-2".to_owned(), 7, 4, 7, 4 * 4096),
                 ("A-3".to_owned(), 10, 6, 8, 6 * 4096),
             ]
@@ -187,7 +208,7 @@ mod tests {
         assert_eq!("a-2".parse::<ScenarioId>().ok(), Some(ScenarioId::A2));
         assert_eq!(" A-3 ".parse::<ScenarioId>().ok(), Some(ScenarioId::A3));
         let err = "A-4".parse::<ScenarioId>().expect_err("unknown");
-        assert!(err.to_string().contains("A-1, A-2, A-3"), "{err}");
+        assert!(err.to_string().contains("A-1, A-1+arch, A-2, A-3"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,7 @@ use walshard_router::requests;
 use super::LocalError;
 use super::config::{cluster_spec, parse_layout, shard_replicas};
 use super::ports::new_ports;
-use super::server::{agent_url, start_servers};
+use super::server::start_servers;
 use super::shared::{SETTLE_TIMEOUT, Shared};
 use super::state::{FleetState, ServerPorts};
 
@@ -195,7 +195,7 @@ impl Shared {
         let urls = next
             .servers
             .iter()
-            .map(|(name, ports)| (name.clone(), agent_url(*ports)))
+            .map(|(name, ports)| (name.clone(), next.agent_url(*ports)))
             .collect();
         self.config.send_replace((next.config.clone(), urls));
         *state = next;

@@ -11,7 +11,6 @@ use walshard_router::layout::Layout;
 use walshard_router::requests;
 
 use super::LocalError;
-use super::server::agent_url;
 use super::state::FleetState;
 
 /// The control plane's view of `state`.
@@ -19,7 +18,7 @@ pub(super) fn cluster_spec(state: &FleetState, layout: Option<&Layout>) -> Clust
     let servers = state
         .servers
         .iter()
-        .map(|(name, ports)| (name.clone(), agent_url(*ports)))
+        .map(|(name, ports)| (name.clone(), state.agent_url(*ports)))
         .collect();
     ClusterSpec::from_placement(
         servers,

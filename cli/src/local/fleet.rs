@@ -30,10 +30,11 @@ use super::LocalError;
 use super::config::{cluster_spec, parse_layout};
 use super::control;
 use super::ports::{new_ports, reassign_taken_ports};
-use super::server::{Launch, Server, agent_url, start_servers};
+use super::server::{Launch, Server, start_servers};
 use super::shared::{RespawnLabels, Shared};
 use super::state::{DataDir, FleetState, Running};
 use super::tasks::{publish_views, supervise};
+use super::tls::FleetTls;
 
 /// Control-plane tick.
 const TICK: Duration = Duration::from_millis(100);
@@ -53,6 +54,8 @@ pub struct FleetOptions {
     pub backup: Option<walshard_backup::args::StoreArgs>,
     /// Take base backups on this schedule from now on (kept in `fleet.json`).
     pub backup_schedule: Option<crate::backup::schedule::BackupSchedule>,
+    /// Encrypt the traffic between the fleet's processes from now on (kept in `fleet.json`).
+    pub tls: bool,
 }
 
 /// A running local fleet.
@@ -119,6 +122,11 @@ impl Fleet {
                 "--backup-schedule needs a backup store (--backup-store URL)".into(),
             ));
         }
+        let tls = FleetTls::at(&dir);
+        if opts.tls || state.tls_ca.is_some() {
+            state.tls_ca = Some(tls.ensure()?);
+        }
+        let tls = state.tls_ca.is_some().then_some(tls);
         dir.save_fleet(&state)?;
         let exe = std::env::current_exe()
             .map_err(|e| LocalError::io("locating the walshard executable", e))?;
@@ -127,6 +135,7 @@ impl Fleet {
             token: state.token.clone(),
             wal_fsync: state.wal_fsync,
             backup: state.backup.clone(),
+            tls: tls.clone(),
         };
 
         // Servers.
@@ -150,7 +159,8 @@ impl Fleet {
         // Control plane.
         let mut registry = Registry::with_prefix("walshard");
         let spec = cluster_spec(&state, layout.as_ref());
-        let api = HttpAgentApi::new(state.token.clone(), HttpTimeouts::default())
+        let trust = state.client_settings(ClientSettings::default())?.trust;
+        let api = HttpAgentApi::trusting(state.token.clone(), HttpTimeouts::default(), trust)
             .map_err(|e| LocalError::Control(e.to_string()))?;
         let mut plane = ControlPlane::new(
             spec,
@@ -171,8 +181,14 @@ impl Fleet {
         let urls = state
             .servers
             .iter()
-            .map(|(name, ports)| (name.clone(), agent_url(*ports)))
+            .map(|(name, ports)| (name.clone(), state.agent_url(*ports)))
             .collect();
+        let http = state
+            .client_settings(ClientSettings {
+                timeout: Some(Duration::from_secs(10)),
+                ..ClientSettings::default()
+            })?
+            .build()?;
         let shared = Arc::new(Shared {
             dir: dir.clone(),
             launch,
@@ -181,11 +197,7 @@ impl Fleet {
             servers: Mutex::new(servers),
             control,
             view: watch::Sender::new(FleetView::default()),
-            http: ClientSettings {
-                timeout: Some(Duration::from_secs(10)),
-                ..ClientSettings::default()
-            }
-            .build()?,
+            http,
             registry,
             respawns,
             progress,
@@ -217,8 +229,13 @@ impl Fleet {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .map_err(|e| LocalError::io("binding the control API", e))?;
+        let served = match &tls {
+            Some(tls) => Some(tls.served().await?),
+            None => None,
+        };
+        let scheme = if served.is_some() { "https" } else { "http" };
         let control_url = format!(
-            "http://{}",
+            "{scheme}://{}",
             listener
                 .local_addr()
                 .map_err(|e| LocalError::io("binding the control API", e))?
@@ -230,10 +247,7 @@ impl Fleet {
                 let done = async move {
                     let _ = stopped.wait_for(|s| *s).await;
                 };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(done)
-                    .await
-                {
+                if let Err(e) = walshard_contract::tls::serve(listener, app, served, done).await {
                     warn!(error = %e, "control API stopped");
                 }
             }));
@@ -401,6 +415,13 @@ fn spawn_router(shared: &Shared, port: u16, control_url: &str) -> Result<ChildGu
         .env("WALSHARD_LISTEN", format!("127.0.0.1:{port}"))
         .env("WALSHARD_CONTROL_URL", control_url)
         .env("WALSHARD_TOKEN", &shared.launch.token)
+        .envs(
+            shared
+                .launch
+                .tls
+                .iter()
+                .map(|t| ("WALSHARD_TLS_CA", t.ca_file())),
+        )
         .stdin(std::process::Stdio::null())
         .stdout(open()?)
         .stderr(open()?);

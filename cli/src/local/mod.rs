@@ -17,13 +17,14 @@ pub mod server;
 mod shared;
 pub mod state;
 mod tasks;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use walshard_contract::durable::DurableError;
-use walshard_contract::http_client::ClientError;
+use walshard_contract::http_client::{ClientError, ClientSettings};
 use walshard_contract::process::{LogFormat, init_tracing, shutdown_signal};
 use walshard_k8s_api::spec::ShardedDatabase;
 use walshard_router::fleet::{FleetView, LocalFleetClient};
@@ -145,6 +146,11 @@ pub struct UpArgs {
     /// Retention after each scheduled backup.
     #[command(flatten)]
     pub backup_retention: crate::backup::create::RetentionArgs,
+    /// Encrypt the traffic between the fleet's processes (control plane, agents, router) with
+    /// TLS, under a certificate authority generated into `<data-dir>/tls/`; kept once given.
+    /// The router's client API stays plain HTTP, as the seed's clients expect.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// `walshard status`.
@@ -206,6 +212,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             s.retention = args.backup_retention.clone();
             s
         }),
+        tls: args.tls,
     })
     .await?;
     let url = fleet.router_url().to_owned();
@@ -257,7 +264,7 @@ pub async fn switchover(args: SwitchoverArgs) -> anyhow::Result<()> {
     let fleet = dir
         .load_fleet()?
         .ok_or_else(|| LocalError::NotRunning(args.data_dir.clone()))?;
-    let http = reqwest::Client::new();
+    let http = fleet.client_settings(ClientSettings::default())?.build()?;
     for (shard, to) in pairs {
         let answer = http
             .post(format!("{}/v1/switchover", running.control_url))
@@ -319,7 +326,8 @@ async fn fetch_view(data_dir: &std::path::Path) -> anyhow::Result<(FleetView, st
     let fleet = dir
         .load_fleet()?
         .ok_or_else(|| LocalError::NotRunning(data_dir.to_owned()))?;
-    let client = LocalFleetClient::new(&running.control_url, &fleet.token)?;
+    let trust = fleet.client_settings(ClientSettings::default())?.trust;
+    let client = LocalFleetClient::trusting(&running.control_url, &fleet.token, trust)?;
     let view = client
         .fleet(0, Duration::ZERO)
         .await

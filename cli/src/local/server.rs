@@ -33,6 +33,8 @@ pub struct Launch {
     pub wal_fsync: WalFsync,
     /// The backup store the agents archive to, if any.
     pub backup: Option<StoreArgs>,
+    /// With TLS: the files the agents serve with and trust.
+    pub tls: Option<super::tls::FleetTls>,
 }
 
 /// Which process of a server died and was started again.
@@ -62,6 +64,7 @@ pub struct Server {
     dir: PathBuf,
     mysql: MariaDb,
     agent: Option<ChildGuard>,
+    tls: bool,
 }
 
 impl Server {
@@ -89,6 +92,7 @@ impl Server {
             dir: dir.to_owned(),
             mysql,
             agent: None,
+            tls: launch.tls.is_some(),
         };
         server.spawn_agent(launch)?;
         Ok(server)
@@ -101,7 +105,7 @@ impl Server {
 
     /// The agent's base URL.
     pub fn agent_url(&self) -> String {
-        agent_url(self.ports)
+        agent_url(self.ports, self.tls)
     }
 
     /// The MariaDB process id, if it runs.
@@ -196,6 +200,7 @@ impl Server {
             .env("WALSHARD_CONTROLLED", "true")
             .env("WALSHARD_WAL_FSYNC", launch.wal_fsync.as_str())
             .envs(launch.backup.iter().flat_map(StoreArgs::env))
+            .envs(launch.tls.iter().flat_map(|t| t.serving_env()))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2);
@@ -219,9 +224,10 @@ impl Drop for Server {
     }
 }
 
-/// An agent's base URL.
-pub fn agent_url(ports: ServerPorts) -> String {
-    format!("http://127.0.0.1:{}", ports.agent)
+/// An agent's base URL: `https` when the fleet runs with TLS.
+pub fn agent_url(ports: ServerPorts, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://127.0.0.1:{}", ports.agent)
 }
 
 /// MariaDB settings of a local server: the WAL is the durable record (the agent replays it from

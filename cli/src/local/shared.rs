@@ -95,7 +95,7 @@ impl Shared {
         name: &str,
         ports: ServerPorts,
     ) -> Result<(), LocalError> {
-        let url = agent_url(ports);
+        let url = agent_url(ports, self.launch.tls.is_some());
         super::agent_ready(&self.http, &url, AGENT_READY_TIMEOUT)
             .await
             .map_err(|reason| LocalError::Process {

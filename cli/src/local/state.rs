@@ -16,6 +16,7 @@ use serde_json::Value as Json;
 use walshard_backup::args::StoreArgs;
 use walshard_contract::Quorum;
 use walshard_contract::durable::{read_json, write_json};
+use walshard_contract::http_client::{ClientSettings, TrustedCa};
 use walshard_k8s_api::spec::WalFsync;
 
 use super::LocalError;
@@ -50,6 +51,10 @@ pub struct FleetState {
     /// Scheduled base backups into `backup` (docs/backup.md); `None`: on demand only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup_schedule: Option<crate::backup::schedule::BackupSchedule>,
+    /// With TLS (`walshard up --tls`): the certificate (PEM) of the fleet's authority, the only
+    /// one its processes trust; its key and the served certificate are in `tls/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<String>,
 }
 
 impl FleetState {
@@ -63,7 +68,27 @@ impl FleetState {
             servers: BTreeMap::new(),
             backup: None,
             backup_schedule: None,
+            tls_ca: None,
         }
+    }
+
+    /// The base URL of the agent on `ports`: `https` when the fleet runs with TLS.
+    pub fn agent_url(&self, ports: ServerPorts) -> String {
+        super::server::agent_url(ports, self.tls_ca.is_some())
+    }
+
+    /// The client settings of a command talking to this fleet's processes: `base`, trusting
+    /// the fleet's authority when it has one.
+    pub fn client_settings(
+        &self,
+        base: ClientSettings,
+    ) -> Result<ClientSettings, walshard_contract::http_client::ClientError> {
+        let trust = self
+            .tls_ca
+            .as_deref()
+            .map(|pem| TrustedCa::from_pem(pem.as_bytes()))
+            .transpose()?;
+        Ok(ClientSettings { trust, ..base })
     }
 }
 

@@ -9,6 +9,8 @@ use walshard_contract::{
     StepDownReply, StepDownRequest,
 };
 
+use walshard_contract::http_client::{ClientSettings, TrustedCa};
+
 use super::agent_api::{AgentApi, AgentCallError, FenceReply};
 
 /// Per-call timeouts of [`HttpAgentApi`].
@@ -49,11 +51,22 @@ pub struct HttpAgentApi {
 impl HttpAgentApi {
     /// A client with these timeouts sending `token` as bearer; fails only if the HTTP client cannot be built.
     pub fn new(token: impl Into<String>, timeouts: HttpTimeouts) -> Result<Self, AgentCallError> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(timeouts.connect)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| AgentCallError::Transport(format!("cannot build HTTP client: {e}")))?;
+        Self::trusting(token, timeouts, None)
+    }
+
+    /// As [`HttpAgentApi::new`], trusting `trust` (the fleet's authority) for `https://` agents.
+    pub fn trusting(
+        token: impl Into<String>,
+        timeouts: HttpTimeouts,
+        trust: Option<TrustedCa>,
+    ) -> Result<Self, AgentCallError> {
+        let client = ClientSettings {
+            connect_timeout: Some(timeouts.connect),
+            trust,
+            ..ClientSettings::default()
+        }
+        .build()
+        .map_err(|e| AgentCallError::Transport(e.to_string()))?;
         Ok(Self {
             client,
             token: token.into(),

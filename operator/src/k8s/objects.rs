@@ -8,6 +8,7 @@
 //! | object | name | what for |
 //! | --- | --- | --- |
 //! | Secret | `<db>-credentials` | cluster token and MySQL root password; create-only |
+//! | Secret | `<db>-tls` | with `spec.tls` and no `secretName`: generated authority and certificate; create-only |
 //! | ConfigMap | `<db>-mysql` | `walshard.cnf`: MySQL settings, mounted into `conf.d` |
 //! | Service (headless) | `<db>-servers` | a DNS name per server pod for the agents' API |
 //! | StatefulSet × server | `<db>-<server>` | the server pod (MySQL + agent) and its PVC |
@@ -20,6 +21,9 @@
 pub mod backup;
 mod router;
 mod server;
+mod tls;
+
+pub use tls::{GeneratedTls, certificate_names, secret_name as tls_secret_name};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -103,6 +107,9 @@ pub struct Desired {
     /// Create-only: never overwritten once it exists. Holds only the keys no credentials ref
     /// replaces (no keys at all when both refs are set).
     pub secret: Secret,
+    /// Create-only, like `secret`: the generated TLS Secret (`spec.tls` without a
+    /// `secretName`, when `GeneratedSecrets::tls` is given).
+    pub tls_secret: Option<Secret>,
     /// The MySQL settings; with `spec.restore`, then the layout the servers are restored for.
     pub config_maps: Vec<ConfigMap>,
     /// The headless servers Service, then the router Service.
@@ -133,6 +140,8 @@ pub struct GeneratedSecrets {
     pub mysql_password: String,
     /// The router's admin token (`/init`, `/add`, `/rm`).
     pub router_admin_token: String,
+    /// A fresh authority and certificate, for `spec.tls` without a `secretName`.
+    pub tls: Option<GeneratedTls>,
 }
 
 impl fmt::Debug for GeneratedSecrets {
@@ -231,12 +240,17 @@ pub fn desired(
         images,
         layout: &resolved,
     };
+    let tls_secret = match (&db.spec.tls, &generated.tls) {
+        (Some(t), Some(g)) if t.secret_name.is_none() => Some(tls::generated_secret(&ctx, g)),
+        _ => None,
+    };
     let mut config_maps = vec![server::mysql_config(&ctx)];
     if db.spec.restore.is_some() {
         config_maps.push(backup::restore_config(&ctx));
     }
     Ok(Desired {
         secret: secret(&ctx, generated),
+        tls_secret,
         config_maps,
         services: vec![server::headless_service(&ctx), router::service(&ctx)],
         stateful_sets: resolved

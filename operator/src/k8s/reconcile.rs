@@ -41,6 +41,7 @@ mod rollout;
 pub mod status;
 pub mod switchover;
 pub mod terminating;
+mod tls;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -110,6 +111,9 @@ pub enum ReconcileError {
     /// The status write failed.
     #[error("writing the status: {0}")]
     Status(#[source] kube::Error),
+    /// The generated TLS authority or certificate could not be made.
+    #[error("generating the TLS authority: {0}")]
+    Tls(String),
     /// Adding or removing the finalizer failed, or the wrapped reconciliation did.
     #[error(transparent)]
     Finalizer(Box<finalizer::Error<ReconcileError>>),
@@ -123,6 +127,7 @@ impl ReconcileError {
             ReconcileError::Objects(_) => "objects",
             ReconcileError::Api { .. } => "api",
             ReconcileError::Status(_) => "status",
+            ReconcileError::Tls(_) => "tls",
             ReconcileError::Finalizer(e) => match e.as_ref() {
                 finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => {
                     e.metric_label()

@@ -76,6 +76,7 @@ fn desired(db: &ShardedDatabase) -> Desired {
         cluster_token: "unused".to_owned(),
         mysql_password: "unused".to_owned(),
         router_admin_token: "unused".to_owned(),
+        tls: None,
     };
     objects::desired(db, &images(), &any).expect("desired objects")
 }

@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
 use walshard_contract::bearer::BearerToken;
-use walshard_contract::http_client::{ClientError, ClientSettings};
+use walshard_contract::http_client::{ClientError, ClientSettings, TrustedCa};
 use walshard_contract::{ApiError, ErrorCode};
 
 use super::metrics::RouterMetrics;
@@ -85,12 +85,7 @@ impl RouterState {
         control: Option<FleetLink>,
         token: impl Into<String>,
     ) -> Result<Self, ClientError> {
-        let http = ClientSettings {
-            timeout: Some(CALL_TIMEOUT),
-            pool_max_idle_per_host: Some(512),
-            ..ClientSettings::default()
-        }
-        .build()?;
+        let http = agent_client(None)?;
         Ok(Self {
             routes: RwLock::new(routes.map(Arc::new)),
             primaries,
@@ -110,6 +105,15 @@ impl RouterState {
         if let Some(state) = Arc::get_mut(self) {
             state.api_token = Some(BearerToken::new(token.into()));
         }
+    }
+
+    /// Trusts `ca`, the fleet's authority, for the agents' `https://` URLs. Call before sharing
+    /// the state.
+    pub fn trust_authority(self: &mut Arc<Self>, ca: TrustedCa) -> Result<(), ClientError> {
+        if let Some(state) = Arc::get_mut(self) {
+            state.http = agent_client(Some(ca))?;
+        }
+        Ok(())
     }
 
     /// Guards the administrative endpoints (`/init`, `/add`, `/rm`) with their own token.
@@ -174,4 +178,15 @@ pub(super) async fn check_tokens(
         return e.into_response();
     }
     next.run(req).await
+}
+
+/// The client of the calls to agents.
+fn agent_client(trust: Option<TrustedCa>) -> Result<reqwest::Client, ClientError> {
+    ClientSettings {
+        timeout: Some(CALL_TIMEOUT),
+        pool_max_idle_per_host: Some(512),
+        trust,
+        ..ClientSettings::default()
+    }
+    .build()
 }

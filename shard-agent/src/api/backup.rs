@@ -9,10 +9,12 @@ use axum::extract::{Path, State};
 use walshard_backup::BackupId;
 use walshard_contract::{ApiError, ErrorCode};
 
-use super::{AppState, JsonBody, shard_in_path};
+use super::extract::shard_in_path;
+use super::{AppState, JsonBody};
 use crate::base_backup::{self, BaseBackupError, ROWS_PER_PART};
 
-pub async fn base_backup(
+/// `POST /shards/{id}/base-backup`: see the file's description.
+pub(super) async fn base_backup(
     State(agent): State<AppState>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody,

@@ -23,6 +23,8 @@ use crate::wal::WalError;
 pub use crate::archive_progress::ArchiveProgress;
 pub use crate::metrics::archive::ArchiveMetrics;
 
+/// The archiver's timing and sizes (the defaults suit production: 1 s interval, 8192-entry
+/// chunks).
 #[derive(Debug, Clone)]
 pub struct ArchiveOptions {
     /// How often committed entries are shipped (the archive's lag under load).
@@ -49,10 +51,13 @@ impl Default for ArchiveOptions {
     }
 }
 
+/// Why one archiving step failed (the archiver retries with backoff).
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
+    /// Writing a chunk or the mark, or reading the mark, failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Reading committed entries from the WAL failed.
     #[error("reading the WAL: {0}")]
     Wal(#[from] WalError),
 }
@@ -71,6 +76,8 @@ pub struct Archiver {
 }
 
 impl Archiver {
+    /// An archiver of `shard` into `store`, recording how far it got in `progress` (shared
+    /// with the shard's compaction and `/status`). Does nothing until [`Archiver::run`].
     pub fn new(
         shard: Arc<Shard>,
         store: BackupStore,
@@ -88,6 +95,9 @@ impl Archiver {
         }
     }
 
+    /// Archives (on the primary) or follows the mark (on a secondary) every interval, retrying
+    /// failures with doubling pauses up to [`ArchiveOptions::max_backoff`], until `stop`
+    /// changes.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut backoff = self.options.interval;
         loop {

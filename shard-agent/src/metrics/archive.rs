@@ -7,6 +7,7 @@ use prometheus_client::registry::Registry;
 
 use super::ShardLabels;
 
+/// The `walshard_agent_archive_*` metrics, per shard.
 #[derive(Debug, Default)]
 pub struct ArchiveMetrics {
     /// The last LSN known to be in the store.
@@ -17,13 +18,16 @@ pub struct ArchiveMetrics {
     pub lag_bytes: Family<ShardLabels, Gauge>,
     /// Seconds since the archive was last known complete (0 while it is).
     pub lag_seconds: Family<ShardLabels, Gauge>,
+    /// WAL chunks written to the store.
     pub chunks: Family<ShardLabels, Counter>,
+    /// Entry payload bytes in those chunks.
     pub bytes: Family<ShardLabels, Counter>,
     /// Failed store operations (each retried).
     pub errors: Family<ShardLabels, Counter>,
 }
 
 impl ArchiveMetrics {
+    /// Registers every archive metric in `registry` under the sub-prefix `archive`.
     pub fn register(registry: &mut Registry) -> ArchiveMetrics {
         let m = ArchiveMetrics::default();
         let archive = registry.sub_registry_with_prefix("archive");

@@ -1,6 +1,17 @@
 //! The applier: committed WAL entries into MySQL in LSN order, and WAL compaction.
 
-use super::*;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tracing::{debug, warn};
+use walshard_replica::Role;
+
+use super::{IDLE_CHECK, MAX_APPLY_BATCH, Shard, ShardError};
+use crate::metrics::Metrics;
+use crate::ops::Op;
+use crate::store::StoreError;
+use crate::wal::{Entry, Lsn};
 
 impl Shard {
     /// Applies the next batch of committed, unapplied entries. `Ok(false)` when there was none.

@@ -1,6 +1,18 @@
 //! Elections: fence, promote, confirm and step down, as the control plane drives them.
 
-use super::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tracing::{info, warn};
+use walshard_contract::{FenceAccepted, Quorum, ReplicaRef};
+use walshard_replica::{Refusal, Role, step_down_done};
+
+use super::effects::EffectData;
+use super::{APPLY_WAIT, Control, PROMOTE_WAIT, RoleView, STEP_DOWN_HOLD, Shard, ShardError};
+use crate::replication::{Replication, quorum_commit};
+use crate::state::{EpochState, save_json};
+use crate::wal::{Epoch, Lsn};
 
 impl Shard {
     pub(super) fn persist(&self, promised: &EpochState) -> Result<(), ShardError> {

@@ -1,11 +1,15 @@
 //! Reads: the position a session read waits for, and the read-index barrier of strong reads.
 
-use super::*;
+use std::time::Duration;
+
+use super::{APPLY_WAIT, Shard, ShardError};
+use crate::wal::{Epoch, Lsn};
 
 impl Shard {
     /// A non-strong read may be served here once this replica holds a committed prefix it knows
-    /// to be caught up ([`ReadGate`]) and has applied at least `min_lsn` (waiting up to `wait`
-    /// for it). Returns the applied LSN the read will see at least.
+    /// to be caught up ([`ReadGate`](crate::read_gate::ReadGate)) and has applied at least
+    /// `min_lsn` (waiting up to `wait` for it). Returns the applied LSN the read will see at
+    /// least.
     pub async fn read_position(&self, min_lsn: Lsn, wait: Duration) -> Result<Lsn, ShardError> {
         let primary = self
             .writable_epoch(self.current_replication().as_deref())

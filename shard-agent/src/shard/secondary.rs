@@ -1,6 +1,18 @@
 //! The secondary side: accepting appends from the primary and installing snapshots.
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tracing::{debug, info, warn};
+use walshard_replica::primary::{compactable_through, keep_unarchived, needs_snapshot};
+use walshard_replica::{Append, EntryId, LogFacts, Refusal, append_lookups, plan_append};
+
+use super::effects::EffectData;
+use super::{Control, Shard, ShardError};
+use crate::metrics::Metrics;
+use crate::replication::AppendRequest;
+use crate::store::Snapshot;
+use crate::wal::{Epoch, Lsn};
 
 impl Shard {
     /// Accepts `primary` as the sender for `epoch`, or refuses it as stale (the rule book's

@@ -1,6 +1,16 @@
 //! Client writes on the primary: admission, the WAL append, waiting for commit and apply.
 
-use super::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tracing::debug;
+use walshard_replica::{NotWritable, WriteCheck, admit_write};
+
+use super::{APPLY_WAIT, PEER_SILENCE, Proposing, Shard, ShardError};
+use crate::ops::{Op, Outcome};
+use crate::replication::Replication;
+use crate::wal::{Epoch, OpId};
 
 impl Shard {
     /// Checks that this replica may take a client write now; returns the epoch to log it in.

@@ -6,13 +6,16 @@ use sqlx::{AssertSqlSafe, Row as _};
 use tokio::sync::mpsc;
 use walshard_contract::Row;
 
-use super::{ShardTable, Store, StoreError, decode_row};
+use super::values::decode_row;
+use super::{ShardTable, Store, StoreError};
 use crate::wal::{Epoch, Lsn};
 
 /// The point a streamed copy is consistent at, and the op outcomes retained there.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CopyPoint {
+    /// The epoch of the last entry applied in the copy.
     pub epoch: Epoch,
+    /// The LSN of that entry: the copy holds exactly the entries up to it.
     pub lsn: Lsn,
     /// `(op id bytes, lsn, outcome JSON)`, as in a [`super::Snapshot`].
     pub ops: Vec<(Vec<u8>, Lsn, String)>,

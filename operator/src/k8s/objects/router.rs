@@ -37,6 +37,7 @@ pub(super) fn deployment(ctx: &Ctx<'_>) -> Deployment {
                 spec: Some(PodSpec {
                     service_account_name: Some(name),
                     containers: vec![container(ctx)],
+                    volumes: super::tls::volume(ctx).map(|v| vec![v]),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         seccomp_profile: Some(runtime_default_seccomp()),
@@ -90,6 +91,7 @@ fn container(ctx: &Ctx<'_>) -> Container {
         ),
     ));
     env_vars.push(env("WALSHARD_LOG_FORMAT", "json"));
+    env_vars.extend(super::tls::trust_env(ctx));
     // /metrics answers without the API token.
     let metrics = || HTTPGetAction {
         path: Some("/metrics".to_owned()),
@@ -107,6 +109,7 @@ fn container(ctx: &Ctx<'_>) -> Container {
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
         }]),
+        volume_mounts: super::tls::mount(ctx).map(|m| vec![m]),
         readiness_probe: Some(Probe {
             http_get: Some(metrics()),
             period_seconds: Some(5),

@@ -219,6 +219,7 @@ fn pod_spec(ctx: &Ctx<'_>, server: &str) -> PodSpec {
         }),
         ..Volume::default()
     }];
+    volumes.extend(super::tls::volume(ctx));
     // A restoring database: MySQL runs as a native sidecar, so that the restore init container
     // can fill it before the agent starts (see `backup`).
     let (init_containers, containers) = match &ctx.spec.restore {
@@ -381,51 +382,55 @@ fn agent_container(ctx: &Ctx<'_>, server: &str) -> Container {
     let heartbeat = || HTTPGetAction {
         path: Some("/heartbeat".to_owned()),
         port: IntOrString::String(AGENT_PORT_NAME.to_owned()),
+        scheme: super::tls::probe_scheme(ctx),
         ..HTTPGetAction::default()
     };
+    let mut env_vars = vec![
+        env("WALSHARD_LISTEN", format!("0.0.0.0:{AGENT_PORT}")),
+        // From parts: the password goes from the Secret to the agent verbatim, never
+        // through a URL (any character a Secret holds works).
+        env("WALSHARD_MYSQL_HOST", "127.0.0.1"),
+        env("WALSHARD_MYSQL_PORT", MYSQL_PORT.to_string()),
+        env("WALSHARD_MYSQL_USER", "root"),
+        env_secret(
+            "WALSHARD_MYSQL_PASSWORD",
+            mysql_password_ref(ctx.db, credentials),
+        ),
+        env("WALSHARD_DATA_DIR", AGENT_DATA_DIR),
+        env("WALSHARD_SERVER_NAME", server),
+        env_secret("WALSHARD_TOKEN", cluster_token_ref(ctx.db, credentials)),
+        env("WALSHARD_CONTROLLED", "true"),
+        env("WALSHARD_WAL_FSYNC", ctx.spec.durability.wal_fsync.as_str()),
+        env("WALSHARD_LOG_FORMAT", "json"),
+        env(
+            "WALSHARD_SHUTDOWN_HANDOVER_SECONDS",
+            ctx.spec.pod.handover_seconds().to_string(),
+        ),
+    ];
+    env_vars.extend(super::tls::serving_env(ctx));
+    env_vars.extend(archive.into_iter().flatten());
     Container {
         name: "agent".to_owned(),
         image: Some(ctx.images.agent.clone()),
         image_pull_policy: ctx.images.pull_policy.clone(),
-        env: Some(
-            vec![
-                env("WALSHARD_LISTEN", format!("0.0.0.0:{AGENT_PORT}")),
-                // From parts: the password goes from the Secret to the agent verbatim, never
-                // through a URL (any character a Secret holds works).
-                env("WALSHARD_MYSQL_HOST", "127.0.0.1"),
-                env("WALSHARD_MYSQL_PORT", MYSQL_PORT.to_string()),
-                env("WALSHARD_MYSQL_USER", "root"),
-                env_secret(
-                    "WALSHARD_MYSQL_PASSWORD",
-                    mysql_password_ref(ctx.db, credentials),
-                ),
-                env("WALSHARD_DATA_DIR", AGENT_DATA_DIR),
-                env("WALSHARD_SERVER_NAME", server),
-                env_secret("WALSHARD_TOKEN", cluster_token_ref(ctx.db, credentials)),
-                env("WALSHARD_CONTROLLED", "true"),
-                env("WALSHARD_WAL_FSYNC", ctx.spec.durability.wal_fsync.as_str()),
-                env("WALSHARD_LOG_FORMAT", "json"),
-                env(
-                    "WALSHARD_SHUTDOWN_HANDOVER_SECONDS",
-                    ctx.spec.pod.handover_seconds().to_string(),
-                ),
-            ]
-            .into_iter()
-            .chain(archive.into_iter().flatten())
-            .collect(),
-        ),
+        env: Some(env_vars),
         ports: Some(vec![ContainerPort {
             name: Some(AGENT_PORT_NAME.to_owned()),
             container_port: i32::from(AGENT_PORT),
             protocol: Some("TCP".to_owned()),
             ..ContainerPort::default()
         }]),
-        volume_mounts: Some(vec![VolumeMount {
-            name: DATA_VOLUME.to_owned(),
-            mount_path: AGENT_DATA_DIR.to_owned(),
-            sub_path: Some("agent".to_owned()),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(
+            [VolumeMount {
+                name: DATA_VOLUME.to_owned(),
+                mount_path: AGENT_DATA_DIR.to_owned(),
+                sub_path: Some("agent".to_owned()),
+                ..VolumeMount::default()
+            }]
+            .into_iter()
+            .chain(super::tls::mount(ctx))
+            .collect(),
+        ),
         // The agent listens once MySQL answers and its WAL is replayed.
         startup_probe: Some(Probe {
             http_get: Some(heartbeat()),

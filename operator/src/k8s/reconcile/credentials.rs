@@ -45,7 +45,7 @@ pub(super) async fn ensure_secret<F: Fleet>(
         }
         Err(e) => return Err(ReconcileError::api("create", "Secret", &name, e)),
     };
-    info!(secret = %name, "created the credentials Secret");
+    info!(secret = %name, "created a generated Secret");
     publish(
         ctx,
         db,
@@ -53,7 +53,11 @@ pub(super) async fn ensure_secret<F: Fleet>(
         EventType::Normal,
         "Created",
         "CreateCredentials",
-        format!("created Secret {name} with a generated cluster token and MySQL password"),
+        if created.type_.as_deref() == Some("kubernetes.io/tls") {
+            format!("created Secret {name} with a generated TLS authority and certificate")
+        } else {
+            format!("created Secret {name} with a generated cluster token and MySQL password")
+        },
     )
     .await;
     Ok(created)

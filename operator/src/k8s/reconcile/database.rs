@@ -64,6 +64,7 @@ pub(super) async fn apply<F: Fleet>(
         cluster_token: random_secret(),
         mysql_password: random_secret(),
         router_admin_token: random_secret(),
+        tls: super::tls::generate(db).map_err(|e| ReconcileError::Tls(e.to_string()))?,
     };
     let desired = match objects::desired(db, &ctx.images, &generated) {
         Ok(desired) => desired,
@@ -74,6 +75,9 @@ pub(super) async fn apply<F: Fleet>(
     };
 
     let secret = ensure_secret(ctx, db, &desired.secret).await?;
+    if let Some(tls) = &desired.tls_secret {
+        ensure_secret(ctx, db, tls).await?;
+    }
     let token = match cluster_token(ctx, db, &namespace, &secret).await? {
         Ok(token) => token,
         Err(missing) => {
@@ -89,6 +93,20 @@ pub(super) async fn apply<F: Fleet>(
             return Ok(Action::requeue(CREDENTIALS_POLL));
         }
     };
+    // The authority the hosted control plane will trust; a user's TLS Secret may not be there
+    // yet (e.g. cert-manager has not issued it).
+    if let Err(missing) = super::tls::authority(ctx, db, &namespace).await? {
+        warn!(%missing, "TLS Secret missing");
+        let status = status::blocked(
+            generation,
+            current,
+            reason::CREDENTIALS_MISSING,
+            &missing,
+            Timestamp::now(),
+        );
+        write_status(ctx, db, &status).await?;
+        return Ok(Action::requeue(CREDENTIALS_POLL));
+    }
 
     let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let selector = objects::managed_selector(&name);
