@@ -22,6 +22,7 @@ use walshard_k8s_api::spec::ShardedDatabase;
 use walshard_operator::k8s::hosting::{
     FIELD_MANAGER, HostedPlanes, HostedPlanesConfig, HostingError, SETTLED_ANNOTATION,
 };
+use walshard_operator::k8s::reconcile::AgentAccess;
 
 use walshard_control_plane::sim::http::{Agent, TOKEN, serve, serve_agent};
 
@@ -203,9 +204,18 @@ async fn control_planes_elect_publish_hand_over_and_drain() {
         HostedPlanes::with_config(client(&api_url), &mut registry, cfg).expect("HTTP client");
 
     // First start: agents configured, one primary per shard, status and record published.
-    planes.ensure(&db, TOKEN).await.unwrap();
-    planes.ensure(&db, TOKEN).await.unwrap();
-    planes.ensure(&other, TOKEN).await.unwrap();
+    planes
+        .ensure(&db, &AgentAccess::token(TOKEN))
+        .await
+        .unwrap();
+    planes
+        .ensure(&db, &AgentAccess::token(TOKEN))
+        .await
+        .unwrap();
+    planes
+        .ensure(&other, &AgentAccess::token(TOKEN))
+        .await
+        .unwrap();
     wait_for("primaries", Duration::from_secs(20), || {
         planes
             .topology("ns", "db")
@@ -271,7 +281,10 @@ async fn control_planes_elect_publish_hand_over_and_drain() {
     let smaller = database("db", &staying);
     let err = planes.drain("ns", "db", &leaving).await.unwrap_err();
     assert!(matches!(err, HostingError::NotRemoved { .. }), "{err}");
-    planes.ensure(&smaller, TOKEN).await.unwrap();
+    planes
+        .ensure(&smaller, &AgentAccess::token(TOKEN))
+        .await
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while !planes.drain("ns", "db", &leaving).await.unwrap() {
         assert!(Instant::now() < deadline, "{leaving} not drained");
@@ -358,7 +371,10 @@ async fn control_planes_elect_publish_hand_over_and_drain() {
     let mut registry = Registry::default();
     let again = HostedPlanes::with_config(client(&api_url), &mut registry, restart_cfg)
         .expect("HTTP client");
-    again.ensure(&stored, TOKEN).await.unwrap();
+    again
+        .ensure(&stored, &AgentAccess::token(TOKEN))
+        .await
+        .unwrap();
     wait_for("adopted primaries", Duration::from_secs(20), || {
         again.topology("ns", "db").is_some_and(|t| {
             ["sh1", "sh2"]
@@ -379,4 +395,71 @@ async fn control_planes_elect_publish_hand_over_and_drain() {
         assert!(!t.shards[shard].reconfiguring);
     }
     again.shutdown().await;
+}
+
+/// With `spec.tls` the control plane reaches its agents over HTTPS, trusting only the
+/// database's authority: agents that serve only HTTPS are configured and elect primaries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tls_database_is_run_over_https_under_its_authority() {
+    use walshard_contract::http_client::TrustedCa;
+    use walshard_contract::tls::ServedCertificate;
+    use walshard_contract::tls::authority::Authority;
+
+    let ca = Authority::generate("db CA").unwrap();
+    let served = ca.issue("agents", &["127.0.0.1".to_owned()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, &served.cert).unwrap();
+    std::fs::write(&key, &served.key).unwrap();
+    let certificate = ServedCertificate::load(&cert, &key).await.unwrap();
+
+    let sim = Arc::new(Mutex::new(SimCluster::default()));
+    let mut urls = BTreeMap::new();
+    for name in ["S0", "S1", "S2"] {
+        let app = walshard_control_plane::sim::http::agent_router(Agent {
+            name: name.into(),
+            sim: Arc::clone(&sim),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let tls = Some(certificate.clone());
+        tokio::spawn(walshard_contract::tls::serve(
+            listener,
+            app,
+            tls,
+            std::future::pending(),
+        ));
+        // The plain URL the configuration gives; the control plane turns it into https://.
+        urls.insert(name.to_owned(), format!("http://127.0.0.1:{port}"));
+    }
+    let fake = FakeApi::default();
+    let api_url = serve_api(fake.clone()).await;
+    let all: &[&str] = &["sh1", "sh2"];
+    let mut db = database("db", &[("S0", all), ("S1", all), ("S2", all)]);
+    db.spec.tls = Some(walshard_k8s_api::spec::TlsSpec::default());
+    fake.objects
+        .lock()
+        .unwrap()
+        .insert("db".into(), serde_json::to_value(&db).unwrap());
+    let cfg = HostedPlanesConfig {
+        tick: Duration::from_millis(50),
+        status_every: Duration::from_millis(100),
+        retry: Duration::from_millis(100),
+        agent_url: Arc::new(move |_db, _ns, server| urls.get(server).cloned().unwrap_or_default()),
+        ..HostedPlanesConfig::default()
+    };
+    let planes =
+        HostedPlanes::with_config(client(&api_url), &mut Registry::default(), cfg).unwrap();
+    let access = AgentAccess {
+        token: TOKEN.to_owned(),
+        trust: Some(TrustedCa::from_pem(ca.pem().cert.as_bytes()).unwrap()),
+    };
+    planes.ensure(&db, &access).await.unwrap();
+    wait_for("primaries over HTTPS", Duration::from_secs(20), || {
+        planes
+            .topology("ns", "db")
+            .is_some_and(|t| t.primary("sh1").is_some() && t.primary("sh2").is_some())
+    })
+    .await;
+    planes.shutdown().await;
 }

@@ -175,14 +175,18 @@ async fn step_down(
 
 /// Serves `agent` on a loopback port; its base URL.
 pub async fn serve_agent(agent: Agent) -> std::io::Result<String> {
-    let app = Router::new()
+    serve(agent_router(agent)).await
+}
+
+/// The routes of a simulated agent (to serve some other way, e.g. over TLS).
+pub fn agent_router(agent: Agent) -> Router {
+    Router::new()
         .route("/status", get(status))
         .route("/config", post(config))
         .route("/shards/{id}/fence", post(fence))
         .route("/shards/{id}/promote", post(promote))
         .route("/shards/{id}/step-down", post(step_down))
-        .with_state(agent);
-    serve(app).await
+        .with_state(agent)
 }
 
 /// Serves `app` on a loopback port; its base URL.

@@ -48,6 +48,8 @@ use walshard_contract::{Backoff, Topology};
 use walshard_control_plane::runtime::{ControlPlane, ControlPlaneMetrics, HttpAgentApi, Scope};
 use walshard_k8s_api::spec::ShardedDatabase;
 
+use crate::k8s::reconcile::AgentAccess;
+
 pub use config::HostedPlanesConfig;
 use database::{Database, Progress, Shared};
 pub use error::HostingError;
@@ -74,7 +76,8 @@ struct Inner {
     cfg: HostedPlanesConfig,
     metrics: ControlPlaneMetrics,
     running: Gauge,
-    http: reqwest::Client,
+    /// The settings of every database's HTTP client (each adds its own trust).
+    http: ClientSettings,
     databases: Mutex<BTreeMap<Key, Database>>,
     /// Serializes `ensure` and `remove`, so a database never gets two control planes.
     ops: tokio::sync::Mutex<()>,
@@ -105,8 +108,8 @@ impl HostedPlanes {
         let http = ClientSettings {
             connect_timeout: Some(Duration::from_secs(1)),
             ..ClientSettings::default()
-        }
-        .build()?;
+        };
+        http.build()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
@@ -118,6 +121,15 @@ impl HostedPlanes {
                 ops: tokio::sync::Mutex::new(()),
             }),
         })
+    }
+
+    /// The agents' URLs: the configured ones, as `https://` when `access` trusts an authority.
+    fn agent_url(&self, access: &AgentAccess) -> impl Fn(&str, &str, &str) -> String + use<> {
+        let url = Arc::clone(&self.inner.cfg.agent_url);
+        let tls = access.trust.is_some();
+        move |db: &str, namespace: &str, server: &str| {
+            walshard_k8s_api::names::with_tls(url(db, namespace, server), tls)
+        }
     }
 
     fn databases(&self) -> MutexGuard<'_, BTreeMap<Key, Database>> {
@@ -138,14 +150,19 @@ impl HostedPlanes {
     /// the control plane answers `Busy`). A new token restarts the control plane from its
     /// settled record. Call it before [`Self::drain`], and once the pods of new servers exist
     /// (their agents get `/config` as soon as they answer).
-    pub async fn ensure(&self, db: &ShardedDatabase, token: &str) -> Result<(), HostingError> {
-        let desired = plan::desired(db, &*self.inner.cfg.agent_url)?;
+    pub async fn ensure(
+        &self,
+        db: &ShardedDatabase,
+        access: &AgentAccess,
+    ) -> Result<(), HostingError> {
+        let url = self.agent_url(access);
+        let desired = plan::desired(db, &url)?;
         let key = (desired.namespace.clone(), desired.name.clone());
         let _ops = self.inner.ops.lock().await;
         let old = {
             let mut dbs = self.databases();
             match dbs.get(&key) {
-                Some(d) if d.token == token => {
+                Some(d) if d.access == *access => {
                     let from = d.shared.handle_quorum();
                     let to = desired.spec.write_quorum;
                     if from != to {
@@ -167,7 +184,7 @@ impl HostedPlanes {
         };
         let record = match old {
             Some(old) => {
-                info!(database = %old.shared.key(), "cluster token changed: restarting the control plane");
+                info!(database = %old.shared.key(), "cluster token or TLS authority changed: restarting the control plane");
                 let record = old.shared.progress().record.clone();
                 old.stop().await;
                 self.inner.running.dec();
@@ -175,7 +192,7 @@ impl HostedPlanes {
             }
             None => settled_annotation(db)?,
         };
-        let database = self.start(desired, record, token)?;
+        let database = self.start(desired, record, access)?;
         self.databases().insert(key, database);
         self.inner.running.inc();
         Ok(())
@@ -185,11 +202,16 @@ impl HostedPlanes {
         &self,
         desired: Desired,
         record: Option<Settled>,
-        token: &str,
+        access: &AgentAccess,
     ) -> Result<Database, HostingError> {
         let cfg = &self.inner.cfg;
-        let initial = plan::initial_spec(&desired, record.as_ref(), &*cfg.agent_url);
-        let api = HttpAgentApi::new(token, cfg.timeouts)?;
+        let initial = plan::initial_spec(&desired, record.as_ref(), &self.agent_url(access));
+        let api = HttpAgentApi::trusting(&access.token, cfg.timeouts, access.trust.clone())?;
+        let http = ClientSettings {
+            trust: access.trust.clone(),
+            ..self.inner.http.clone()
+        }
+        .build()?;
         let scope = Scope::database(format!("{}/{}", desired.namespace, desired.name));
         let metrics = self.inner.metrics.scoped(scope);
         let mut plane = ControlPlane::with_metrics(initial.clone(), api, cfg.plane, metrics)?;
@@ -206,8 +228,8 @@ impl HostedPlanes {
                 configured: BTreeSet::new(),
                 attempts: BTreeMap::new(),
             }),
-            http: self.inner.http.clone(),
-            token: token.to_owned(),
+            http,
+            token: access.token.clone(),
             retry: Backoff::new(cfg.retry, database::RETRY_CAP),
         });
         info!(database = %shared.key(), "control plane started");
@@ -228,7 +250,7 @@ impl HostedPlanes {
             cfg.status_every,
         ));
         Ok(Database {
-            token: token.to_owned(),
+            access: access.clone(),
             shared,
             stop,
             tasks: vec![run, converge, publish],

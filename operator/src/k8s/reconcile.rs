@@ -66,7 +66,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use walshard_contract::Backoff;
 use walshard_k8s_api::spec::ShardedDatabase;
 
-pub use context::{Context, Fleet, FleetError};
+pub use context::{AgentAccess, Context, Fleet, FleetError};
 pub use metrics::{DatabaseLabels, ErrorLabels, ReconcileMetrics};
 use observe::server_of;
 use report::publish;

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use walshard_contract::Topology;
 use walshard_k8s_api::spec::ShardedDatabase;
-use walshard_operator::k8s::reconcile::{Fleet, FleetError};
+use walshard_operator::k8s::reconcile::{AgentAccess, Fleet, FleetError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Call {
@@ -66,11 +66,11 @@ impl FakeFleet {
 }
 
 impl Fleet for FakeFleet {
-    async fn ensure(&self, db: &ShardedDatabase, token: &str) -> Result<(), FleetError> {
+    async fn ensure(&self, db: &ShardedDatabase, access: &AgentAccess) -> Result<(), FleetError> {
         let resolved = db.spec.resolve().map_err(FleetError::new)?;
         self.state().calls.push(Call::Ensure {
             name: db.metadata.name.clone().unwrap_or_default(),
-            token: token.to_owned(),
+            token: access.token.clone(),
             servers: resolved.placement.keys().cloned().collect(),
             shards: resolved.shards.len(),
         });

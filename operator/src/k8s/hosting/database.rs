@@ -22,13 +22,15 @@ use walshard_k8s_api::spec::{API_VERSION, KIND, ShardedDatabase};
 
 use super::plan::{Desired, Settled};
 use super::{FIELD_MANAGER, HostingError, SETTLED_ANNOTATION};
+use crate::k8s::reconcile::AgentAccess;
 
 /// The longest pause of the converger's backoff.
 pub(super) const RETRY_CAP: Duration = Duration::from_secs(30);
 
 /// A running database: its tasks and what they share.
 pub(super) struct Database {
-    pub(super) token: String,
+    /// What the control plane reaches the agents with; a change restarts it.
+    pub(super) access: AgentAccess,
     pub(super) shared: Arc<Shared>,
     pub(super) stop: watch::Sender<bool>,
     pub(super) tasks: Vec<JoinHandle<()>>,

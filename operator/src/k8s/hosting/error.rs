@@ -24,6 +24,9 @@ pub enum HostingError {
     /// The agents' HTTP client could not be built.
     #[error("agent client: {0}")]
     Agent(#[from] AgentCallError),
+    /// The converger's HTTP client could not be built.
+    #[error("agent client: {0}")]
+    Client(#[from] walshard_contract::http_client::ClientError),
     /// `durability.writeQuorum` changed while the control plane runs.
     #[error(
         "the write quorum cannot change while the control plane runs (from {from:?} to {to:?}); \
@@ -67,7 +70,7 @@ impl HostingError {
         match self {
             HostingError::NoNamespace | HostingError::NoName => "missing-metadata",
             HostingError::Spec(_) | HostingError::Cluster(_) => "invalid-spec",
-            HostingError::Agent(_) => "agent-client",
+            HostingError::Agent(_) | HostingError::Client(_) => "agent-client",
             HostingError::WriteQuorum { .. } => "write-quorum-fixed",
             HostingError::NotRunning { .. } => "control-plane-not-running",
             HostingError::NotRemoved { .. } => "server-not-removed",

@@ -4,11 +4,11 @@ use walshard_contract::Topology;
 use walshard_k8s_api::spec::ShardedDatabase;
 
 use super::HostedPlanes;
-use crate::k8s::reconcile::{Fleet, FleetError};
+use crate::k8s::reconcile::{AgentAccess, Fleet, FleetError};
 
 impl Fleet for HostedPlanes {
-    async fn ensure(&self, db: &ShardedDatabase, token: &str) -> Result<(), FleetError> {
-        HostedPlanes::ensure(self, db, token)
+    async fn ensure(&self, db: &ShardedDatabase, access: &AgentAccess) -> Result<(), FleetError> {
+        HostedPlanes::ensure(self, db, access)
             .await
             .map_err(FleetError::new)
     }

@@ -12,10 +12,31 @@ use kube::runtime::events::{Recorder, Reporter};
 use thiserror::Error;
 use tracing::info;
 use walshard_contract::Topology;
+use walshard_contract::http_client::TrustedCa;
 use walshard_k8s_api::spec::ShardedDatabase;
 
 use super::{REPORTING_CONTROLLER, ReconcileMetrics, lock};
 use crate::k8s::objects::Images;
+
+/// How the operator reaches a database's agents: the cluster token and, with `spec.tls`, the
+/// authority their HTTPS certificates come from (the only one trusted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentAccess {
+    /// The cluster token (bearer).
+    pub token: String,
+    /// The fleet's authority; `Some` exactly when the agents serve HTTPS.
+    pub trust: Option<TrustedCa>,
+}
+
+impl AgentAccess {
+    /// Plain HTTP with `token`.
+    pub fn token(token: impl Into<String>) -> Self {
+        Self {
+            token: token.into(),
+            trust: None,
+        }
+    }
+}
 
 /// The per-database control planes, as the reconciler drives them: implemented by
 /// [`HostedPlanes`](crate::k8s::hosting::HostedPlanes) and by test doubles.
@@ -24,7 +45,7 @@ pub trait Fleet: Send + Sync + 'static {
     fn ensure(
         &self,
         db: &ShardedDatabase,
-        token: &str,
+        access: &AgentAccess,
     ) -> impl Future<Output = Result<(), FleetError>> + Send;
     /// Stops the control plane of a database (deleted, or this operator stepped down).
     fn remove(&self, namespace: &str, name: &str) -> impl Future<Output = ()> + Send;
