@@ -126,7 +126,8 @@ impl MemReplica {
     }
 
     /// An append from `primary` of `epoch`: accept the sender, check continuity, truncate a
-    /// divergent tail, append, raise the commit point. Answers the last LSN held.
+    /// divergent tail, append, raise the commit point. Answers the LSN it verified
+    /// ([`AppendPlan::matched`](crate::AppendPlan::matched)).
     pub fn append(
         &mut self,
         epoch: Epoch,
@@ -137,7 +138,7 @@ impl MemReplica {
         self.take(accepted);
         let plan = plan_append(append, &self.facts(), |l| self.epoch_at(l))?;
         self.execute(&plan.effects, append.entries);
-        Ok(plan.last_lsn)
+        Ok(plan.matched)
     }
 
     /// A crash and restart: the log and the promise survive, the role is recomputed (a former

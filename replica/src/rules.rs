@@ -269,6 +269,13 @@ pub struct AppendPlan {
     pub effects: Vec<Effect>,
     /// The log's last LSN once the effects are executed.
     pub last_lsn: Lsn,
+    /// What the primary may count this replica as holding (the answer of the append):
+    /// `prev_lsn` + the entries, the part of the log this append checked against the
+    /// primary's. A longer local tail is not checked (it may be an earlier primary's uncommitted
+    /// entries at LSNs where the primary holds others), so it is never answered: the primary
+    /// sends from the answer + 1 next, and those entries are compared then (Raft's
+    /// `matchIndex`).
+    pub matched: Lsn,
 }
 
 /// The LSNs whose local epoch [`plan_append`] reads: the IO layer looks them up beforehand.
@@ -343,6 +350,7 @@ pub fn plan_append(
     Ok(AppendPlan {
         effects,
         last_lsn: held,
+        matched: verified,
     })
 }
 
@@ -471,6 +479,7 @@ mod tests {
             ]
         );
         assert_eq!(plan.last_lsn, 3);
+        assert_eq!(plan.matched, 3);
         // The same at a commit floor of 3 would remove a committed entry: refused.
         let committed = LogFacts {
             commit_floor: 3,
@@ -491,5 +500,48 @@ mod tests {
             plan_append(&other, &log, at),
             Err(Refusal::Mismatch { last_lsn: 0, .. })
         ));
+    }
+
+    #[test]
+    fn an_unchecked_longer_tail_is_not_answered_as_held() {
+        // Local log: epochs [1, 1, 1, 1] at 1..=4 (LSNs 3 and 4 from an earlier primary that
+        // never committed them); the primary of epoch 2 holds [1, 1, 2] and sends an empty
+        // append after LSN 2. Answering 4 would let it count this replica as holding its
+        // LSN 3 of epoch 2, which it does not.
+        let local = [1, 1, 1, 1];
+        let at = |l: Lsn| {
+            if l == 0 {
+                Some(0)
+            } else {
+                local.get(l as usize - 1).copied()
+            }
+        };
+        let log = LogFacts {
+            first_lsn: 1,
+            last_epoch: 1,
+            last_lsn: 4,
+            commit_floor: 1,
+        };
+        let empty = Append {
+            prev_lsn: 2,
+            prev_epoch: 1,
+            commit_lsn: 2,
+            entries: &[],
+        };
+        let plan = plan_append(&empty, &log, at).expect("continues");
+        assert_eq!(plan.last_lsn, 4);
+        assert_eq!(plan.matched, 2);
+        assert_eq!(plan.effects, vec![Effect::RaiseCommit(2)]);
+        // The next append from LSN 3 finds the divergence and truncates it.
+        let entries = ids(&[2], 3);
+        let next = Append {
+            prev_lsn: 2,
+            prev_epoch: 1,
+            commit_lsn: 2,
+            entries: &entries,
+        };
+        let plan = plan_append(&next, &log, at).expect("continues");
+        assert_eq!(plan.effects[0], Effect::TruncateAfter(2));
+        assert_eq!((plan.last_lsn, plan.matched), (3, 3));
     }
 }

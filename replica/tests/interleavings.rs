@@ -18,11 +18,17 @@ use walshard_replica::{
 
 #[derive(Debug, Clone)]
 enum Op {
-    /// An elector starts an election at 1 + the highest promised epoch + `bump`.
+    /// An elector starts an election at 1 + the highest epoch promised or begun + `bump`: no two
+    /// elections share an epoch. That is the control plane's guarantee (one per fleet, each
+    /// election at `max_epoch_seen + 1`), not a replica rule: a fence accepts its own epoch again
+    /// (retries), so two electors at one epoch could both fence a majority
+    /// (docs/replication.md, "One elector per epoch").
     Begin { bump: u64 },
     /// Election `k` (modulo those begun) fences replica `r`.
     Fence { k: usize, r: usize },
-    /// Election `k` promotes the highest log among its fence answers, if they are a majority.
+    /// Election `k` promotes the highest log among its fence answers, if they are a majority;
+    /// an election decides once, so promoting it again retries the same winner (as the control
+    /// plane does: a failed promotion starts a new election at a new epoch).
     Promote { k: usize },
     /// A client write at replica `p` (taken only by a ready primary).
     Write { p: usize },
@@ -57,6 +63,8 @@ struct Election {
     epoch: Epoch,
     /// Replica → its last entry `(epoch, lsn)` when fenced.
     answers: BTreeMap<usize, (Epoch, Lsn)>,
+    /// The winner, once decided.
+    winner: Option<usize>,
 }
 
 /// What a primary's IO layer keeps for its epoch.
@@ -75,6 +83,8 @@ struct Cluster {
     /// LSN → (entry epoch, lowest epoch of a primary that committed it).
     committed: BTreeMap<Lsn, (Epoch, Epoch)>,
     committers: BTreeMap<Epoch, usize>,
+    /// Epoch → the replica promoted in it.
+    promoted: BTreeMap<Epoch, usize>,
 }
 
 impl Cluster {
@@ -85,6 +95,7 @@ impl Cluster {
             elections: Vec::new(),
             committed: BTreeMap::new(),
             committers: BTreeMap::new(),
+            promoted: BTreeMap::new(),
         }
     }
 
@@ -143,10 +154,16 @@ impl Cluster {
         let n = self.replicas.len();
         match *s {
             Op::Begin { bump } => {
-                let top = self.replicas.iter().map(|r| r.promise().epoch).max();
+                let top = self
+                    .replicas
+                    .iter()
+                    .map(|r| r.promise().epoch)
+                    .chain(self.elections.iter().map(|e| e.epoch))
+                    .max();
                 self.elections.push(Election {
                     epoch: top.unwrap_or(0) + 1 + bump,
                     answers: BTreeMap::new(),
+                    winner: None,
                 });
             }
             Op::Fence { k, r } => {
@@ -164,14 +181,24 @@ impl Cluster {
                 if self.elections.is_empty() {
                     return Ok(());
                 }
-                let e = &self.elections[k % self.elections.len()];
+                let k = k % self.elections.len();
+                let e = &self.elections[k];
                 if e.answers.len() < self.quorum() {
                     return Ok(());
                 }
-                let Some((&w, _)) = e.answers.iter().max_by_key(|(r, last)| (**last, *r)) else {
+                let decided = e.winner.or_else(|| {
+                    e.answers
+                        .iter()
+                        .max_by_key(|(r, last)| (**last, *r))
+                        .map(|(&r, _)| r)
+                });
+                let Some(w) = decided else {
                     return Ok(());
                 };
-                let epoch = e.epoch;
+                self.elections[k].winner = Some(w);
+                let epoch = self.elections[k].epoch;
+                let first = *self.promoted.entry(epoch).or_insert(w);
+                prop_assert_eq!(first, w, "two replicas promoted in epoch {}", epoch);
                 let Ok(noop) = self.replicas[w].promote(epoch) else {
                     return Ok(());
                 };

@@ -22,6 +22,8 @@ const SELECT: &str = "SELECT id, name, marks FROM t WHERE id BETWEEN ? AND ?";
 pub struct BaselineRun {
     pub writes: PhaseOutcome,
     pub reads: PhaseOutcome,
+    /// The server's CPU per request.
+    pub cpu: Option<super::cpu::PhaseCpu>,
     pub mariadb: Option<String>,
 }
 
@@ -66,6 +68,8 @@ pub async fn measure(
         .await
         .map_err(|e| sql("connecting the pool", e))?;
 
+    let pids: Vec<(&'static str, u32)> = db.pid().map(|p| ("mysql", p)).into_iter().collect();
+    let start = super::cpu::sample(&pids);
     let writes = {
         let pool = pool.clone();
         let bar = progress.bar("baseline writes", keys.len());
@@ -87,6 +91,7 @@ pub async fn measure(
         bar.finish();
         out
     };
+    let between = super::cpu::sample(&pids);
     let reads = {
         let pool = pool.clone();
         let bar = progress.bar("baseline reads", ranges.len());
@@ -107,12 +112,18 @@ pub async fn measure(
         bar.finish();
         out
     };
+    let end = super::cpu::sample(&pids);
+    let cpu = (!pids.is_empty()).then(|| super::cpu::PhaseCpu {
+        writes: super::cpu::CpuPerRequest::between(&start, &between, writes.requests),
+        reads: super::cpu::CpuPerRequest::between(&between, &end, reads.requests),
+    });
     pool.close().await;
     // Killing the server and removing its files block.
     let _ = tokio::task::spawn_blocking(move || drop(db)).await;
     Ok(BaselineRun {
         writes,
         reads,
+        cpu,
         mariadb: version,
     })
 }

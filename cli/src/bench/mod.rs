@@ -16,6 +16,7 @@ mod archive;
 mod backup;
 mod baseline;
 mod chart;
+mod cpu;
 mod driver;
 mod keys;
 mod report;
@@ -279,6 +280,7 @@ async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
                 key_space: first.key_space.size(),
                 writes: PhaseSummary::new(&run.writes),
                 reads: PhaseSummary::new(&run.reads),
+                cpu: run.cpu,
             })
         }
         _ => None,
@@ -294,7 +296,7 @@ async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
         // Numbered: a scenario named twice gets two fresh fleets.
         let dir = run_dir.join(format!("{}-{}", i + 1, target.name));
         let measured = run_target(target, schedule, args, dir, &progress, &mut stop).await;
-        let (writes, reads, archive) = match measured {
+        let (Measured { writes, reads, cpu }, archive) = match measured {
             Ok(m) => m,
             Err(e) => {
                 finish_run_dir(&run_dir, args.keep);
@@ -317,6 +319,7 @@ async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
                 write_ratio: None,
                 read_ratio: None,
                 archive,
+                cpu,
             }
             .with_ratios(baseline.as_ref()),
         );
@@ -385,14 +388,16 @@ async fn run_target(
     dir: PathBuf,
     progress: &Progress,
     stop: &mut watch::Receiver<bool>,
-) -> Result<(PhaseOutcome, PhaseOutcome, Option<archive::ArchiveFigures>), BenchError> {
+) -> Result<(Measured, Option<archive::ArchiveFigures>), BenchError> {
     let concurrency = args.concurrency as usize;
     let spec = match &target.source {
         Source::Router(url) => {
-            let (writes, reads) =
-                interruptible(stop, workload(url, target, schedule, concurrency, progress))
-                    .await??;
-            return Ok((writes, reads, None));
+            let measured = interruptible(
+                stop,
+                workload(url, target, schedule, concurrency, progress, &[]),
+            )
+            .await??;
+            return Ok((measured, None));
         }
         Source::Fleet(spec) => spec,
     };
@@ -425,9 +430,10 @@ async fn run_target(
         Err(e) => return Err(e),
     };
     let url = fleet.router_url().to_owned();
+    let pids = fleet.pids();
     let measured = interruptible(
         stop,
-        workload(&url, target, schedule, concurrency, progress),
+        workload(&url, target, schedule, concurrency, progress, &pids),
     )
     .await;
     let archived = match (&measured, target.archives) {
@@ -438,20 +444,31 @@ async fn run_target(
     if !args.keep {
         remove_dir(&dir);
     }
-    let (writes, reads) = measured??;
+    let measured = measured??;
     stopped.map_err(fleet_error)?;
-    Ok((writes, reads, archived))
+    Ok((measured, archived))
 }
 
 /// The writes, then the reads, through the router at `url`.
+/// A target's two phases, and what its server processes spent on them (local fleets).
+struct Measured {
+    writes: PhaseOutcome,
+    reads: PhaseOutcome,
+    cpu: Option<cpu::PhaseCpu>,
+}
+
+/// The writes, then the reads, through the router at `url`; `pids` are the server processes
+/// whose CPU is measured (none for an external router).
 async fn workload(
     url: &str,
     target: &Target,
     schedule: &Schedule,
     concurrency: usize,
     progress: &Progress,
-) -> Result<(PhaseOutcome, PhaseOutcome), BenchError> {
+    pids: &[(&'static str, u32)],
+) -> Result<Measured, BenchError> {
     let api = SeedApi::new(url, target.schema.clone(), concurrency)?;
+    let start = cpu::sample(pids);
     let writes = {
         let (api, keys) = (api.clone(), schedule.keys.clone());
         let bar = progress.bar(&format!("{} writes", target.name), keys.len());
@@ -464,6 +481,7 @@ async fn workload(
         bar.finish();
         out
     };
+    let between = cpu::sample(pids);
     let reads = {
         let ranges = schedule.ranges.clone();
         let bar = progress.bar(&format!("{} reads", target.name), ranges.len());
@@ -476,7 +494,12 @@ async fn workload(
         bar.finish();
         out
     };
-    Ok((writes, reads))
+    let end = cpu::sample(pids);
+    let cpu = (!pids.is_empty()).then(|| cpu::PhaseCpu {
+        writes: cpu::CpuPerRequest::between(&start, &between, writes.requests),
+        reads: cpu::CpuPerRequest::between(&between, &end, reads.requests),
+    });
+    Ok(Measured { writes, reads, cpu })
 }
 
 /// Flips to `true` on the first Ctrl-C; a second one exits at once.

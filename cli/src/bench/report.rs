@@ -57,6 +57,9 @@ pub struct BaselineReport {
     pub key_space: u64,
     pub writes: PhaseSummary,
     pub reads: PhaseSummary,
+    /// The baseline MariaDB's CPU per request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<super::cpu::PhaseCpu>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +81,9 @@ pub struct ScenarioReport {
     /// What WAL archiving did (scenarios that archive).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub archive: Option<super::archive::ArchiveFigures>,
+    /// Server CPU per request by process kind (local fleets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<super::cpu::PhaseCpu>,
 }
 
 impl ScenarioReport {
@@ -191,6 +197,49 @@ pub fn render_table(report: &Report) -> String {
         out.push_str(&row("baseline", [None; 3], &b.writes, &b.reads, [None; 2]));
     }
     out.push_str(&render_archive(report));
+    out.push_str(&render_cpu(report));
+    out
+}
+
+/// Server CPU per request by process kind, against the baseline MariaDB's (µs).
+fn render_cpu(report: &Report) -> String {
+    let rows: Vec<(&str, &super::cpu::PhaseCpu)> = report
+        .scenarios
+        .iter()
+        .filter_map(|s| s.cpu.as_ref().map(|c| (s.name.as_str(), c)))
+        .chain(
+            report
+                .baseline
+                .iter()
+                .filter_map(|b| b.cpu.as_ref().map(|c| ("baseline", c))),
+        )
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let us = |c: &super::cpu::CpuPerRequest, kind: &str| {
+        c.by_kind
+            .get(kind)
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
+    };
+    let mut out = format!(
+        "server CPU per request, µs: {:<10} | {:>6} {:>6} {:>6} {:>7} | {:>6} {:>6} {:>6} {:>7}\n",
+        "", "router", "agents", "mysql", "writes", "router", "agents", "mysql", "reads"
+    );
+    for (name, c) in rows {
+        out.push_str(&format!(
+            "                             {:<10} | {:>6} {:>6} {:>6} {:>7.0} | {:>6} {:>6} {:>6} {:>7.0}\n",
+            name,
+            us(&c.writes, "router"),
+            us(&c.writes, "agent"),
+            us(&c.writes, "mysql"),
+            c.writes.total,
+            us(&c.reads, "router"),
+            us(&c.reads, "agent"),
+            us(&c.reads, "mysql"),
+            c.reads.total,
+        ));
+    }
     out
 }
 
@@ -327,6 +376,44 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn the_cpu_table_lists_each_kind_and_the_baseline() {
+        use crate::bench::cpu::{CpuPerRequest, PhaseCpu};
+        let per = |pairs: &[(&str, f64)]| CpuPerRequest {
+            by_kind: pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+            total: pairs.iter().map(|(_, v)| v).sum(),
+        };
+        let mut report = sample_report();
+        report.scenarios[0].cpu = Some(PhaseCpu {
+            writes: per(&[("router", 40.0), ("agent", 300.0), ("mysql", 250.0)]),
+            reads: per(&[("router", 30.0), ("agent", 60.0), ("mysql", 40.0)]),
+        });
+        if let Some(b) = report.baseline.as_mut() {
+            b.cpu = Some(PhaseCpu {
+                writes: per(&[("mysql", 55.0)]),
+                reads: per(&[("mysql", 35.0)]),
+            });
+        }
+        let table = render_table(&report);
+        let a1 = table
+            .lines()
+            .find(|l| l.trim_start().starts_with("A-1 ") && l.contains('|') && l.contains("590"))
+            .expect("the A-1 CPU line");
+        assert!(
+            a1.contains("40") && a1.contains("300") && a1.contains("250"),
+            "{a1}"
+        );
+        let base = table
+            .lines()
+            .filter(|l| l.trim_start().starts_with("baseline"))
+            .last()
+            .expect("the baseline CPU line");
+        assert!(
+            base.contains("-") && base.contains("55") && base.contains("35"),
+            "{base}"
+        );
+    }
+
+    #[test]
     fn an_archiving_scenario_gets_its_line_with_the_cost_against_a1() {
         let mut report = sample_report();
         let mut archiving = report.scenarios[0].clone();
@@ -357,6 +444,7 @@ pub(crate) mod tests {
             key_space: 16_384,
             writes: summary(0.5, 10_000, 0),
             reads: summary(0.4, 10_000, 0),
+            cpu: None,
         };
         let scenario = |name: &str, shape: (usize, usize, usize), w: f64, r: f64, errors: u64| {
             ScenarioReport {
@@ -371,6 +459,7 @@ pub(crate) mod tests {
                 write_ratio: None,
                 read_ratio: None,
                 archive: None,
+                cpu: None,
             }
             .with_ratios(Some(&baseline))
         };

@@ -311,6 +311,24 @@ impl Fleet {
         self.shared.state.lock().await.token.clone()
     }
 
+    /// The process ids of the fleet's processes by kind (`router`, `agent`, `mysql`), for
+    /// measuring what each costs.
+    pub fn pids(&self) -> Vec<(&'static str, u32)> {
+        let mut out: Vec<(&'static str, u32)> =
+            self.router.iter().map(|r| ("router", r.pid())).collect();
+        let servers: Vec<_> = match self.shared.servers.lock() {
+            Ok(s) => s.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        for server in servers {
+            if let Ok(s) = server.lock() {
+                out.extend(s.agent_pid().map(|p| ("agent", p)));
+                out.extend(s.mysql_pid().map(|p| ("mysql", p)));
+            }
+        }
+        out
+    }
+
     /// The latest topology.
     pub fn topology(&self) -> Topology {
         self.shared.control.topology()

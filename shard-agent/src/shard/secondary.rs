@@ -88,6 +88,7 @@ impl Shard {
             ..EffectData::default()
         };
         let next = c.node.clone();
+        let matched = plan.matched;
         self.execute(&mut c, next, plan.effects, &mut data).await?;
         drop(c);
         self.ctx
@@ -96,7 +97,8 @@ impl Shard {
             .get_or_create(&Metrics::shard(self.table.shard.as_str()))
             .inc();
         self.reads.learn(req.commit_lsn);
-        Ok(self.wal.last().1)
+        // Not the WAL's last LSN: a tail beyond what this append checked is not answered.
+        Ok(matched)
     }
 
     /// Replaces this replica's state by the primary's snapshot (a wiped replica, or one behind
