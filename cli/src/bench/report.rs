@@ -404,8 +404,7 @@ pub(crate) mod tests {
         );
         let base = table
             .lines()
-            .filter(|l| l.trim_start().starts_with("baseline"))
-            .last()
+            .rfind(|l| l.trim_start().starts_with("baseline"))
             .expect("the baseline CPU line");
         assert!(
             base.contains("-") && base.contains("55") && base.contains("35"),
