@@ -7,3 +7,4 @@ pub mod hosting;
 pub mod leader;
 pub mod objects;
 pub mod reconcile;
+pub mod scope;

@@ -444,17 +444,22 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn append_truncates_only_an_uncommitted_divergent_tail() {
-        // Local log: epochs [1, 1, 1] at 1..=3, commit 1; the primary of epoch 2 sends [1, 2].
-        let local = [1, 1, 1];
-        let at = |l: Lsn| {
+    /// The epoch at each LSN of a local log holding `local` from LSN 1 (LSN 0 is epoch 0).
+    fn epochs(local: &[Epoch]) -> impl Fn(Lsn) -> Option<Epoch> + Copy + '_ {
+        move |l| {
             if l == 0 {
                 Some(0)
             } else {
                 local.get(l as usize - 1).copied()
             }
-        };
+        }
+    }
+
+    #[test]
+    fn append_truncates_only_an_uncommitted_divergent_tail() {
+        // Local log: epochs [1, 1, 1] at 1..=3, commit 1; the primary of epoch 2 sends [1, 2].
+        let local = [1, 1, 1];
+        let at = epochs(&local);
         let log = LogFacts {
             first_lsn: 1,
             last_epoch: 1,
@@ -509,13 +514,7 @@ mod tests {
         // append after LSN 2. Answering 4 would let it count this replica as holding its
         // LSN 3 of epoch 2, which it does not.
         let local = [1, 1, 1, 1];
-        let at = |l: Lsn| {
-            if l == 0 {
-                Some(0)
-            } else {
-                local.get(l as usize - 1).copied()
-            }
-        };
+        let at = epochs(&local);
         let log = LogFacts {
             first_lsn: 1,
             last_epoch: 1,

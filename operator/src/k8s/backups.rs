@@ -30,11 +30,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::NamespaceResourceScope;
 use kube::runtime::controller::{Action, Controller, Error as ControllerError};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::watcher;
-use kube::{Api, Client, Resource};
+use kube::{Client, Resource};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 use walshard_backup::take::TakeError;
@@ -196,16 +195,6 @@ impl<B: BaseBackups> BackupContext<B> {
 /// The requeue after a failed reconciliation of the backup controllers.
 const ERROR_RETRY: Duration = Duration::from_secs(15);
 
-fn api<K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>>(
-    client: &Client,
-    namespace: Option<&str>,
-) -> Api<K> {
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 /// Runs both backup controllers over `namespaces` (all when empty) until `stop` completes.
 pub async fn run<B: BaseBackups>(
     ctx: Arc<BackupContext<B>>,
@@ -213,15 +202,11 @@ pub async fn run<B: BaseBackups>(
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
     let stop = stop.boxed().shared();
-    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().map(|n| Some(n.as_str())).collect()
-    };
+    let scopes = crate::k8s::scope::scopes(namespaces);
     let mut streams = Vec::new();
     for scope in scopes {
         let requests = Controller::new(
-            api::<ShardedDatabaseBackup>(&ctx.client, scope),
+            crate::k8s::scope::api::<ShardedDatabaseBackup>(&ctx.client, scope),
             watcher::Config::default(),
         )
         .graceful_shutdown_on(stop.clone())
@@ -236,11 +221,11 @@ pub async fn run<B: BaseBackups>(
         .map(outcome)
         .boxed();
         let databases = Controller::new(
-            api::<ShardedDatabase>(&ctx.client, scope),
+            crate::k8s::scope::api::<ShardedDatabase>(&ctx.client, scope),
             watcher::Config::default(),
         )
         .owns(
-            api::<ShardedDatabaseBackup>(&ctx.client, scope),
+            crate::k8s::scope::api::<ShardedDatabaseBackup>(&ctx.client, scope),
             watcher::Config::default(),
         )
         .graceful_shutdown_on(stop.clone())

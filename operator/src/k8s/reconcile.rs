@@ -49,7 +49,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -223,11 +222,7 @@ pub async fn run<F: Fleet>(
     stop: impl Future<Output = ()> + Send + 'static,
 ) {
     let stop = stop.boxed().shared();
-    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.iter().map(|n| Some(n.as_str())).collect()
-    };
+    let scopes = crate::k8s::scope::scopes(namespaces);
     let streams = scopes.clone().into_iter().map(|scope| {
         controller(&ctx.client, scope)
             .graceful_shutdown_on(stop.clone())
@@ -260,15 +255,7 @@ pub async fn run<F: Fleet>(
 
 /// The Controller of one scope: databases, and the kinds they own (by the managed-by label).
 pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<ShardedDatabase> {
-    fn api<K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>>(
-        client: &Client,
-        namespace: Option<&str>,
-    ) -> Api<K> {
-        match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
+    use crate::k8s::scope::api;
     let owned = || {
         watcher::Config::default().labels(&format!(
             "{}={}",

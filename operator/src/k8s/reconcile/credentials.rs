@@ -10,8 +10,9 @@ use tracing::info;
 use walshard_k8s_api::spec::ShardedDatabase;
 
 use super::report::publish;
-use super::{Context, FIELD_MANAGER, Fleet, GENERATED_SECRET_LEN, ReconcileError};
+use super::{AgentAccess, Context, FIELD_MANAGER, Fleet, GENERATED_SECRET_LEN, ReconcileError};
 use crate::k8s::objects;
+use walshard_contract::http_client::TrustedCa;
 
 /// The generated Secret: created when it does not exist, never written once it does.
 pub(super) async fn ensure_secret<F: Fleet>(
@@ -89,6 +90,30 @@ pub(super) async fn add_missing_keys(
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .map_err(|e| ReconcileError::api("patch", "Secret", &name, e))
+}
+
+/// How the control plane reaches `db`'s agents: the cluster token and, with `spec.tls`, the
+/// authority of its TLS Secret (a user's Secret may not exist yet, e.g. before cert-manager
+/// issued it). `Ok(Err(why))` when either is missing.
+pub(super) async fn agent_access<F: Fleet>(
+    ctx: &Context<F>,
+    db: &ShardedDatabase,
+    namespace: &str,
+    generated: &Secret,
+) -> Result<Result<AgentAccess, String>, ReconcileError> {
+    let token = match cluster_token(ctx, db, namespace, generated).await? {
+        Ok(token) => token,
+        Err(missing) => return Ok(Err(missing)),
+    };
+    let trust = match super::tls::authority(ctx, db, namespace).await? {
+        Ok(None) => None,
+        Ok(Some(pem)) => match TrustedCa::from_pem(&pem) {
+            Ok(ca) => Some(ca),
+            Err(e) => return Ok(Err(e.to_string())),
+        },
+        Err(missing) => return Ok(Err(missing)),
+    };
+    Ok(Ok(AgentAccess { token, trust }))
 }
 
 /// The cluster token the agents use: from `credentials.clusterTokenSecretRef` or the generated

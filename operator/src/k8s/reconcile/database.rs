@@ -14,8 +14,7 @@ use kube::runtime::events::EventType;
 use tracing::{debug, info, warn};
 use walshard_k8s_api::spec::{LayoutSource, Retention, ShardedDatabase};
 
-use super::AgentAccess;
-use super::credentials::{cluster_token, ensure_secret, random_secret};
+use super::credentials::{agent_access, ensure_secret, random_secret};
 use super::drain::remove_server;
 use super::observe::{owned_by, router_state, server_of, server_state};
 use super::report::{invalid_spec, publish, report_apply, write_status};
@@ -23,7 +22,6 @@ use super::rollout::restart_one;
 use super::status::{self, Observation, reason};
 use super::{Context, Fleet, ReconcileError, delete_if_present, lock, switchover};
 use crate::k8s::objects::{self, GeneratedSecrets, ObjectsError};
-use walshard_contract::http_client::TrustedCa;
 
 /// Requeue while a removed server is draining.
 const DRAIN_POLL: Duration = Duration::from_secs(5);
@@ -80,8 +78,8 @@ pub(super) async fn apply<F: Fleet>(
     if let Some(tls) = &desired.tls_secret {
         ensure_secret(ctx, db, tls).await?;
     }
-    let token = match cluster_token(ctx, db, &namespace, &secret).await? {
-        Ok(token) => token,
+    let access = match agent_access(ctx, db, &namespace, &secret).await? {
+        Ok(access) => access,
         Err(missing) => {
             warn!(%missing, "credentials missing");
             let status = status::blocked(
@@ -95,29 +93,6 @@ pub(super) async fn apply<F: Fleet>(
             return Ok(Action::requeue(CREDENTIALS_POLL));
         }
     };
-    // The authority the hosted control plane will trust; a user's TLS Secret may not be there
-    // yet (e.g. cert-manager has not issued it).
-    let trust = match super::tls::authority(ctx, db, &namespace).await? {
-        Ok(pem) => pem.map(|pem| TrustedCa::from_pem(&pem).map_err(|e| e.to_string())),
-        Err(missing) => Some(Err(missing)),
-    }
-    .transpose();
-    let trust = match trust {
-        Ok(trust) => trust,
-        Err(missing) => {
-            warn!(%missing, "TLS Secret missing");
-            let status = status::blocked(
-                generation,
-                current,
-                reason::CREDENTIALS_MISSING,
-                &missing,
-                Timestamp::now(),
-            );
-            write_status(ctx, db, &status).await?;
-            return Ok(Action::requeue(CREDENTIALS_POLL));
-        }
-    };
-    let access = AgentAccess { token, trust };
 
     let sets: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &namespace);
     let selector = objects::managed_selector(&name);

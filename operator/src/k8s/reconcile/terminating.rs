@@ -55,10 +55,7 @@ pub fn selector() -> String {
 
 /// Watches server pods in `scope` (all namespaces when `None`) until the stream ends.
 pub async fn watch<F: Fleet>(ctx: Arc<Context<F>>, scope: Option<String>) {
-    let api: Api<Pod> = match &scope {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
+    let api: Api<Pod> = crate::k8s::scope::api(&ctx.client, scope.as_deref());
     let config = watcher::Config::default().labels(&selector());
     watcher(api, config)
         .default_backoff()
