@@ -19,6 +19,7 @@
 #[cfg(feature = "http")]
 pub mod answers;
 pub mod backoff;
+pub mod batch;
 #[cfg(feature = "http")]
 pub mod bearer;
 pub mod body;

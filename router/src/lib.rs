@@ -7,6 +7,7 @@
 //! - [`hashing`]: consistent hashing of requests onto a shard's replicas.
 //! - [`routes`]: the routing view of a layout (server URLs, a hash ring per shard) and the
 //!   [`routes::Primaries`] source (the control plane's topology).
+//! - [`coalesce`]: natural batching of concurrent requests for the same agent.
 //! - [`service`]: the seed API over HTTP: the data path (`/read`, `/write`, `/update`, `/del`),
 //!   `/status`, `/metrics`, and `/init`, `/add`, `/rm` forwarded to the control plane.
 //! - [`fleet`]: the view of the fleet learned from the control plane, the [`fleet::FleetAdmin`]
@@ -17,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod coalesce;
 pub mod fleet;
 pub mod hashing;
 pub mod kube_mode;

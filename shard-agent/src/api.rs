@@ -5,7 +5,7 @@
 //! `Authorization: Bearer <token>`.
 //!
 //! This file holds the routing; beside it: `seed` (the seed's server endpoints), `replica` (the
-//! endpoints of replication and elections), `backup` (base backups), `observe` (`/heartbeat`,
+//! endpoints of replication and elections), `batch` (the router's coalesced writes and reads), `backup` (base backups), `observe` (`/heartbeat`,
 //! `/metrics`, `/status` and the request metrics), `extract` (request bodies and path
 //! parameters) and `errors` (shard and agent errors as API errors).
 
@@ -20,6 +20,7 @@ use walshard_contract::bearer::{BearerToken, require_bearer};
 use crate::agent::Agent;
 
 mod backup;
+mod batch;
 mod errors;
 mod extract;
 mod observe;
@@ -47,6 +48,8 @@ pub fn router(agent: AppState, token: String, max_body_bytes: usize) -> Router {
         .route("/update", put(seed::update))
         .route("/del", delete(seed::del))
         .route("/status", get(observe::status))
+        .route("/shards/{id}/writes", post(batch::writes))
+        .route("/shards/{id}/reads", post(batch::reads))
         .route("/shards/{id}/fence", post(replica::fence))
         .route("/shards/{id}/promote", post(replica::promote))
         .route("/shards/{id}/confirm", post(replica::confirm))

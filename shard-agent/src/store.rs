@@ -23,6 +23,7 @@ use crate::wal::{Epoch, Lsn};
 
 mod apply;
 mod copy;
+mod ranges;
 mod rows;
 mod snapshot;
 mod statements;

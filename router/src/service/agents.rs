@@ -1,15 +1,18 @@
 //! The router's calls to the agents: one call ([`RouterState::call`]); a call to a shard's
 //! primary that follows failovers and retries in-doubt failures until [`WRITE_DEADLINE`]
 //! ([`RouterState::to_primary`]); reads of a replica with fallback around the ring, and strong
-//! reads on the primary.
+//! reads on the primary, both through the replicas' read batches.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::StatusCode;
-use serde_json::{Value as Json_, json};
+use serde_json::Value as Json_;
 use tracing::debug;
+use walshard_contract::batch::BatchedRead;
 use walshard_contract::{ApiError, Backoff, ErrorCode, Ident, KeyRange, code_of};
 
+use super::batches::ReadKey;
 use super::state::RouterState;
 
 /// How long a write keeps retrying through failovers before it answers 503.
@@ -155,60 +158,63 @@ impl RouterState {
     /// A read of one shard that sees at least log position `min_lsn` (0: any committed state):
     /// the ring's pick first, then the other replicas, each waiting a moment for the position;
     /// for a session read the primary last, which may wait longer. Returns the rows and the
-    /// position the read was served at.
+    /// position the read was served at. Each attempt travels in its replica's next read batch.
     pub(super) async fn read_from(
-        &self,
+        self: &Arc<Self>,
         shard: &Ident,
         range: KeyRange,
         request_id: u64,
         min_lsn: Option<u64>,
     ) -> Result<(Vec<Json_>, u64), ApiError> {
         let routes = self.routes()?;
-        let key = routes.layout.schema.key().to_string();
-        let mut body =
-            json!({"shard": shard.as_str(), key: {"low": range.low, "high": range.high}});
-        if let Some(lsn) = min_lsn {
-            body["min_lsn"] = lsn.into();
-            body["wait_ms"] = REPLICA_SESSION_WAIT_MS.into();
-        }
+        let mut read = BatchedRead {
+            range,
+            min_lsn: min_lsn.unwrap_or(0),
+            wait_ms: if min_lsn.is_some() {
+                REPLICA_SESSION_WAIT_MS
+            } else {
+                0
+            },
+            strong: false,
+        };
         let mut last_error = format!("shard {shard} has no replica");
         for server in routes.read_order(shard, request_id) {
             let Some(url) = routes.url(server) else {
                 continue;
             };
-            match self
-                .call(url, reqwest::Method::POST, "/read", &body, None)
-                .await
-            {
-                Ok((200, v)) => return Ok((rows_of(&v), applied_of(&v))),
-                Ok((code, v)) => {
-                    last_error = format!("{server} answered {code}: {}", message_of(&v))
-                }
-                Err(e) => last_error = format!("{server} unreachable: {e}"),
+            let key = ReadKey::Replica {
+                url: url.to_owned(),
+                shard: shard.clone(),
+            };
+            match self.read_op(key, read).await {
+                Ok(v) => return Ok((rows_of(&v), applied_of(&v))),
+                Err(e) => last_error = format!("{server} answered {}: {}", e.status, e.message),
             }
             self.metrics.retry("read-fallback");
         }
         if min_lsn.is_some() {
-            body["wait_ms"] = PRIMARY_SESSION_WAIT_MS.into();
-            let v = self
-                .to_primary(shard, reqwest::Method::POST, "/read", &body, None)
-                .await?;
+            read.wait_ms = PRIMARY_SESSION_WAIT_MS;
+            let v = self.read_op(ReadKey::Primary(shard.clone()), read).await?;
             return Ok((rows_of(&v), applied_of(&v)));
         }
         Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, last_error))
     }
 
     /// A strong (linearizable) read of one shard on its primary: rows and the position read at.
+    /// Strong reads in one batch share the primary's read-index check, which starts after each
+    /// of them arrived.
     pub(super) async fn read_strong(
-        &self,
+        self: &Arc<Self>,
         shard: &Ident,
         range: KeyRange,
     ) -> Result<(Vec<Json_>, u64), ApiError> {
-        let key = self.routes()?.layout.schema.key().to_string();
-        let body = json!({"shard": shard.as_str(), key: {"low": range.low, "high": range.high}, "consistency": "strong"});
-        let v = self
-            .to_primary(shard, reqwest::Method::POST, "/read", &body, None)
-            .await?;
+        let read = BatchedRead {
+            range,
+            min_lsn: 0,
+            wait_ms: 0,
+            strong: true,
+        };
+        let v = self.read_op(ReadKey::Primary(shard.clone()), read).await?;
         Ok((rows_of(&v), applied_of(&v)))
     }
 }

@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value as Json_, json};
 use tracing::warn;
 use walshard_contract::answers::{openmetrics, parse_json};
+use walshard_contract::batch::OpKind;
 use walshard_contract::{ApiError, ErrorCode, Ident, KeyRange, Row, STATUS_SUCCESS, code_of};
 
 use super::agents::{PRIMARY_SESSION_WAIT_MS, applied_of, message_of, relayed};
@@ -19,20 +20,17 @@ use super::state::RouterState;
 use crate::requests::{self, Consistency};
 use crate::session::{SESSION_HEADER, SessionToken};
 
-/// Sends a one-row change (`/update` or `/del`) to the shard's primary with a new operation id,
+/// Sends a one-row change (`/update` or `/del`) to the shard's primary in its next write batch,
 /// and answers as the seed does, with the causality token it reached; this router remembers the
 /// position.
 async fn change_one_row(
-    state: &RouterState,
+    state: &Arc<RouterState>,
     headers: &HeaderMap,
     shard: &Ident,
-    method: reqwest::Method,
-    path: &str,
-    agent_body: &Json_,
+    kind: OpKind,
+    agent_body: Json_,
 ) -> Result<Json_, ApiError> {
-    let agent_answer = &state
-        .to_primary(shard, method, path, agent_body, Some(&new_op_id()))
-        .await?;
+    let agent_answer = &state.write_op(shard, kind, agent_body).await?;
     let lsn = applied_of(agent_answer);
     state.memory.raise(shard.as_str(), lsn);
     let mut token = session_of(headers, None)?;
@@ -67,11 +65,6 @@ fn session_of(headers: &HeaderMap, body: Option<&Json_>) -> Result<SessionToken,
         }
     }
     Ok(token)
-}
-
-/// A new operation id (the same across a write's retries).
-fn new_op_id() -> String {
-    format!("{:032x}", uuid::Uuid::new_v4().as_u128())
 }
 
 /// Runs a handler body and records its outcome in the metrics.
@@ -201,12 +194,8 @@ pub(super) async fn write(
                     .iter()
                     .map(|r| Json_::Object(r.to_json(&schema)))
                     .collect();
-                let body =
-                    json!({"shard": shard.as_str(), "data": data, "on_duplicate": on_duplicate});
-                let op_id = new_op_id();
-                let result = state
-                    .to_primary(&shard, reqwest::Method::POST, "/write", &body, Some(&op_id))
-                    .await;
+                let body = json!({"data": data, "on_duplicate": on_duplicate});
+                let result = state.write_op(&shard, OpKind::Write, body).await;
                 (shard, rows, result)
             }
         });
@@ -288,16 +277,8 @@ pub(super) async fn update(
         let (shard, key, patch) = requests::parse_update(&routes.layout, &body)?;
         let key_name = routes.layout.schema.key().to_string();
         let data = Json_::Object(patch.to_json(&routes.layout.schema, key));
-        let agent_body = json!({"shard": shard.as_str(), key_name: key, "data": data});
-        change_one_row(
-            &state,
-            &headers,
-            &shard,
-            reqwest::Method::PUT,
-            "/update",
-            &agent_body,
-        )
-        .await
+        let agent_body = json!({key_name: key, "data": data});
+        change_one_row(&state, &headers, &shard, OpKind::Update, agent_body).await
     })
     .await
 }
@@ -312,16 +293,8 @@ pub(super) async fn del(
         let routes = state.routes()?;
         let (shard, key) = requests::parse_delete(&routes.layout, &body)?;
         let key_name = routes.layout.schema.key().to_string();
-        let agent_body = json!({"shard": shard.as_str(), key_name: key});
-        change_one_row(
-            &state,
-            &headers,
-            &shard,
-            reqwest::Method::DELETE,
-            "/del",
-            &agent_body,
-        )
-        .await
+        let agent_body = json!({key_name: key});
+        change_one_row(&state, &headers, &shard, OpKind::Del, agent_body).await
     })
     .await
 }

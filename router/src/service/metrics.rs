@@ -1,5 +1,5 @@
-//! The router's Prometheus metrics: requests and latency per endpoint and status, and calls to
-//! agents retried, per reason.
+//! The router's Prometheus metrics: requests and latency per endpoint and status, calls to agents
+//! retried, per reason, and client requests per coalesced call.
 
 use std::time::Instant;
 
@@ -17,6 +17,11 @@ struct EndpointLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatchLabels {
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RetryLabels {
     reason: String,
 }
@@ -27,6 +32,7 @@ pub struct RouterMetrics {
     requests: Family<EndpointLabels, Counter>,
     seconds: Family<EndpointLabels, Histogram>,
     retries: Family<RetryLabels, Counter>,
+    batch_items: Family<BatchLabels, Histogram>,
 }
 
 impl RouterMetrics {
@@ -37,6 +43,14 @@ impl RouterMetrics {
             Histogram::new(exponential_buckets(0.0001, 2.0, 18))
         });
         let retries = Family::<RetryLabels, Counter>::default();
+        let batch_items = Family::<BatchLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1.0, 2.0, 10))
+        });
+        registry.register(
+            "batch_items",
+            "Client requests per coalesced call to an agent, by kind (write, read)",
+            batch_items.clone(),
+        );
         registry.register("requests", "Seed API requests answered", requests.clone());
         registry.register(
             "request_duration_seconds",
@@ -53,7 +67,16 @@ impl RouterMetrics {
             requests,
             seconds,
             retries,
+            batch_items,
         }
+    }
+
+    pub(super) fn batch(&self, kind: &str, items: usize) {
+        self.batch_items
+            .get_or_create(&BatchLabels {
+                kind: kind.to_owned(),
+            })
+            .observe(items as f64);
     }
 
     pub(super) fn record(&self, endpoint: &str, status: StatusCode, started: Instant) {

@@ -10,12 +10,16 @@
 //!   connection is retried until [`WRITE_DEADLINE`]. If some shards fail, the answer says exactly
 //!   which entries were written.
 //!
+//! Concurrent requests for the same shard primary or replica are coalesced (`batches`, over
+//! [`crate::coalesce`]): one agent call carries them all, each answered on its own.
+//!
 //! Modules: `state` (the shared [`RouterState`] and the token check), `agents` (calls to the
-//! agents, with retries), `handlers` (the data-path endpoints), `admin` (`/init`, `/add`, `/rm`
+//! agents, with retries), `batches` (the coalesced calls), `handlers` (the data-path endpoints), `admin` (`/init`, `/add`, `/rm`
 //! and [`follow`]), `metrics`.
 
 mod admin;
 mod agents;
+mod batches;
 mod handlers;
 mod metrics;
 mod state;

@@ -8,16 +8,22 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
+use walshard_contract::batch::{BatchedOp, BatchedRead};
 use walshard_contract::bearer::BearerToken;
 use walshard_contract::http_client::{ClientError, ClientSettings, TrustedCa};
-use walshard_contract::{ApiError, ErrorCode};
+use walshard_contract::{ApiError, ErrorCode, Ident};
 
+use super::batches::{MAX_READ_BATCH, MAX_WRITE_BATCH, ReadKey};
 use super::metrics::RouterMetrics;
+use crate::coalesce::Coalescer;
 use crate::fleet::{self, FleetPrimaries, FleetView};
 use crate::hashing::HashMode;
 use crate::routes::{Primaries, Routes};
 use crate::session::RouterMemory;
 
+/// Batches on the wire at once per shard primary (writes) or replica (reads): while they are in
+/// flight the next batch gathers.
+const BATCHES_IN_FLIGHT: usize = 1;
 /// Timeout of one call to an agent.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -46,6 +52,10 @@ pub struct RouterState {
     pub(super) metrics: RouterMetrics,
     /// What this router acknowledged or served, per shard (session reads see at least this).
     pub(super) memory: RouterMemory,
+    /// Client writes waiting for their shard's next write batch.
+    pub(super) writes: Arc<Coalescer<Ident, BatchedOp>>,
+    /// Reads waiting for their replica's next read batch.
+    pub(super) reads: Arc<Coalescer<ReadKey, BatchedRead>>,
 }
 
 impl RouterState {
@@ -96,6 +106,8 @@ impl RouterState {
             token: token.into(),
             metrics: RouterMetrics::new(),
             memory: RouterMemory::default(),
+            writes: Coalescer::new(MAX_WRITE_BATCH, BATCHES_IN_FLIGHT),
+            reads: Coalescer::new(MAX_READ_BATCH, BATCHES_IN_FLIGHT),
         })
     }
 

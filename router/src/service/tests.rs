@@ -113,3 +113,99 @@ async fn without_a_control_plane_admin_requests_are_501_and_data_requests_400() 
         assert_eq!(call(&app, method, path, None).await.0, 400, "{path}");
     }
 }
+
+/// An agent of an older version: the single endpoints only (`/shards/{id}/writes` and `/reads`
+/// answer 404, as its fallback does). It records the paths it was called on.
+async fn older_agent(seen: Arc<std::sync::Mutex<Vec<String>>>) -> String {
+    use axum::routing::post;
+    let record = move |path: &'static str| {
+        let seen = seen.clone();
+        move |axum::Json(body): axum::Json<Json_>| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().expect("seen").push(path.to_owned());
+                let answer = match path {
+                    "/write" => {
+                        serde_json::json!({"message": "Data entries added", "count": body["data"].as_array().map_or(0, Vec::len), "status": "success"})
+                    }
+                    _ => {
+                        serde_json::json!({"data": [{"Stud_id": body["Stud_id"]["low"], "Stud_name": "a", "Stud_marks": "1"}], "status": "success"})
+                    }
+                };
+                ([("x-walshard-lsn", "7")], axum::Json(answer))
+            }
+        }
+    };
+    let app = Router::new()
+        .route("/write", post(record("/write")))
+        .route("/read", post(record("/read")))
+        .fallback(walshard_contract::answers::no_such_endpoint);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    url
+}
+
+struct OnePrimary;
+
+impl Primaries for OnePrimary {
+    fn primary(&self, _shard: &str) -> Option<String> {
+        Some("Server0".into())
+    }
+}
+
+#[tokio::test]
+async fn an_agent_without_batch_endpoints_gets_single_requests() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let url = older_agent(seen.clone()).await;
+    let layout = crate::requests::parse_init(&serde_json::json!({
+        "N": 1,
+        "schema": {"columns": ["Stud_id", "Stud_name", "Stud_marks"], "dtypes": ["Number", "String", "String"]},
+        "shards": [{"Stud_id_low": 0, "Shard_id": "sh1", "Shard_size": 100}],
+        "servers": {"Server0": ["sh1"]}
+    }))
+    .expect("layout");
+    let urls = [(walshard_contract::Ident::new("Server0").expect("name"), url)]
+        .into_iter()
+        .collect();
+    let routes = crate::routes::Routes::new(layout, urls, crate::hashing::HashMode::Default)
+        .expect("routes");
+    let app = router(
+        RouterState::new(Some(routes), Arc::new(OnePrimary), "t").expect("state"),
+        1 << 20,
+    );
+    let send = |path: &str, body: Json_| {
+        let req = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("request");
+        app.clone().oneshot(req)
+    };
+    let resp = send(
+        "/write",
+        serde_json::json!({"data": [{"Stud_id": 3, "Stud_name": "a", "Stud_marks": 1}]}),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(resp.status(), 200);
+    let resp = send(
+        "/read",
+        serde_json::json!({"Stud_id": {"low": 3, "high": 4}}),
+    )
+    .await
+    .expect("answer");
+    assert_eq!(resp.status(), 200);
+    let bytes = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .expect("body")
+        .to_bytes();
+    let v: Json_ = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(v["data"][0]["Stud_id"], 3, "{v}");
+    assert_eq!(*seen.lock().expect("seen"), vec!["/write", "/read"]);
+}

@@ -23,7 +23,7 @@ use crate::shard::{Shard, ShardError};
 use crate::wal::OpId;
 
 /// A data answer: the JSON body, with the log position in [`LSN_HEADER`].
-fn at_position(lsn: u64, body: Json_) -> Response {
+pub(super) fn at_position(lsn: u64, body: Json_) -> Response {
     ([(LSN_HEADER, lsn.to_string())], Json(body)).into_response()
 }
 
@@ -43,7 +43,7 @@ pub(super) async fn config(
 }
 
 /// The schema and the named shard, or 400 (not configured) / 404 (unknown shard).
-async fn target(agent: &Agent, id: &Ident) -> Result<(Schema, Arc<Shard>), ApiError> {
+pub(super) async fn target(agent: &Agent, id: &Ident) -> Result<(Schema, Arc<Shard>), ApiError> {
     let schema = agent.schema().await.ok_or_else(|| {
         ApiError::coded(
             ErrorCode::NotConfigured,
@@ -59,7 +59,7 @@ async fn target(agent: &Agent, id: &Ident) -> Result<(Schema, Arc<Shard>), ApiEr
     Ok((schema, shard))
 }
 
-fn rows_json(schema: &Schema, rows: &[Row]) -> Json_ {
+pub(super) fn rows_json(schema: &Schema, rows: &[Row]) -> Json_ {
     Json_::Array(
         rows.iter()
             .map(|r| Json_::Object(r.to_json(schema)))
@@ -140,21 +140,24 @@ pub(super) async fn read(
     ))
 }
 
+/// The op id of a single request: its header, or a new one.
 fn op_id(headers: &HeaderMap) -> Result<OpId, ApiError> {
     match headers.get(OP_ID_HEADER) {
         None => Ok(OpId(uuid::Uuid::new_v4().as_u128())),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.parse::<OpId>().ok())
-            .filter(|id| *id != OpId::default())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    format!("{OP_ID_HEADER} must be 32 hex digits, not all zero"),
-                )
-            }),
+        Some(v) => parse_op_id(v.to_str().ok(), OP_ID_HEADER),
     }
+}
+
+/// An op id as 32 hex digits, not all zero; else 400 naming `field`.
+pub(super) fn parse_op_id(text: Option<&str>, field: &str) -> Result<OpId, ApiError> {
+    text.and_then(|s| s.parse::<OpId>().ok())
+        .filter(|id| *id != OpId::default())
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("{field} must be 32 hex digits, not all zero"),
+            )
+        })
 }
 
 /// Submits an op and turns its outcome into the seed's answer. A write of no rows changes nothing
@@ -165,15 +168,29 @@ async fn run_op(
     headers: &HeaderMap,
     op: Op,
 ) -> Result<(u64, Json_), ApiError> {
-    let key = schema.key();
     let outcome = match &op {
-        Op::Write { rows, .. } if rows.is_empty() => Outcome::Written {
-            count: 0,
-            skipped: Vec::new(),
-        },
+        Op::Write { rows, .. } if rows.is_empty() => nothing_written(),
         _ => shard.submit(op_id(headers)?, op).await?,
     };
-    let answer = match outcome {
+    let mut answer = answer_of(schema, outcome)?;
+    answer["status"] = STATUS_SUCCESS.into();
+    // The op is applied here: a read that waits for this position sees it (a causality token).
+    Ok((shard.applied_lsn(), answer))
+}
+
+/// The outcome of a write of no rows, which is not logged.
+pub(super) fn nothing_written() -> Outcome {
+    Outcome::Written {
+        count: 0,
+        skipped: Vec::new(),
+    }
+}
+
+/// An op's outcome as its endpoint answers it (without the `status` word): a success body, or
+/// 409 (duplicate keys) / 404 (no such row).
+pub(super) fn answer_of(schema: &Schema, outcome: Outcome) -> Result<Json_, ApiError> {
+    let key = schema.key();
+    Ok(match outcome {
         Outcome::Written { count, skipped } => {
             let mut v = json!({"message": "Data entries added", "count": count});
             if !skipped.is_empty() {
@@ -191,7 +208,7 @@ async fn run_op(
         Outcome::Conflict { keys } => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                duplicate_message(schema.key().as_str(), &keys, "already present"),
+                duplicate_message(key.as_str(), &keys, "already present"),
             ));
         }
         Outcome::NotFound { key: k } => {
@@ -200,15 +217,11 @@ async fn run_op(
                 format!("no data entry with {key}:{k}"),
             ));
         }
-    };
-    let mut answer = answer;
-    answer["status"] = STATUS_SUCCESS.into();
-    // The op is applied here: a read that waits for this position sees it (a causality token).
-    Ok((shard.applied_lsn(), answer))
+    })
 }
 
 /// A request parser for one of the mutating endpoints.
-type ParseOp = fn(&Schema, Option<&ShardSpec>, &Json_) -> Result<Op, RequestError>;
+pub(super) type ParseOp = fn(&Schema, Option<&ShardSpec>, &Json_) -> Result<Op, RequestError>;
 
 /// `/write`, `/update` and `/del`: find the shard, parse the op, run it.
 async fn mutate(

@@ -51,6 +51,14 @@ impl Shard {
     /// Logs `op`, waits until it is committed and applied, and returns its outcome. A retried
     /// op id gets the first attempt's outcome and is not applied again.
     pub async fn submit(&self, op_id: OpId, op: Op) -> Result<Outcome, ShardError> {
+        let mut outcomes = self.submit_many(vec![(op_id, op)]).await?;
+        outcomes.pop().ok_or(ShardError::ShuttingDown)
+    }
+
+    /// Logs `ops` as consecutive entries in one durable WAL group, waits until all are committed
+    /// and applied, and returns their outcomes in order. Each op id is applied once, however
+    /// often it is submitted. A failure (not writable, the WAL, the wait) is the whole call's.
+    pub async fn submit_many(&self, ops: Vec<(OpId, Op)>) -> Result<Vec<Outcome>, ShardError> {
         if let Some(e) = self.halted_error() {
             return Err(e);
         }
@@ -62,39 +70,49 @@ impl Shard {
                 shard: self.table.shard.to_string(),
                 source,
             })?;
-        let payload = op.encode(walshard_backup::now_ms())?;
+        let now_ms = walshard_backup::now_ms();
+        let mut items = Vec::with_capacity(ops.len());
+        for (op_id, op) in &ops {
+            items.push((*op_id, op.encode(now_ms)?));
+        }
         let proposing = Proposing::new(&self.proposing);
         let repl = self.current_replication();
         let epoch = self.writable_epoch(repl.as_deref())?;
-        let (tx, rx) = oneshot::channel();
-        self.with_waiters(|w| w.entry(op_id).or_default().push(tx));
+        let receivers: Vec<_> = ops
+            .iter()
+            .map(|(op_id, _)| {
+                let (tx, rx) = oneshot::channel();
+                self.with_waiters(|w| w.entry(*op_id).or_default().push(tx));
+                rx
+            })
+            .collect();
+        let prune = || ops.iter().for_each(|(op_id, _)| self.prune_waiters(*op_id));
         let started = std::time::Instant::now();
-        let proposed = self.wal.propose(epoch, op_id, payload).await;
+        let proposed = self.wal.propose_many(epoch, items).await;
         drop(proposing);
-        let entry = match proposed {
-            Ok(entry) => entry,
+        let last = match proposed {
+            Ok(entries) => entries.last().map_or(0, |e| e.lsn),
             Err(e) => {
-                self.prune_waiters(op_id);
+                prune();
                 return Err(e.into());
             }
         };
         let durable = started.elapsed();
-        match tokio::time::timeout(APPLY_WAIT, rx).await {
-            Ok(Ok(outcome)) => {
-                debug!(
-                    lsn = entry.lsn,
-                    durable_us = durable.as_micros() as u64,
-                    applied_us = started.elapsed().as_micros() as u64,
-                    "op done"
-                );
-                Ok(outcome)
-            }
-            Ok(Err(_)) => Err(ShardError::ShuttingDown),
-            Err(_) => {
-                self.prune_waiters(op_id);
-                Err(ShardError::NotAppliedYet { lsn: entry.lsn })
-            }
-        }
+        let waited = tokio::time::timeout(APPLY_WAIT, futures::future::join_all(receivers)).await;
+        let Ok(answers) = waited else {
+            prune();
+            return Err(ShardError::NotAppliedYet { lsn: last });
+        };
+        let outcomes: Result<Vec<Outcome>, _> = answers.into_iter().collect();
+        let outcomes = outcomes.map_err(|_| ShardError::ShuttingDown)?;
+        debug!(
+            lsn = last,
+            ops = outcomes.len(),
+            durable_us = durable.as_micros() as u64,
+            applied_us = started.elapsed().as_micros() as u64,
+            "ops done"
+        );
+        Ok(outcomes)
     }
 
     pub(super) fn with_waiters<R>(

@@ -5,7 +5,7 @@ use walshard_contract::{KeyRange, Row};
 
 use super::statements::{MAX_PLACEHOLDERS, pad_pow2, placeholders, pow2_chunks};
 use super::values::{bind_value, decode_row};
-use super::{ShardTable, Store, StoreError};
+use super::{ShardTable, Store, StoreError, ranges};
 
 impl Store {
     /// Rows with keys in `range` (inclusive), ordered by key.
@@ -29,6 +29,39 @@ impl Store {
             .iter()
             .map(|r| decode_row(&t.schema, r))
             .collect::<Result<_, _>>()?)
+    }
+
+    /// The rows of each of `ranges` (inclusive), each ordered by key, in one statement over the
+    /// ranges merged ([`ranges::covering`]); an empty range gets no rows.
+    pub async fn read_ranges(
+        &self,
+        t: &ShardTable,
+        ranges: &[KeyRange],
+    ) -> Result<Vec<Vec<Row>>, StoreError> {
+        let cover = ranges::covering(ranges);
+        if cover.is_empty() {
+            return Ok(vec![Vec::new(); ranges.len()]);
+        }
+        // Padded to a power of two (the last range repeated) so few statement shapes are cached.
+        let cover = pad_pow2(&cover);
+        let wheres = vec![format!("{} BETWEEN ? AND ?", t.key()); cover.len()];
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {} ORDER BY {}",
+            t.column_list,
+            t.table,
+            wheres.join(" OR "),
+            t.key()
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql));
+        for r in &cover {
+            query = query.bind(r.low).bind(r.high);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        let rows: Vec<Row> = rows
+            .iter()
+            .map(|r| decode_row(&t.schema, r))
+            .collect::<Result<_, _>>()?;
+        Ok(ranges::split(&rows, ranges))
     }
 
     /// Every row of the shard, ordered by key.
