@@ -13,7 +13,7 @@ use super::report::{Report, thousands};
 pub const PNG_FILE: &str = "seed-analysis.png";
 /// The one font the chart uses (Debian package fonts-dejavu-core); no system font lookup.
 pub const FONT_PATH: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 const SIZE: (u32, u32) = (1000, 600);
 const WRITES: RGBColor = RGBColor(52, 101, 164);
 const READS: RGBColor = RGBColor(245, 121, 0);

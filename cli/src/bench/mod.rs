@@ -11,6 +11,7 @@
 //! - `driver`: the closed-loop load driver and the seed-API requests.
 //! - `baseline`: the direct-MariaDB baseline.
 //! - `stats`, `report`, `chart`: figures, the table and JSON, the PNG.
+//! - `sweep`: throughput and latency against concurrency (`--sweep`).
 
 mod archive;
 mod backup;
@@ -22,6 +23,7 @@ mod keys;
 mod report;
 mod scenario;
 mod stats;
+mod sweep;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -90,6 +92,14 @@ pub struct BenchArgs {
     /// a reload (0: skip; `scripts/bench.sh` uses 1,000,000).
     #[arg(long, default_value_t = 0, conflicts_with = "router")]
     pub backup_rows: u64,
+    /// Also measure the first scenario and the baseline at each of these concurrencies (e.g.
+    /// `1,16,64`), each on a fresh fleet: throughput and latency percentiles per level, and the
+    /// chart `concurrency.png`.
+    #[arg(long, value_delimiter = ',', conflicts_with = "router", value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub sweep: Vec<u32>,
+    /// Writes and reads per sweep level.
+    #[arg(long, default_value_t = 2_000)]
+    pub sweep_requests: usize,
     /// No progress bars or fleet progress lines.
     #[arg(short, long)]
     pub quiet: bool,
@@ -226,6 +236,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if let Some(figures) = &report.backup {
         print!("{}", backup::render(figures));
     }
+    if let Some(s) = &report.sweep {
+        print!("{}", sweep::render(s));
+        let png = args.out_dir.join(sweep::PNG_FILE);
+        sweep::render_chart(s, &png)?;
+        println!("sweep chart: {}", png.display());
+    }
     let json = report.write_json(&args.out_dir)?;
     let png = args.out_dir.join(chart::PNG_FILE);
     chart::render_chart(&report, &png)?;
@@ -324,6 +340,18 @@ async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
             .with_ratios(baseline.as_ref()),
         );
     }
+    let sweep = match (args.sweep.is_empty(), targets.first()) {
+        (false, Some(target)) => {
+            match run_sweep(target, args, &run_dir, &progress, &mut stop).await {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    finish_run_dir(&run_dir, args.keep);
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
     let backup = if args.backup_rows > 0 {
         if !args.quiet {
             eprintln!(
@@ -362,6 +390,63 @@ async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
         scenarios,
         targets: Targets::default(),
         backup,
+        sweep,
+    })
+}
+
+/// The sweep: `target` and the baseline at each `--sweep` level, each on a fresh fleet and a
+/// fresh MariaDB, with the same `--sweep-requests` keys and ranges.
+async fn run_sweep(
+    target: &Target,
+    args: &BenchArgs,
+    run_dir: &Path,
+    progress: &Progress,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<sweep::Sweep, BenchError> {
+    let schedule = Schedule::new(&target.key_space, args.sweep_requests, args.sweep_requests)?;
+    let mut levels = Vec::new();
+    for &level in &args.sweep {
+        let concurrency = level as usize;
+        if !args.quiet {
+            eprintln!(
+                "walshard bench: sweep: {} at concurrency {concurrency}",
+                target.name
+            );
+        }
+        let baseline = if args.no_baseline {
+            None
+        } else {
+            let run = interruptible(
+                stop,
+                baseline::measure(
+                    schedule.keys.clone(),
+                    schedule.ranges.clone(),
+                    concurrency,
+                    progress,
+                ),
+            )
+            .await??;
+            Some(run)
+        };
+        let level_args = BenchArgs {
+            concurrency: level,
+            ..args.clone()
+        };
+        let dir = run_dir.join(format!("sweep-{concurrency}-{}", target.name));
+        let (measured, _) = run_target(target, &schedule, &level_args, dir, progress, stop).await?;
+        levels.push(sweep::SweepLevel {
+            concurrency,
+            writes: PhaseSummary::new(&measured.writes),
+            reads: PhaseSummary::new(&measured.reads),
+            baseline_writes: baseline.as_ref().map(|b| PhaseSummary::new(&b.writes)),
+            baseline_reads: baseline.as_ref().map(|b| PhaseSummary::new(&b.reads)),
+        });
+    }
+    levels.sort_by_key(|l| l.concurrency);
+    Ok(sweep::Sweep {
+        target: target.name.clone(),
+        requests: args.sweep_requests,
+        levels,
     })
 }
 

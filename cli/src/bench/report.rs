@@ -29,6 +29,9 @@ pub struct Report {
     /// Base backup and restore against `mariadb-dump` (`--backup-rows`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backup: Option<super::backup::BackupFigures>,
+    /// The concurrency sweep (`--sweep`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<super::sweep::Sweep>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -128,6 +131,17 @@ impl Report {
         for s in &self.scenarios {
             out.push((format!("{} writes", s.name), &s.writes));
             out.push((format!("{} reads", s.name), &s.reads));
+        }
+        for l in self.sweep.iter().flat_map(|s| &s.levels) {
+            let c = l.concurrency;
+            out.push((format!("sweep {c} writes"), &l.writes));
+            out.push((format!("sweep {c} reads"), &l.reads));
+            if let Some(b) = &l.baseline_writes {
+                out.push((format!("sweep {c} baseline writes"), b));
+            }
+            if let Some(b) = &l.baseline_reads {
+                out.push((format!("sweep {c} baseline reads"), b));
+            }
         }
         out
     }
@@ -482,6 +496,7 @@ pub(crate) mod tests {
             baseline: Some(baseline),
             targets: Targets::default(),
             backup: None,
+            sweep: None,
         }
     }
 
