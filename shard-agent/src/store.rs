@@ -23,6 +23,7 @@ use crate::wal::{Epoch, Lsn};
 
 mod apply;
 mod copy;
+mod literals;
 mod ranges;
 mod rows;
 mod snapshot;
@@ -89,8 +90,11 @@ impl Store {
                 .await?;
             admin.close().await;
         }
+        // No ping before each use (a round trip per statement or transaction): a connection that
+        // broke fails its statement, which the applier retries and a read answers 503 for.
         let pool = MySqlPoolOptions::new()
             .max_connections(max_connections)
+            .test_before_acquire(false)
             .connect_with(
                 server
                     .database(DATABASE)

@@ -1,17 +1,244 @@
-//! The transactional apply of committed WAL entries: a compare-and-set of `applied_lsn`, retried
-//! op ids answered from `walshard_ops`, fresh writes in one multi-row INSERT when they can be,
-//! else op by op; data-dependent failures become outcomes.
+//! The transactional apply of committed WAL entries, in two round trips to MySQL where it can
+//! be (docs/benchmarks.md, "the apply"):
+//!
+//! 1. one multi-statement query opens the transaction, compare-and-sets `applied_lsn` (which
+//!    also locks the shard's bookkeeping row), reads the outcomes of op ids applied before
+//!    (retries, answered from `walshard_ops`) and, for a batch of writes, which of its keys are
+//!    stored;
+//! 2. the outcomes are decided here in log order ([`plan_writes`]), and one multi-statement
+//!    query inserts the new rows, records the outcomes and commits.
+//!
+//! A batch with updates or deletes applies those op by op between the two. Values travel as
+//! typed literals ([`super::literals`]); data-dependent failures become outcomes.
 
 use std::collections::HashMap;
 
-use sqlx::{AssertSqlSafe, Executor, Row as _};
+use futures::TryStreamExt;
+use sqlx::Either;
+use sqlx::mysql::MySqlRow;
+use sqlx::pool::PoolConnection;
+use sqlx::{AssertSqlSafe, Executor, MySql, Row as _};
 use walshard_contract::{OnDuplicate, Patch, Row};
 
-use super::statements::{MAX_PLACEHOLDERS, pad_pow2, placeholders, pow2_chunks};
+use super::literals;
 use super::values::{bind_value, is_duplicate_key};
 use super::{OP_RETENTION, ShardTable, Store, StoreError};
 use crate::ops::{Op, Outcome, plan_writes};
 use crate::wal::{Entry, Lsn, OpId};
+
+/// Largest multi-statement query the applier sends (MySQL's `max_allowed_packet` is larger).
+const MAX_QUERY_BYTES: usize = 4 << 20;
+
+/// What the first round trip found.
+struct Found {
+    /// Rows the compare-and-set changed: 1, or 0 when `applied_lsn` was not the expected one.
+    cas: u64,
+    /// Outcomes recorded for op ids of the batch.
+    known: HashMap<OpId, Outcome>,
+    /// Keys of the batch's writes that are stored.
+    stored: Vec<i64>,
+}
+
+/// A transaction on one pooled connection, opened by a multi-statement query. Unless it ends
+/// with its `COMMIT` or `ROLLBACK` answered, its connection is closed, never pooled again (the
+/// server rolls back what was left open).
+struct OpenTx {
+    conn: Option<PoolConnection<MySql>>,
+}
+
+impl OpenTx {
+    fn conn(&mut self) -> Result<&mut sqlx::MySqlConnection, StoreError> {
+        self.conn
+            .as_deref_mut()
+            .ok_or(StoreError::Sql(sqlx::Error::PoolClosed))
+    }
+
+    /// Runs `sql`, several statements; returns per statement its rows and rows affected.
+    async fn run(&mut self, sql: String) -> Result<Vec<(Vec<MySqlRow>, u64)>, StoreError> {
+        let conn = self.conn()?;
+        let mut out = Vec::new();
+        let mut rows = Vec::new();
+        let mut results = sqlx::raw_sql(AssertSqlSafe(sql)).fetch_many(&mut *conn);
+        while let Some(item) = results.try_next().await? {
+            match item {
+                Either::Left(done) => out.push((std::mem::take(&mut rows), done.rows_affected())),
+                Either::Right(row) => rows.push(row),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs the closing statements (the last chunk ends with `COMMIT` or `ROLLBACK`) and
+    /// returns the connection to the pool.
+    async fn finish(mut self, chunks: Vec<String>) -> Result<(), StoreError> {
+        for sql in chunks {
+            self.run(sql).await?;
+        }
+        self.conn = None;
+        Ok(())
+    }
+}
+
+impl Drop for OpenTx {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// Statements sent together, cut into queries of at most [`MAX_QUERY_BYTES`].
+#[derive(Default)]
+struct Statements {
+    chunks: Vec<String>,
+}
+
+impl Statements {
+    fn push(&mut self, sql: String) {
+        match self.chunks.last_mut() {
+            Some(last) if last.len() + sql.len() < MAX_QUERY_BYTES => {
+                last.push_str(";\n");
+                last.push_str(&sql);
+            }
+            _ => self.chunks.push(sql),
+        }
+    }
+
+    /// `INSERT`s of `rows`, each statement within [`MAX_QUERY_BYTES`].
+    fn insert_rows(&mut self, t: &ShardTable, rows: &[&Row]) {
+        let head = format!("INSERT INTO {} ({}) VALUES ", t.table, t.column_list);
+        let mut sql = String::new();
+        for r in rows {
+            if sql.len() > MAX_QUERY_BYTES / 2 {
+                self.push(std::mem::take(&mut sql));
+            }
+            sql.push_str(if sql.is_empty() { &head } else { "," });
+            literals::row(&mut sql, r);
+        }
+        if !sql.is_empty() {
+            self.push(sql);
+        }
+    }
+
+    /// Records the outcome of every fresh op with an op id, so a retry gets the same answer.
+    fn record_outcomes(
+        &mut self,
+        shard: &str,
+        entries: &[(Entry, Op)],
+        fresh: &[usize],
+        outcomes: &[Outcome],
+    ) -> Result<(), StoreError> {
+        let head = "INSERT INTO walshard_ops (shard, op_id, lsn, outcome) VALUES ";
+        let mut sql = String::new();
+        for &i in fresh {
+            let entry = &entries[i].0;
+            if entry.op_id == OpId::default() {
+                continue;
+            }
+            if sql.len() > MAX_QUERY_BYTES / 2 {
+                self.push(std::mem::take(&mut sql));
+            }
+            sql.push_str(if sql.is_empty() { head } else { "," });
+            sql.push('(');
+            literals::text(&mut sql, shard);
+            sql.push(',');
+            literals::bytes(&mut sql, &entry.op_id.0.to_be_bytes());
+            sql.push_str(&format!(",{},", entry.lsn));
+            literals::text(&mut sql, &serde_json::to_string(&outcomes[i])?);
+            sql.push(')');
+        }
+        if !sql.is_empty() {
+            self.push(sql);
+        }
+        Ok(())
+    }
+}
+
+/// The first round trip: opens the transaction, compare-and-sets `applied_lsn` from `expected`
+/// to `last`, reads the recorded outcomes of `ids` and which of `keys` are stored.
+async fn first_round(
+    tx: &mut OpenTx,
+    t: &ShardTable,
+    last: &Entry,
+    expected: Lsn,
+    ids: &[OpId],
+    keys: &[i64],
+) -> Result<Found, StoreError> {
+    let mut shard = String::new();
+    literals::text(&mut shard, t.shard.as_str());
+    let mut sql = format!(
+        "START TRANSACTION;\nUPDATE walshard_shards SET applied_lsn = {}, applied_epoch = {} WHERE shard = {shard} AND applied_lsn = {expected}",
+        last.lsn, last.epoch
+    );
+    if !ids.is_empty() {
+        sql.push_str(";\nSELECT op_id, outcome FROM walshard_ops WHERE shard = ");
+        sql.push_str(&shard);
+        sql.push_str(" AND op_id IN (");
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                sql.push(',');
+            }
+            literals::bytes(&mut sql, &id.0.to_be_bytes());
+        }
+        sql.push(')');
+    }
+    if !keys.is_empty() {
+        sql.push_str(&format!(
+            ";\nSELECT {k} FROM {} WHERE {k} IN (",
+            t.table,
+            k = t.key()
+        ));
+        literals::ints(&mut sql, keys.iter().copied());
+        sql.push(')');
+    }
+    let mut results = tx.run(sql).await?.into_iter().skip(1);
+    let cas = results.next().map_or(0, |(_, affected)| affected);
+    let mut known = HashMap::new();
+    if !ids.is_empty() {
+        for r in results.next().map(|(rows, _)| rows).unwrap_or_default() {
+            let raw: Vec<u8> = r.try_get(0)?;
+            let text: String = r.try_get(1)?;
+            if let Ok(bytes) = <[u8; 16]>::try_from(raw.as_slice()) {
+                known.insert(
+                    OpId(u128::from_be_bytes(bytes)),
+                    serde_json::from_str::<Outcome>(&text)?,
+                );
+            }
+        }
+    }
+    let mut stored = Vec::new();
+    if !keys.is_empty() {
+        for r in results.next().map(|(rows, _)| rows).unwrap_or_default() {
+            stored.push(r.try_get::<i64, _>(0)?);
+        }
+    }
+    Ok(Found { cas, known, stored })
+}
+
+/// Outcomes of ops applied before (a retried op id), and the in-batch repeats of an op id as
+/// `(repeat, first)` index pairs: a repeat gets its first copy's outcome and is not applied.
+fn known_outcomes(
+    entries: &[(Entry, Op)],
+    known: &HashMap<OpId, Outcome>,
+) -> (Vec<Option<Outcome>>, Vec<(usize, usize)>) {
+    let mut out: Vec<Option<Outcome>> = vec![None; entries.len()];
+    let mut repeats = Vec::new();
+    let mut first_in_batch = HashMap::new();
+    for (i, (e, _)) in entries.iter().enumerate() {
+        if e.op_id == OpId::default() {
+            continue;
+        }
+        if let Some(o) = known.get(&e.op_id) {
+            out[i] = Some(o.clone());
+        } else if let Some(&first) = first_in_batch.get(&e.op_id) {
+            out[i] = Some(Outcome::Nothing); // replaced by the first copy's outcome
+            repeats.push((i, first));
+        } else {
+            first_in_batch.insert(e.op_id, i);
+        }
+    }
+    (out, repeats)
+}
 
 impl Store {
     /// Applies committed entries in LSN order in ONE transaction, advancing `applied_lsn` from
@@ -28,19 +255,35 @@ impl Store {
             return Ok(Vec::new());
         };
         let shard = t.shard.as_str();
-        let mut tx = self.pool.begin().await?;
-        // Compare-and-set first: it also locks the shard's bookkeeping row for the transaction.
-        let cas = sqlx::query(
-            "UPDATE walshard_shards SET applied_lsn = ?, applied_epoch = ? WHERE shard = ? AND applied_lsn = ?",
-        )
-        .bind(last.lsn)
-        .bind(last.epoch)
-        .bind(shard)
-        .bind(expected)
-        .execute(&mut *tx)
-        .await?;
-        if cas.rows_affected() != 1 {
-            drop(tx);
+        let only_writes = entries
+            .iter()
+            .all(|(_, op)| matches!(op, Op::Write { .. } | Op::Noop));
+        let ids: Vec<OpId> = entries
+            .iter()
+            .map(|(e, _)| e.op_id)
+            .filter(|id| *id != OpId::default())
+            .collect();
+        let keys: Vec<i64> = if only_writes {
+            entries
+                .iter()
+                .flat_map(|(_, op)| match op {
+                    Op::Write { rows, .. } => rows.iter().map(Row::key).collect(),
+                    _ => Vec::new(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+
+        let started = std::time::Instant::now();
+        let mut tx = OpenTx {
+            conn: Some(self.pool.acquire().await?),
+        };
+        let acquired = started.elapsed();
+        let found = first_round(&mut tx, t, last, expected, &ids, &keys).await?;
+        let first = started.elapsed();
+        if found.cas != 1 {
+            tx.finish(vec!["ROLLBACK".to_owned()]).await?;
             let (_, found) = self.applied(t).await?;
             return Err(StoreError::AppliedMismatch {
                 shard: shard.to_owned(),
@@ -49,72 +292,30 @@ impl Store {
             });
         }
 
-        let (mut outcomes, repeats) = self.known_outcomes(&mut tx, shard, entries).await?;
+        let (mut outcomes, repeats) = known_outcomes(entries, &found.known);
         let fresh: Vec<usize> = (0..entries.len())
             .filter(|&i| outcomes[i].is_none())
             .collect();
-
-        // Fast path: all fresh writes in one multi-row INSERT; any duplicate key sends us to the
-        // exact per-op path (rolled back to the savepoint first).
-        let writes: Vec<usize> = fresh
-            .iter()
-            .copied()
-            .filter(|&i| matches!(&entries[i].1, Op::Write { rows, .. } if !rows.is_empty()))
-            .collect();
-        let only_writes = writes.len() == fresh.len();
-        let mut fast_done = false;
-        if only_writes && writes.len() > 1 {
-            tx.execute("SAVEPOINT fast_path").await?;
-            let rows: Vec<&Row> = writes
-                .iter()
-                .flat_map(|&i| match &entries[i].1 {
-                    Op::Write { rows, .. } => rows.iter().collect::<Vec<_>>(),
-                    _ => Vec::new(),
-                })
-                .collect();
-            match self.insert_rows(&mut tx, t, &rows).await {
-                Ok(()) => {
-                    for &i in &writes {
-                        if let Op::Write { rows, .. } = &entries[i].1 {
-                            outcomes[i] = Some(Outcome::Written {
-                                count: rows.len(),
-                                skipped: Vec::new(),
-                            });
-                        }
-                    }
-                    fast_done = true;
-                }
-                Err(StoreError::Sql(e)) if is_duplicate_key(&e) => {
-                    tx.execute("ROLLBACK TO SAVEPOINT fast_path").await?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if !fast_done && only_writes && !writes.is_empty() {
-            // Some keys are stored already: one lookup, the outcomes decided in log order, one
-            // INSERT (a batch of retried seed writes costs one query, not one per write).
-            let batch: Vec<(&[Row], OnDuplicate)> = writes
+        let mut closing = Statements::default();
+        if only_writes {
+            // The outcomes in log order against the stored keys; one INSERT of the new rows.
+            let writes: Vec<(usize, &[Row], OnDuplicate)> = fresh
                 .iter()
                 .filter_map(|&i| match &entries[i].1 {
-                    Op::Write { rows, on_duplicate } => Some((rows.as_slice(), *on_duplicate)),
+                    Op::Write { rows, on_duplicate } => Some((i, rows.as_slice(), *on_duplicate)),
                     _ => None,
                 })
                 .collect();
-            let keys: Vec<i64> = batch
-                .iter()
-                .flat_map(|(rows, _)| rows.iter().map(Row::key))
-                .collect();
-            let stored = self.existing_keys(&mut tx, t, &keys).await?;
-            let (planned, insert) = plan_writes(&batch, stored);
-            self.insert_rows(&mut tx, t, &insert).await?;
-            for (&i, outcome) in writes.iter().zip(planned) {
+            let batch: Vec<(&[Row], OnDuplicate)> =
+                writes.iter().map(|(_, rows, d)| (*rows, *d)).collect();
+            let (planned, insert) = plan_writes(&batch, found.stored);
+            for (&(i, _, _), outcome) in writes.iter().zip(planned) {
                 outcomes[i] = Some(outcome);
             }
-            fast_done = true;
-        }
-        if !fast_done {
+            closing.insert_rows(t, &insert);
+        } else {
             for &i in &fresh {
-                outcomes[i] = Some(self.apply_one(&mut tx, t, &entries[i].1).await?);
+                outcomes[i] = Some(self.apply_one(tx.conn()?, t, &entries[i].1).await?);
             }
         }
 
@@ -125,104 +326,24 @@ impl Store {
         for (repeat, first) in repeats {
             done[repeat] = done[first].clone();
         }
-        self.record_outcomes(&mut tx, shard, entries, &fresh, &done)
-            .await?;
+        closing.record_outcomes(shard, entries, &fresh, &done)?;
         if last.lsn / 4096 != expected / 4096 && last.lsn > OP_RETENTION {
-            sqlx::query("DELETE FROM walshard_ops WHERE shard = ? AND lsn < ?")
-                .bind(shard)
-                .bind(last.lsn - OP_RETENTION)
-                .execute(&mut *tx)
-                .await?;
+            let mut sql = String::from("DELETE FROM walshard_ops WHERE shard = ");
+            literals::text(&mut sql, shard);
+            sql.push_str(&format!(" AND lsn < {}", last.lsn - OP_RETENTION));
+            closing.push(sql);
         }
-        tx.commit().await?;
-        Ok(done)
-    }
-
-    /// Outcomes of ops already applied (a retried op id), and the in-batch repeats of an op id as
-    /// `(repeat, first)` index pairs: a repeat gets its first copy's outcome and is not applied.
-    async fn known_outcomes(
-        &self,
-        tx: &mut sqlx::MySqlConnection,
-        shard: &str,
-        entries: &[(Entry, Op)],
-    ) -> Result<(Vec<Option<Outcome>>, Vec<(usize, usize)>), StoreError> {
-        let mut out: Vec<Option<Outcome>> = vec![None; entries.len()];
-        let mut repeats = Vec::new();
-        let ids: Vec<OpId> = entries
-            .iter()
-            .filter(|(e, _)| e.op_id != OpId::default())
-            .map(|(e, _)| e.op_id)
-            .collect();
-        if ids.is_empty() {
-            return Ok((out, repeats));
-        }
-        let ids = pad_pow2(&ids);
-        let sql = format!(
-            "SELECT op_id, outcome FROM walshard_ops WHERE shard = ? AND op_id IN ({})",
-            placeholders(ids.len())
+        closing.push("COMMIT".to_owned());
+        tx.finish(closing.chunks).await?;
+        tracing::debug!(
+            shard,
+            entries = entries.len(),
+            acquire_us = acquired.as_micros() as u64,
+            first_us = first.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "apply round trips"
         );
-        let mut q = sqlx::query(AssertSqlSafe(sql)).bind(shard);
-        for id in &ids {
-            q = q.bind(id.0.to_be_bytes().to_vec());
-        }
-        let mut known = HashMap::new();
-        for r in q.fetch_all(&mut *tx).await? {
-            let raw: Vec<u8> = r.try_get(0)?;
-            let text: String = r.try_get(1)?;
-            if let Ok(bytes) = <[u8; 16]>::try_from(raw.as_slice()) {
-                known.insert(
-                    OpId(u128::from_be_bytes(bytes)),
-                    serde_json::from_str::<Outcome>(&text)?,
-                );
-            }
-        }
-        let mut first_in_batch = HashMap::new();
-        for (i, (e, _)) in entries.iter().enumerate() {
-            if e.op_id == OpId::default() {
-                continue;
-            }
-            if let Some(o) = known.get(&e.op_id) {
-                out[i] = Some(o.clone());
-            } else if let Some(&first) = first_in_batch.get(&e.op_id) {
-                out[i] = Some(Outcome::Nothing); // replaced by the first copy's outcome
-                repeats.push((i, first));
-            } else {
-                first_in_batch.insert(e.op_id, i);
-            }
-        }
-        Ok((out, repeats))
-    }
-
-    async fn record_outcomes(
-        &self,
-        tx: &mut sqlx::MySqlConnection,
-        shard: &str,
-        entries: &[(Entry, Op)],
-        fresh: &[usize],
-        outcomes: &[Outcome],
-    ) -> Result<(), StoreError> {
-        let fresh: Vec<usize> = fresh
-            .iter()
-            .copied()
-            .filter(|&i| entries[i].0.op_id != OpId::default())
-            .collect();
-        for range in pow2_chunks(fresh.len(), MAX_PLACEHOLDERS / 4) {
-            let chunk = &fresh[range];
-            let sql = format!(
-                "INSERT INTO walshard_ops (shard, op_id, lsn, outcome) VALUES {}",
-                vec!["(?,?,?,?)"; chunk.len()].join(",")
-            );
-            let mut q = sqlx::query(AssertSqlSafe(sql));
-            for &i in chunk {
-                q = q
-                    .bind(shard)
-                    .bind(entries[i].0.op_id.0.to_be_bytes().to_vec())
-                    .bind(entries[i].0.lsn)
-                    .bind(serde_json::to_string(&outcomes[i])?);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        Ok(())
+        Ok(done)
     }
 
     /// Applies one op exactly; data-dependent failures become outcomes.
