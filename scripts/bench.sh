@@ -8,6 +8,7 @@ cargo bench --locked -p walshard-agent --bench write_throughput
 cargo bench --locked -p walshard-agent --bench replicated_write
 cargo bench --locked -p walshard-router --bench hashing
 # The seed's analysis (A-1, A-1 archiving its WAL, A-2, A-3 against direct MariaDB) and a base
-# backup + restore of 1,000,000 rows against mariadb-dump + reload (docs/benchmarks.md).
+# backup + restore of 1,000,000 rows against mariadb-dump + reload, and A-1 against the baseline at
+# concurrency 1, 16 and 64 (docs/benchmarks.md).
 cargo build --locked --release -p walshard-cli
-./target/release/walshard bench --backup-rows 1000000 --out-dir bench-results
+./target/release/walshard bench --backup-rows 1000000 --sweep 1,16,64 --out-dir bench-results

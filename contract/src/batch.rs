@@ -6,7 +6,8 @@
 //! - `POST /shards/{id}/writes` takes a [`WriteBatch`]: each op carries its own op id (a retried
 //!   batch applies each op once) and the body its single endpoint (`/write`, `/update`, `/del`)
 //!   takes.
-//! - `POST /shards/{id}/reads` takes a [`ReadBatch`] of key ranges, each at its own consistency.
+//! - `POST /reads` takes a [`ReadBatch`] of key ranges of the server's shards, each at its own
+//!   consistency.
 //!
 //! Both answer a [`BatchAnswer`]: one [`BatchedAnswer`] per item, in order. A failure of the
 //! whole batch (not primary, no majority, a deadline) is the request's own error answer.
@@ -14,7 +15,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
-use crate::{ApiError, KeyRange, STATUS_SUCCESS, code_of};
+use crate::{ApiError, Ident, KeyRange, STATUS_SUCCESS, code_of};
 
 /// Which single endpoint a batched op stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,8 +48,10 @@ pub struct WriteBatch {
 }
 
 /// One key-range read inside a [`ReadBatch`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchedRead {
+    /// The shard read.
+    pub shard: Ident,
     /// The keys, `low..=high`.
     pub range: KeyRange,
     /// A session read: the log position the replica must have applied (0: any committed state).
@@ -62,8 +65,8 @@ pub struct BatchedRead {
     pub strong: bool,
 }
 
-/// `POST /shards/{id}/reads`: key-range reads of one replica, served by one SQL statement where
-/// they can be.
+/// `POST /reads`: key-range reads of one server's replicas, served by one SQL statement per
+/// shard where they can be.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ReadBatch {
     /// The reads, answered in this order.
@@ -151,12 +154,14 @@ mod tests {
         ]}))
         .expect("write batch");
         assert_eq!(w.ops[0].kind, OpKind::Del);
-        let r: ReadBatch =
-            serde_json::from_value(json!({"reads": [{"range": {"low": 1, "high": 9}}]}))
-                .expect("read batch");
+        let r: ReadBatch = serde_json::from_value(
+            json!({"reads": [{"shard": "sh2", "range": {"low": 1, "high": 9}}]}),
+        )
+        .expect("read batch");
         assert_eq!(
             r.reads[0],
             BatchedRead {
+                shard: Ident::new("sh2").expect("id"),
                 range: KeyRange { low: 1, high: 9 },
                 min_lsn: 0,
                 wait_ms: 0,

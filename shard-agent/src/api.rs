@@ -49,7 +49,7 @@ pub fn router(agent: AppState, token: String, max_body_bytes: usize) -> Router {
         .route("/del", delete(seed::del))
         .route("/status", get(observe::status))
         .route("/shards/{id}/writes", post(batch::writes))
-        .route("/shards/{id}/reads", post(batch::reads))
+        .route("/reads", post(batch::reads))
         .route("/shards/{id}/fence", post(replica::fence))
         .route("/shards/{id}/promote", post(replica::promote))
         .route("/shards/{id}/confirm", post(replica::confirm))

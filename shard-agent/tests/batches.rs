@@ -89,13 +89,14 @@ async fn every_op_and_read_of_a_batch_is_answered_on_its_own() {
     // past the applied position waits its `wait_ms` and fails alone.
     let lsn = c.status().await["shards"]["sh1"]["applied_lsn"].as_u64();
     let reads = json!({"reads": [
-        {"range": {"low": 1, "high": 3}},
-        {"range": {"low": 2, "high": 5}},
-        {"range": {"low": 9, "high": 4}},
-        {"range": {"low": 5, "high": 5}, "min_lsn": 1},
-        {"range": {"low": 1, "high": 1}, "min_lsn": 1_000_000, "wait_ms": 50},
+        {"shard": "sh1", "range": {"low": 1, "high": 3}},
+        {"shard": "sh1", "range": {"low": 2, "high": 5}},
+        {"shard": "sh1", "range": {"low": 9, "high": 4}},
+        {"shard": "sh1", "range": {"low": 5, "high": 5}, "min_lsn": 1},
+        {"shard": "sh1", "range": {"low": 1, "high": 1}, "min_lsn": 1_000_000, "wait_ms": 50},
+        {"shard": "sh9", "range": {"low": 1, "high": 1}},
     ]});
-    let (code, v) = c.post("/shards/sh1/reads", reads).await;
+    let (code, v) = c.post("/reads", reads).await;
     assert_eq!(code, 200, "{v}");
     let keys = |i: usize| -> Vec<i64> {
         v["results"][i]["body"]["data"]
@@ -111,6 +112,8 @@ async fn every_op_and_read_of_a_batch_is_answered_on_its_own() {
     assert_eq!(keys(3), vec![5]);
     assert_eq!(v["results"][4]["status"], 503, "{v}");
     assert_eq!(v["results"][4]["body"]["code"], "replica-behind");
+    // A shard this server does not hold fails its reads alone.
+    assert_eq!(v["results"][5]["status"], 404, "{v}");
     if let Some(lsn) = lsn {
         assert!(v["results"][0]["body"]["lsn"].as_u64().unwrap() >= lsn);
     }

@@ -12,6 +12,7 @@
 //! - `baseline`: the direct-MariaDB baseline.
 //! - `stats`, `report`, `chart`: figures, the table and JSON, the PNG.
 //! - `sweep`: throughput and latency against concurrency (`--sweep`).
+//! - `cpu`, `staleness`: server CPU per request, and how far secondaries lag during the writes.
 
 mod archive;
 mod backup;
@@ -22,6 +23,7 @@ mod driver;
 mod keys;
 mod report;
 mod scenario;
+mod staleness;
 mod stats;
 mod sweep;
 
@@ -312,7 +314,15 @@ async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
         // Numbered: a scenario named twice gets two fresh fleets.
         let dir = run_dir.join(format!("{}-{}", i + 1, target.name));
         let measured = run_target(target, schedule, args, dir, &progress, &mut stop).await;
-        let (Measured { writes, reads, cpu }, archive) = match measured {
+        let (
+            Measured {
+                writes,
+                reads,
+                cpu,
+                staleness,
+            },
+            archive,
+        ) = match measured {
             Ok(m) => m,
             Err(e) => {
                 finish_run_dir(&run_dir, args.keep);
@@ -336,6 +346,7 @@ async fn measure(args: &BenchArgs) -> Result<Report, BenchError> {
                 read_ratio: None,
                 archive,
                 cpu,
+                staleness,
             }
             .with_ratios(baseline.as_ref()),
         );
@@ -479,7 +490,7 @@ async fn run_target(
         Source::Router(url) => {
             let measured = interruptible(
                 stop,
-                workload(url, target, schedule, concurrency, progress, &[]),
+                workload(url, target, schedule, concurrency, progress, &[], None),
             )
             .await??;
             return Ok((measured, None));
@@ -516,9 +527,26 @@ async fn run_target(
     };
     let url = fleet.router_url().to_owned();
     let pids = fleet.pids();
+    let probe = staleness::Probe {
+        agents: fleet
+            .topology()
+            .servers
+            .values()
+            .map(|s| s.url.clone())
+            .collect(),
+        token: fleet.token().await,
+    };
     let measured = interruptible(
         stop,
-        workload(&url, target, schedule, concurrency, progress, &pids),
+        workload(
+            &url,
+            target,
+            schedule,
+            concurrency,
+            progress,
+            &pids,
+            Some(probe),
+        ),
     )
     .await;
     let archived = match (&measured, target.archives) {
@@ -540,10 +568,12 @@ struct Measured {
     writes: PhaseOutcome,
     reads: PhaseOutcome,
     cpu: Option<cpu::PhaseCpu>,
+    staleness: Option<staleness::Staleness>,
 }
 
 /// The writes, then the reads, through the router at `url`; `pids` are the server processes
-/// whose CPU is measured (none for an external router).
+/// whose CPU is measured and `probe` the agents whose lag is watched during the writes (neither
+/// for an external router).
 async fn workload(
     url: &str,
     target: &Target,
@@ -551,8 +581,11 @@ async fn workload(
     concurrency: usize,
     progress: &Progress,
     pids: &[(&'static str, u32)],
+    probe: Option<staleness::Probe>,
 ) -> Result<Measured, BenchError> {
     let api = SeedApi::new(url, target.schema.clone(), concurrency)?;
+    let (writing, done_writing) = watch::channel(false);
+    let watcher = probe.map(|p| tokio::spawn(staleness::observe(p, done_writing)));
     let start = cpu::sample(pids);
     let writes = {
         let (api, keys) = (api.clone(), schedule.keys.clone());
@@ -567,6 +600,17 @@ async fn workload(
         out
     };
     let between = cpu::sample(pids);
+    writing.send_replace(true);
+    let staleness = match watcher {
+        Some(w) => {
+            let lags = w.await.unwrap_or_default();
+            let per_shard = writes.requests as f64
+                / writes.elapsed.as_secs_f64().max(1e-9)
+                / target.shards.max(1) as f64;
+            Some(staleness::summarise(lags, per_shard))
+        }
+        None => None,
+    };
     let reads = {
         let ranges = schedule.ranges.clone();
         let bar = progress.bar(&format!("{} reads", target.name), ranges.len());
@@ -584,7 +628,12 @@ async fn workload(
         writes: cpu::CpuPerRequest::between(&start, &between, writes.requests),
         reads: cpu::CpuPerRequest::between(&between, &end, reads.requests),
     });
-    Ok(Measured { writes, reads, cpu })
+    Ok(Measured {
+        writes,
+        reads,
+        cpu,
+        staleness,
+    })
 }
 
 /// Flips to `true` on the first Ctrl-C; a second one exits at once.

@@ -87,6 +87,9 @@ pub struct ScenarioReport {
     /// Server CPU per request by process kind (local fleets).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu: Option<super::cpu::PhaseCpu>,
+    /// How far secondaries were behind their primaries during the writes (local fleets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staleness: Option<super::staleness::Staleness>,
 }
 
 impl ScenarioReport {
@@ -212,6 +215,20 @@ pub fn render_table(report: &Report) -> String {
     }
     out.push_str(&render_archive(report));
     out.push_str(&render_cpu(report));
+    out.push_str(&render_staleness(report));
+    out
+}
+
+/// A line per scenario: how far its secondaries were behind during the writes.
+fn render_staleness(report: &Report) -> String {
+    let mut out = String::new();
+    for s in &report.scenarios {
+        let Some(st) = &s.staleness else { continue };
+        out.push_str(&format!(
+            "{}: secondaries behind their primary's commit point during the writes ({} samples): p50 {} entries (~{:.1} ms), p99 {} (~{:.1} ms), max {}\n",
+            s.name, st.samples, st.p50_entries, st.p50_ms, st.p99_entries, st.p99_ms, st.max_entries
+        ));
+    }
     out
 }
 
@@ -473,6 +490,7 @@ pub(crate) mod tests {
                 read_ratio: None,
                 archive: None,
                 cpu: None,
+                staleness: None,
             }
             .with_ratios(Some(&baseline))
         };

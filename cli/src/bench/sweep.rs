@@ -155,6 +155,8 @@ pub fn render_chart(sweep: &Sweep, path: &Path) -> Result<(), BenchError> {
         .configure_mesh()
         .x_desc("requests in flight")
         .y_desc("requests/s")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .label_style((FONT, 15))
         .axis_desc_style((FONT, 16))
         .draw()

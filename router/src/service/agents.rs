@@ -1,7 +1,7 @@
 //! The router's calls to the agents: one call ([`RouterState::call`]); a call to a shard's
 //! primary that follows failovers and retries in-doubt failures until [`WRITE_DEADLINE`]
 //! ([`RouterState::to_primary`]); reads of a replica with fallback around the ring, and strong
-//! reads on the primary, both through the replicas' read batches.
+//! reads on the primary, both through coalesced read batches.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -158,7 +158,7 @@ impl RouterState {
     /// A read of one shard that sees at least log position `min_lsn` (0: any committed state):
     /// the ring's pick first, then the other replicas, each waiting a moment for the position;
     /// for a session read the primary last, which may wait longer. Returns the rows and the
-    /// position the read was served at. Each attempt travels in its replica's next read batch.
+    /// position the read was served at. Each attempt travels in its server's next read batch.
     pub(super) async fn read_from(
         self: &Arc<Self>,
         shard: &Ident,
@@ -168,6 +168,7 @@ impl RouterState {
     ) -> Result<(Vec<Json_>, u64), ApiError> {
         let routes = self.routes()?;
         let mut read = BatchedRead {
+            shard: shard.clone(),
             range,
             min_lsn: min_lsn.unwrap_or(0),
             wait_ms: if min_lsn.is_some() {
@@ -182,11 +183,8 @@ impl RouterState {
             let Some(url) = routes.url(server) else {
                 continue;
             };
-            let key = ReadKey::Replica {
-                url: url.to_owned(),
-                shard: shard.clone(),
-            };
-            match self.read_op(key, read).await {
+            let key = ReadKey::Server(url.to_owned());
+            match self.read_op(key, read.clone()).await {
                 Ok(v) => return Ok((rows_of(&v), applied_of(&v))),
                 Err(e) => last_error = format!("{server} answered {}: {}", e.status, e.message),
             }
@@ -209,6 +207,7 @@ impl RouterState {
         range: KeyRange,
     ) -> Result<(Vec<Json_>, u64), ApiError> {
         let read = BatchedRead {
+            shard: shard.clone(),
             range,
             min_lsn: 0,
             wait_ms: 0,

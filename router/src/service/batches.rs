@@ -1,5 +1,6 @@
 //! The router's coalesced calls (crate::coalesce): client writes of one shard go to its primary
-//! as one `POST /shards/{id}/writes`; reads of one replica as one `POST /shards/{id}/reads`.
+//! as one `POST /shards/{id}/writes`; reads of one server's replicas as one `POST /reads`, and
+//! reads of one shard's primary likewise.
 //! An agent that does not know the batch endpoints (an older version, during a rolling upgrade)
 //! answers 404, and the batch is then sent as single requests.
 
@@ -20,17 +21,13 @@ pub(super) const MAX_WRITE_BATCH: usize = 256;
 /// Most reads in one read batch.
 pub(super) const MAX_READ_BATCH: usize = 128;
 
-/// Whose reads a read batch holds: one replica's, or a shard's primary (strong reads, and session
-/// reads no replica could serve), wherever it is when the batch is sent.
+/// Whose reads a read batch holds: one server's (its replicas of any shard), or a shard's primary
+/// (strong reads, and session reads no replica could serve), wherever it is when the batch is
+/// sent.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ReadKey {
-    /// The replica of `shard` on the server at this URL.
-    Replica {
-        /// The server's base URL.
-        url: String,
-        /// The shard.
-        shard: Ident,
-    },
+    /// The server at this base URL.
+    Server(String),
     /// The shard's primary.
     Primary(Ident),
 }
@@ -110,7 +107,7 @@ impl RouterState {
         self.reads.submit(key, read, send).await
     }
 
-    /// Sends a read batch: to one replica once, or to the shard's primary following failovers.
+    /// Sends a read batch: to one server once, or to the shard's primary following failovers.
     async fn send_reads(&self, key: &ReadKey, reads: Vec<BatchedRead>) -> BatchResult {
         self.metrics.batch("read", reads.len());
         let body = serde_json::to_value(ReadBatch {
@@ -118,10 +115,9 @@ impl RouterState {
         })
         .unwrap_or_default();
         let answer = match key {
-            ReadKey::Replica { url, shard } => {
-                let path = format!("/shards/{shard}/reads");
+            ReadKey::Server(url) => {
                 match self
-                    .call(url, reqwest::Method::POST, &path, &body, None)
+                    .call(url, reqwest::Method::POST, "/reads", &body, None)
                     .await
                 {
                     Ok((200, v)) => Ok(v),
@@ -135,8 +131,7 @@ impl RouterState {
                 }
             }
             ReadKey::Primary(shard) => {
-                let path = format!("/shards/{shard}/reads");
-                self.to_primary(shard, reqwest::Method::POST, &path, &body, None)
+                self.to_primary(shard, reqwest::Method::POST, "/reads", &body, None)
                     .await
             }
         };
@@ -161,9 +156,7 @@ impl RouterState {
         let calls = reads.into_iter().map(|r| {
             let key_name = key_name.clone();
             async move {
-                let shard = match key {
-                    ReadKey::Replica { shard, .. } | ReadKey::Primary(shard) => shard,
-                };
+                let shard = &r.shard;
                 let mut body = json!({"shard": shard.as_str(), key_name: {"low": r.range.low, "high": r.range.high}});
                 if r.strong {
                     body["consistency"] = "strong".into();
@@ -172,7 +165,7 @@ impl RouterState {
                     body["wait_ms"] = r.wait_ms.into();
                 }
                 match key {
-                    ReadKey::Replica { url, .. } => {
+                    ReadKey::Server(url) => {
                         match self.call(url, reqwest::Method::POST, "/read", &body, None).await {
                             Ok((200, v)) => Ok(v),
                             Ok((status, v)) => Err(relayed(status, code_of(status, &v), &v, "")),

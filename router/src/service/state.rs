@@ -21,7 +21,7 @@ use crate::hashing::HashMode;
 use crate::routes::{Primaries, Routes};
 use crate::session::RouterMemory;
 
-/// Batches on the wire at once per shard primary (writes) or replica (reads): while they are in
+/// Batches on the wire at once per shard primary (writes) or server (reads): while they are in
 /// flight the next batch gathers.
 const BATCHES_IN_FLIGHT: usize = 1;
 /// Timeout of one call to an agent.
@@ -54,7 +54,7 @@ pub struct RouterState {
     pub(super) memory: RouterMemory,
     /// Client writes waiting for their shard's next write batch.
     pub(super) writes: Arc<Coalescer<Ident, BatchedOp>>,
-    /// Reads waiting for their replica's next read batch.
+    /// Reads waiting for their server's (or shard primary's) next read batch.
     pub(super) reads: Arc<Coalescer<ReadKey, BatchedRead>>,
 }
 

@@ -1,10 +1,12 @@
 //! The router's coalesced requests (`walshard_contract::batch`): `POST /shards/{id}/writes`
-//! logs the client ops of one shard as one WAL group, `POST /shards/{id}/reads` serves key-range
-//! reads with one SQL statement per group of reads that can be served at once. Each item is
-//! answered as its single request would be.
+//! logs the client ops of one shard as one WAL group, `POST /reads` serves key-range reads of
+//! the server's shards with one SQL statement per shard and group of reads that can be served
+//! at once. Each item is answered as its single request would be.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -106,34 +108,62 @@ fn answered(schema: &Schema, outcome: crate::ops::Outcome) -> BatchedAnswer {
 /// Reads whose positions are settled: `(index, range, position or why it cannot be served)`.
 type Settled = Vec<(usize, KeyRange, Result<Lsn, ApiError>)>;
 
-/// `POST /shards/{id}/reads`: a [`ReadBatch`], served in up to three groups at once, each with
-/// one SQL statement: reads this replica may serve now, strong reads (after one read-index check
-/// for all of them), and session reads that first wait for their positions.
+/// `POST /reads`: a [`ReadBatch`] of this server's shards. Each shard's reads are served in up
+/// to three groups at once, each with one SQL statement: reads this replica may serve now,
+/// strong reads (after one read-index check for all of them), and session reads that first wait
+/// for their positions. A read of a shard this server does not hold is answered 404 alone.
 pub(super) async fn reads(
     State(agent): State<AppState>,
-    Path(id): Path<String>,
     JsonBody(body): JsonBody,
-) -> Result<Response, ApiError> {
-    let (schema, shard) = batch_target(&agent, &id).await?;
+) -> Result<Json<Json_>, ApiError> {
     let batch: ReadBatch = batch_body(body, "read batch")?;
+    let mut per_shard: BTreeMap<&Ident, Vec<(usize, &BatchedRead)>> = BTreeMap::new();
+    for (i, r) in batch.reads.iter().enumerate() {
+        per_shard.entry(&r.shard).or_default().push((i, r));
+    }
+    let shards = per_shard
+        .into_iter()
+        .map(|(id, reads)| shard_reads(&agent, id, reads));
+    let mut answers: Vec<Option<BatchedAnswer>> = vec![None; batch.reads.len()];
+    for (i, answer) in futures::future::join_all(shards)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        answers[i] = Some(answer);
+    }
+    Ok(Json(in_order(answers)))
+}
+
+/// The reads of one shard of a read batch, answered by index.
+async fn shard_reads(
+    agent: &Agent,
+    id: &Ident,
+    reads: Vec<(usize, &BatchedRead)>,
+) -> Vec<(usize, BatchedAnswer)> {
+    let (schema, shard) = match target(agent, id).await {
+        Ok(found) => found,
+        Err(e) => {
+            let failed = BatchedAnswer::failed(&e);
+            return reads
+                .into_iter()
+                .map(|(i, _)| (i, failed.clone()))
+                .collect();
+        }
+    };
     let applied = shard.applied_lsn();
-    let item = |(i, r): (usize, &BatchedRead)| (i, *r);
-    let strong: Vec<(usize, BatchedRead)> = batch
-        .reads
+    let strong: Vec<(usize, &BatchedRead)> =
+        reads.iter().copied().filter(|(_, r)| r.strong).collect();
+    let (ready, waiting): (Vec<_>, Vec<_>) = reads
         .iter()
-        .enumerate()
-        .filter(|(_, r)| r.strong)
-        .map(item)
-        .collect();
-    let (ready, waiting): (Vec<_>, Vec<_>) = batch
-        .reads
-        .iter()
-        .enumerate()
+        .copied()
         .filter(|(_, r)| !r.strong)
-        .map(item)
         .partition(|(_, r)| r.min_lsn <= applied);
 
     let ready_group = async {
+        if ready.is_empty() {
+            return Vec::new();
+        }
         let needed = ready.iter().map(|(_, r)| r.min_lsn).max().unwrap_or(0);
         let at = shard
             .read_position(needed, Duration::ZERO)
@@ -143,7 +173,7 @@ pub(super) async fn reads(
             .iter()
             .map(|(i, r)| (*i, r.range, at.clone()))
             .collect();
-        serve(&agent, &schema, &shard, settled).await
+        serve(agent, &schema, &shard, settled).await
     };
     let strong_group = async {
         if strong.is_empty() {
@@ -157,7 +187,7 @@ pub(super) async fn reads(
             .iter()
             .map(|(i, r)| (*i, r.range, at.clone()))
             .collect();
-        serve(&agent, &schema, &shard, settled).await
+        serve(agent, &schema, &shard, settled).await
     };
     let waiting_group = async {
         let waits = waiting.iter().map(|(i, r)| {
@@ -169,14 +199,10 @@ pub(super) async fn reads(
             }
         });
         let settled = futures::future::join_all(waits).await;
-        serve(&agent, &schema, &shard, settled).await
+        serve(agent, &schema, &shard, settled).await
     };
     let (a, b, c) = tokio::join!(ready_group, strong_group, waiting_group);
-    let mut answers: Vec<Option<BatchedAnswer>> = vec![None; batch.reads.len()];
-    for (i, answer) in a.into_iter().chain(b).chain(c) {
-        answers[i] = Some(answer);
-    }
-    Ok(at_position(applied, in_order(answers)))
+    a.into_iter().chain(b).chain(c).collect()
 }
 
 /// One statement for the reads that may be served; the others answered with their error.
