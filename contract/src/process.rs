@@ -1,5 +1,5 @@
-//! What every walshard process shares (feature `process`): the log format flag, tracing setup and
-//! the shutdown signal.
+//! What every walshard process shares (feature `process`): the log format flag, tracing setup,
+//! the shutdown signal, and the environment its servers start with.
 
 use clap::ValueEnum;
 use tracing::info;
@@ -13,6 +13,13 @@ pub enum LogFormat {
     /// One JSON object per line (for log collectors).
     Json,
 }
+
+/// The environment every long-running walshard server process (agent, router) starts with, set
+/// by whatever launches it (`walshard up`, the operator's pods). mimalloc keeps the pages a
+/// request freed instead of returning them to the OS 10 ms later: faulting them back in cost the
+/// agents and the router 5–10 % of their CPU per request (docs/benchmarks.md). The price: a
+/// process keeps its peak heap.
+pub const SERVER_ENV: [(&str, &str); 1] = [("MIMALLOC_PURGE_DELAY", "-1")];
 
 /// Installs the global tracing subscriber: `RUST_LOG` if set, else `default_filter`.
 pub fn init_tracing(format: LogFormat, default_filter: &str) {

@@ -430,6 +430,7 @@ fn spawn_router(shared: &Shared, port: u16, control_url: &str) -> Result<ChildGu
     };
     let mut cmd = std::process::Command::new(&shared.launch.exe);
     cmd.arg("router")
+        .envs(walshard_contract::process::SERVER_ENV)
         .env("WALSHARD_LISTEN", format!("127.0.0.1:{port}"))
         .env("WALSHARD_CONTROL_URL", control_url)
         .env("WALSHARD_TOKEN", &shared.launch.token)

@@ -192,6 +192,7 @@ impl Server {
             .map_err(|e| LocalError::io(format!("opening {}", log_path.display()), e))?;
         let mut cmd = Command::new(&launch.exe);
         cmd.arg("agent")
+            .envs(walshard_contract::process::SERVER_ENV)
             .env("WALSHARD_LISTEN", format!("127.0.0.1:{}", self.ports.agent))
             .env("WALSHARD_MYSQL_URL", self.mysql.url())
             .env("WALSHARD_DATA_DIR", self.dir.join("agent"))

@@ -75,6 +75,11 @@ fn container(ctx: &Ctx<'_>) -> Container {
             cluster_token_ref(ctx.db, &ctx.spec.credentials),
         ),
     ];
+    env_vars.extend(
+        walshard_contract::process::SERVER_ENV
+            .iter()
+            .map(|(name, value)| env(name, *value)),
+    );
     if let Some(r) = &router.api_token_secret_ref {
         env_vars.push(env_secret(
             "WALSHARD_API_TOKEN",

@@ -407,6 +407,11 @@ fn agent_container(ctx: &Ctx<'_>, server: &str) -> Container {
             ctx.spec.pod.handover_seconds().to_string(),
         ),
     ];
+    env_vars.extend(
+        walshard_contract::process::SERVER_ENV
+            .iter()
+            .map(|(name, value)| env(name, *value)),
+    );
     env_vars.extend(super::tls::serving_env(ctx));
     env_vars.extend(archive.into_iter().flatten());
     Container {
