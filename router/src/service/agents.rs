@@ -185,7 +185,7 @@ impl RouterState {
             };
             let key = ReadKey::Server(url.to_owned());
             match self.read_op(key, read.clone()).await {
-                Ok(v) => return Ok((rows_of(&v), applied_of(&v))),
+                Ok(v) => return Ok(rows_and_position(v)),
                 Err(e) => last_error = format!("{server} answered {}: {}", e.status, e.message),
             }
             self.metrics.retry("read-fallback");
@@ -193,7 +193,7 @@ impl RouterState {
         if min_lsn.is_some() {
             read.wait_ms = PRIMARY_SESSION_WAIT_MS;
             let v = self.read_op(ReadKey::Primary(shard.clone()), read).await?;
-            return Ok((rows_of(&v), applied_of(&v)));
+            return Ok(rows_and_position(v));
         }
         Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, last_error))
     }
@@ -214,7 +214,7 @@ impl RouterState {
             strong: true,
         };
         let v = self.read_op(ReadKey::Primary(shard.clone()), read).await?;
-        Ok((rows_of(&v), applied_of(&v)))
+        Ok(rows_and_position(v))
     }
 }
 
@@ -242,7 +242,12 @@ pub(super) fn message_of(v: &Json_) -> String {
         .map_or_else(|| v.to_string(), str::to_owned)
 }
 
-/// The rows of an agent's read answer.
-pub(super) fn rows_of(v: &Json_) -> Vec<Json_> {
-    v["data"].as_array().cloned().unwrap_or_default()
+/// The rows of an agent's read answer (moved out of it) and the position it was served at.
+pub(super) fn rows_and_position(mut v: Json_) -> (Vec<Json_>, u64) {
+    let at = applied_of(&v);
+    let rows = match v.get_mut("data").map(Json_::take) {
+        Some(Json_::Array(rows)) => rows,
+        _ => Vec::new(),
+    };
+    (rows, at)
 }

@@ -12,7 +12,7 @@ use walshard_contract::batch::{
 };
 use walshard_contract::{ApiError, Ident, code_of};
 
-use super::agents::{message_of, relayed};
+use super::agents::relayed;
 use super::state::RouterState;
 use crate::coalesce::BatchResult;
 
@@ -186,10 +186,14 @@ impl RouterState {
 /// The item answers of a batch answer, each with the batch's `"lsn"` unless it has its own.
 fn item_answers(v: Json_) -> BatchResult {
     let lsn = v.get("lsn").cloned();
-    let answer: BatchAnswer = serde_json::from_value(v.clone()).map_err(|e| {
+    let message = v.get("message").and_then(Json_::as_str).map(str::to_owned);
+    let answer: BatchAnswer = serde_json::from_value(v).map_err(|e| {
         ApiError::new(
             502u16,
-            format!("unusable batch answer ({e}): {}", message_of(&v)),
+            format!(
+                "unusable batch answer ({e}){}",
+                message.map(|m| format!(": {m}")).unwrap_or_default()
+            ),
         )
     })?;
     Ok(answer
