@@ -66,6 +66,31 @@ impl RouterState {
         Ok((status, value))
     }
 
+    /// One call to the server `who` at `url`, answered for sure: its 200 body, or its error
+    /// relayed with `who` in front, or 503 when it cannot be reached.
+    pub(super) async fn call_once(
+        &self,
+        who: &str,
+        url: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: &Json_,
+    ) -> Result<Json_, ApiError> {
+        match self.call(url, method, path, body, None).await {
+            Ok((200, v)) => Ok(v),
+            Ok((status, v)) => Err(relayed(
+                status,
+                code_of(status, &v),
+                &v,
+                &format!("{who}: "),
+            )),
+            Err(e) => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("{who} unreachable: {e}"),
+            )),
+        }
+    }
+
     /// Sends `body` to the shard's primary until it answers for sure or [`WRITE_DEADLINE`]
     /// passes: follows 421 hints, asks the topology again, retries in-doubt failures with the
     /// same `op_id`.

@@ -10,9 +10,8 @@ use serde_json::{Value as Json_, json};
 use walshard_contract::batch::{
     BatchAnswer, BatchedOp, BatchedRead, OpKind, ReadBatch, WriteBatch,
 };
-use walshard_contract::{ApiError, Ident, code_of};
+use walshard_contract::{ApiError, Ident};
 
-use super::agents::relayed;
 use super::state::RouterState;
 use crate::coalesce::BatchResult;
 
@@ -116,19 +115,8 @@ impl RouterState {
         .unwrap_or_default();
         let answer = match key {
             ReadKey::Server(url) => {
-                match self
-                    .call(url, reqwest::Method::POST, "/reads", &body, None)
+                self.call_once(url, url, reqwest::Method::POST, "/reads", &body)
                     .await
-                {
-                    Ok((200, v)) => Ok(v),
-                    Ok((status, v)) => Err(relayed(
-                        status,
-                        code_of(status, &v),
-                        &v,
-                        &format!("{url}: "),
-                    )),
-                    Err(e) => Err(ApiError::new(503u16, format!("{url} unreachable: {e}"))),
-                }
             }
             ReadKey::Primary(shard) => {
                 self.to_primary(shard, reqwest::Method::POST, "/reads", &body, None)
@@ -166,11 +154,8 @@ impl RouterState {
                 }
                 match key {
                     ReadKey::Server(url) => {
-                        match self.call(url, reqwest::Method::POST, "/read", &body, None).await {
-                            Ok((200, v)) => Ok(v),
-                            Ok((status, v)) => Err(relayed(status, code_of(status, &v), &v, "")),
-                            Err(e) => Err(ApiError::new(503u16, format!("{url} unreachable: {e}"))),
-                        }
+                        self.call_once(url, url, reqwest::Method::POST, "/read", &body)
+                            .await
                     }
                     ReadKey::Primary(_) => {
                         self.to_primary(shard, reqwest::Method::POST, "/read", &body, None)

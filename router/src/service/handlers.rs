@@ -13,9 +13,9 @@ use serde_json::{Map, Value as Json_, json};
 use tracing::warn;
 use walshard_contract::answers::{openmetrics, parse_json};
 use walshard_contract::batch::OpKind;
-use walshard_contract::{ApiError, ErrorCode, Ident, KeyRange, Row, STATUS_SUCCESS, code_of};
+use walshard_contract::{ApiError, ErrorCode, Ident, KeyRange, Row, STATUS_SUCCESS};
 
-use super::agents::{PRIMARY_SESSION_WAIT_MS, applied_of, message_of, relayed};
+use super::agents::{PRIMARY_SESSION_WAIT_MS, applied_of, message_of};
 use super::state::RouterState;
 use crate::requests::{self, Consistency};
 use crate::session::{SESSION_HEADER, SessionToken};
@@ -348,19 +348,9 @@ pub(super) async fn read_server(
             body["min_lsn"] = Json_::Object(min);
             body["wait_ms"] = PRIMARY_SESSION_WAIT_MS.into();
         }
-        let (code, v) = state
-            .call(url, reqwest::Method::GET, "/copy", &body, None)
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("{name} unreachable: {e}"),
-                )
-            })?;
-        if code != 200 {
-            let prefix = format!("{name}: ");
-            return Err(relayed(code, code_of(code, &v), &v, &prefix));
-        }
+        let v = state
+            .call_once(name.as_str(), url, reqwest::Method::GET, "/copy", &body)
+            .await?;
         let mut out = Map::new();
         for shard in &shards {
             out.insert((*shard).to_owned(), v[*shard].clone());

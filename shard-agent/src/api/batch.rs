@@ -14,6 +14,7 @@ use serde_json::{Value as Json_, json};
 use walshard_contract::batch::{BatchedAnswer, BatchedRead, OpKind, ReadBatch, WriteBatch};
 use walshard_contract::{ApiError, Ident, KeyRange, STATUS_SUCCESS, Schema};
 
+use super::extract::body_named;
 use super::seed::{
     ParseOp, answer_of, at_position, nothing_written, parse_op_id, rows_json, target,
 };
@@ -38,12 +39,6 @@ async fn batch_target(
     target(agent, &id).await
 }
 
-/// The JSON body as `T`, or 400 naming the batch.
-fn batch_body<T: serde::de::DeserializeOwned>(body: Json_, what: &str) -> Result<T, ApiError> {
-    serde_json::from_value(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{what}: {e}")))
-}
-
 /// Item answers in order; an item left unanswered (a bug) is answered 500.
 fn in_order(answers: Vec<Option<BatchedAnswer>>) -> Json_ {
     let results: Vec<BatchedAnswer> = answers
@@ -66,7 +61,7 @@ pub(super) async fn writes(
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let (schema, shard) = batch_target(&agent, &id).await?;
-    let batch: WriteBatch = batch_body(body, "write batch")?;
+    let batch: WriteBatch = body_named(body, "write batch")?;
     let mut answers: Vec<Option<BatchedAnswer>> = vec![None; batch.ops.len()];
     let mut ops = Vec::new();
     let mut positions = Vec::new();
@@ -98,6 +93,7 @@ pub(super) async fn writes(
     Ok(at_position(shard.applied_lsn(), in_order(answers)))
 }
 
+/// An op's outcome as its item answer.
 fn answered(schema: &Schema, outcome: crate::ops::Outcome) -> BatchedAnswer {
     match answer_of(schema, outcome) {
         Ok(v) => BatchedAnswer::ok(v),
@@ -116,7 +112,7 @@ pub(super) async fn reads(
     State(agent): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<Json_>, ApiError> {
-    let batch: ReadBatch = batch_body(body, "read batch")?;
+    let batch: ReadBatch = body_named(body, "read batch")?;
     let mut per_shard: BTreeMap<&Ident, Vec<(usize, &BatchedRead)>> = BTreeMap::new();
     for (i, r) in batch.reads.iter().enumerate() {
         per_shard.entry(&r.shard).or_default().push((i, r));

@@ -36,3 +36,12 @@ pub(super) fn shard_in_path(agent: &Agent, id: &str) -> Result<Arc<Shard>, ApiEr
             )
         })
 }
+
+/// A JSON body as `T`, or 400 `"<what>: <why>"`.
+pub(super) fn body_named<T: serde::de::DeserializeOwned>(
+    body: Json_,
+    what: &str,
+) -> Result<T, ApiError> {
+    serde_json::from_value(body)
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("{what}: {e}")))
+}

@@ -11,7 +11,7 @@ use walshard_contract::{
     StepDownReply, StepDownRequest, Success,
 };
 
-use super::extract::shard_in_path;
+use super::extract::{body_named, shard_in_path};
 use super::{AppState, JsonBody};
 use crate::replication::{
     AppendRequest, H_COMMIT, H_EPOCH, H_PREV_EPOCH, H_PREV_LSN, H_PRIMARY, decode_entries,
@@ -51,8 +51,7 @@ pub(super) async fn promote(
     JsonBody(body): JsonBody,
 ) -> Result<Json<Json_>, ApiError> {
     let shard = shard_in_path(&agent, &id)?;
-    let req: PromoteRequest = serde_json::from_value(body)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("promote: {e}")))?;
+    let req: PromoteRequest = body_named(body, "promote")?;
     let me = &agent.config.server_name;
     let peers: Vec<ReplicaRef> = req.replicas.into_iter().filter(|p| &p.name != me).collect();
     shard.promote(req.epoch, peers, req.quorum).await?;

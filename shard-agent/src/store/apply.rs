@@ -104,20 +104,35 @@ impl Statements {
         }
     }
 
-    /// `INSERT`s of `rows`, each statement within [`MAX_QUERY_BYTES`].
-    fn insert_rows(&mut self, t: &ShardTable, rows: &[&Row]) {
-        let head = format!("INSERT INTO {} ({}) VALUES ", t.table, t.column_list);
+    /// `head` followed by one value tuple per item (written by `value`), cut into statements of
+    /// about half [`MAX_QUERY_BYTES`] each.
+    fn values<T>(
+        &mut self,
+        head: &str,
+        items: impl IntoIterator<Item = T>,
+        mut value: impl FnMut(&mut String, T) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
         let mut sql = String::new();
-        for r in rows {
+        for item in items {
             if sql.len() > MAX_QUERY_BYTES / 2 {
                 self.push(std::mem::take(&mut sql));
             }
-            sql.push_str(if sql.is_empty() { &head } else { "," });
-            literals::row(&mut sql, r);
+            sql.push_str(if sql.is_empty() { head } else { "," });
+            value(&mut sql, item)?;
         }
         if !sql.is_empty() {
             self.push(sql);
         }
+        Ok(())
+    }
+
+    /// `INSERT`s of `rows`.
+    fn insert_rows(&mut self, t: &ShardTable, rows: &[&Row]) -> Result<(), StoreError> {
+        let head = format!("INSERT INTO {} ({}) VALUES ", t.table, t.column_list);
+        self.values(&head, rows, |sql, r| {
+            literals::row(sql, r);
+            Ok(())
+        })
     }
 
     /// Records the outcome of every fresh op with an op id, so a retry gets the same answer.
@@ -129,28 +144,20 @@ impl Statements {
         outcomes: &[Outcome],
     ) -> Result<(), StoreError> {
         let head = "INSERT INTO walshard_ops (shard, op_id, lsn, outcome) VALUES ";
-        let mut sql = String::new();
-        for &i in fresh {
-            let entry = &entries[i].0;
-            if entry.op_id == OpId::default() {
-                continue;
-            }
-            if sql.len() > MAX_QUERY_BYTES / 2 {
-                self.push(std::mem::take(&mut sql));
-            }
-            sql.push_str(if sql.is_empty() { head } else { "," });
+        let recorded = fresh
+            .iter()
+            .map(|&i| (&entries[i].0, &outcomes[i]))
+            .filter(|(entry, _)| entry.op_id != OpId::default());
+        self.values(head, recorded, |sql, (entry, outcome)| {
             sql.push('(');
-            literals::text(&mut sql, shard);
+            literals::text(sql, shard);
             sql.push(',');
-            literals::bytes(&mut sql, &entry.op_id.0.to_be_bytes());
+            literals::bytes(sql, &entry.op_id.0.to_be_bytes());
             sql.push_str(&format!(",{},", entry.lsn));
-            literals::text(&mut sql, &serde_json::to_string(&outcomes[i])?);
+            literals::text(sql, &serde_json::to_string(outcome)?);
             sql.push(')');
-        }
-        if !sql.is_empty() {
-            self.push(sql);
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -312,7 +319,7 @@ impl Store {
             for (&(i, _, _), outcome) in writes.iter().zip(planned) {
                 outcomes[i] = Some(outcome);
             }
-            closing.insert_rows(t, &insert);
+            closing.insert_rows(t, &insert)?;
         } else {
             for &i in &fresh {
                 outcomes[i] = Some(self.apply_one(tx.conn()?, t, &entries[i].1).await?);
